@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""Codec benchmark: bytes, PSNR and speed of each preset against JPEG/WebP/AVIF and ROI baselines.
+
+Reads the real evaluation sets (COCO vtest-dev, VOC aerial-voc), encodes them with rinr_data, matches every
+baseline to the INR's own object and background PSNR, prints a table, saves an RD plot and rewrites the
+generated section of docs/BENCHMARKS.md with the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baselines import full_frame_at_psnr, roi_baseline  # noqa: E402
+
+import rinr_data as R  # noqa: E402
+from rinr_data.classic import quality_sweep  # noqa: E402
+from rinr_data.frames import box_mask  # noqa: E402
+from rinr_data.metrics import region_psnr  # noqa: E402
+from rinr_data.sources import open_source  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK_BEGIN = "<!-- bench_codec:begin -->"
+MARK_END = "<!-- bench_codec:end -->"
+
+
+@dataclass
+class FrameResult:
+    """One frame's INR result and its baselines (bytes at the INR's quality)."""
+
+    dataset: str
+    name: str
+    nbytes: int
+    full: float
+    objects: float
+    background: float
+    n_boxes: int
+    baselines: dict[str, int | None] = field(default_factory=dict)
+
+
+def load_frames(path: Path, limit: int) -> tuple[list[torch.Tensor], list[np.ndarray], list[str]]:
+    """Up to `limit` frames (evenly spaced) of a dataset folder, with xyxy boxes."""
+    samples = open_source(path).samples
+    step = max(1, len(samples) // limit) if limit else 1
+    chosen = samples[::step][:limit] if limit else samples
+    images = [R.frames.to_chw_uint8(s.load_image()) for s in chosen]
+    return images, [np.asarray(s.boxes, np.float64).reshape(-1, 4) for s in chosen], [s.source for s in chosen]
+
+
+def time_decode(blobs: list[bytes], device: str, repeat: int = 3) -> tuple[float, float]:
+    """Milliseconds per frame for one-by-one decode and for one decode_batch of all blobs (best of `repeat`)."""
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeat):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        return min(times) * 1000 / len(blobs)
+
+    return best(lambda: [R.decode(b, device) for b in blobs]), best(lambda: R.decode_batch(blobs, device))
+
+
+def baseline_bytes(image: torch.Tensor, boxes: np.ndarray, objects: float, background: float) -> dict[str, int | None]:
+    """Bytes of each classic baseline at the INR's object (and, for ROI, background) PSNR."""
+    mask = box_mask(boxes, image.shape[1], image.shape[2]) if len(boxes) else None
+    target = objects if len(boxes) else background
+    out: dict[str, int | None] = {}
+    for codec in ("jpeg", "webp", "avif"):
+        b = full_frame_at_psnr(image, codec, target, mask=mask)
+        out[codec] = b.nbytes if b else None
+    for codec in ("jpeg", "avif"):
+        b = roi_baseline(image, boxes.tolist(), codec, objects, background) if len(boxes) else None
+        out[f"roi-{codec}"] = b.nbytes if b else out[codec]
+    return out
+
+
+def macs(config: R.CodecConfig, boxes_per_frame: list[np.ndarray], sizes: list[tuple[int, int]]) -> float:
+    """Decode MACs per output pixel: background everywhere plus each object INR over its box."""
+    from rinr_data.frames import box_region
+
+    total, pixels = 0, 0
+    for boxes, (h, w) in zip(boxes_per_frame, sizes):
+        total += config.background.macs_per_pixel * h * w
+        pixels += h * w
+        for box in boxes:
+            r = box_region(box, h, w)
+            total += config.object_shape(r.area).macs_per_pixel * r.area
+    return total / pixels
+
+
+def run_dataset(name: str, path: Path, config: R.CodecConfig, args: argparse.Namespace) -> tuple[list[FrameResult], dict]:
+    """Encode one dataset in batches, decode it, and match baselines."""
+    images, boxes, names = load_frames(path, args.frames)
+    results, blobs = [], []
+    t0 = time.perf_counter()
+    for start in range(0, len(images), args.batch):
+        chunk = slice(start, start + args.batch)
+        encoded = R.encode_frames(images[chunk], boxes[chunk], config, progress=not args.quiet)
+        for enc, img, nm in zip(encoded, images[chunk], names[chunk]):
+            blobs.append(enc.blob)
+            results.append(FrameResult(name, nm, len(enc.blob), enc.full_psnr, enc.object_psnr,
+                                       enc.background_psnr, len(enc.boxes)))
+        print(f"  {name}: encoded {len(blobs)}/{len(images)} frames", flush=True)
+    encode_s = (time.perf_counter() - t0) / len(images)
+    single_ms, batch_ms = time_decode(blobs, args.device if args.device != "auto" else config.device)
+    decoded = R.decode_batch(blobs)
+    for res, img, bx, dec in zip(results, images, boxes, decoded):
+        q = region_psnr(img, dec, bx)
+        assert abs(q.full - res.full) < 1e-6, "decode_batch disagrees with the encoder's own measurement"
+        res.baselines = baseline_bytes(img, bx, res.objects, res.background)
+    summary = dict(encode_s=encode_s, decode_single_ms=single_ms, decode_batch_ms=batch_ms,
+                   macs_per_pixel=macs(config, boxes, [tuple(i.shape[1:]) for i in images]))
+    return results, summary
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.fmean(finite) if finite else math.nan
+
+
+def table(results: list[FrameResult], summaries: dict[str, dict], preset: str) -> str:
+    """Markdown table: one row per dataset with mean bytes, PSNRs, speed and baseline ratios."""
+    names = ["jpeg", "webp", "avif", "roi-jpeg", "roi-avif"]
+    head = ("| dataset | preset | frames | bytes/frame | full dB | object dB | background dB | encode s/frame "
+            "| decode ms/frame (single / batched) | MACs/px | " + " | ".join(f"{n} bytes (x)" for n in names) + " |")
+    lines = [head, "|" + "---|" * (10 + len(names))]
+    for ds, summ in summaries.items():
+        rows = [r for r in results if r.dataset == ds]
+        nbytes = _mean([r.nbytes for r in rows])
+        cells = []
+        for n in names:
+            vals = [r.baselines.get(n) for r in rows]
+            if any(v is None for v in vals):
+                cells.append("unreached")
+            else:
+                b = _mean(vals)
+                cells.append(f"{b:,.0f} ({b / nbytes:.2f}x)")
+        lines.append(
+            f"| {ds} | {preset} | {len(rows)} | {nbytes:,.0f} | {_mean([r.full for r in rows]):.2f} | "
+            f"{_mean([r.objects for r in rows]):.2f} | {_mean([r.background for r in rows]):.2f} | "
+            f"{summ['encode_s']:.1f} | {summ['decode_single_ms']:.1f} / {summ['decode_batch_ms']:.1f} | "
+            f"{summ['macs_per_pixel']:,.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def rd_plot(results: list[FrameResult], images_by_ds: dict[str, torch.Tensor], out: Path) -> None:
+    """Full-frame PSNR vs bytes: classic codec sweeps on one frame per dataset plus the INR points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(images_by_ds), figsize=(6 * len(images_by_ds), 4.5), squeeze=False)
+    for ax, (ds, image) in zip(axes[0], images_by_ds.items()):
+        for codec in ("jpeg", "webp", "avif"):
+            sweep = quality_sweep(image, codec, [5, 10, 20, 30, 40, 50, 60, 70, 80, 90])
+            ax.plot([s[1] for s in sweep], [s[2] for s in sweep], marker=".", label=codec)
+        rows = [r for r in results if r.dataset == ds]
+        ax.scatter([r.nbytes for r in rows], [r.full for r in rows], color="k", marker="x", label="rinr (all frames)")
+        ax.set_xscale("log")
+        ax.set_xlabel("bytes per frame")
+        ax.set_ylabel("full-frame PSNR (dB)")
+        ax.set_title(ds)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def machine() -> str:
+    """One line naming the machine the numbers came from."""
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, {dev}; "
+            f"torch {torch.__version__}, Python {platform.python_version()}")
+
+
+def write_benchmarks(text: str, path: Path) -> None:
+    """Replace the generated section of docs/BENCHMARKS.md (created if missing)."""
+    doc = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    block = f"{MARK_BEGIN}\n{text}\n{MARK_END}"
+    if MARK_BEGIN in doc and MARK_END in doc:
+        doc = doc[: doc.index(MARK_BEGIN)] + block + doc[doc.index(MARK_END) + len(MARK_END):]
+    else:
+        doc += "\n" + block + "\n"
+    path.write_text(doc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run every dataset, print and record the results."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data",
+                   help="folder holding vtest-dev/ and aerial-voc/ (default: ../shared/data beside the checkout)")
+    p.add_argument("--datasets", default="vtest-dev,aerial-voc", help="comma-separated subfolders of --data")
+    p.add_argument("--frames", type=int, default=8, help="frames per dataset, evenly spaced (0 = all)")
+    p.add_argument("--preset", default="paper", choices=R.PRESETS)
+    p.add_argument("--max-steps", type=int, default=3000)
+    p.add_argument("--object-psnr", type=float, default=R.CodecConfig.object_psnr)
+    p.add_argument("--background-psnr", type=float, default=R.CodecConfig.background_psnr)
+    p.add_argument("--batch", type=int, default=8, help="frames per fitting call")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench_codec_rd.png")
+    p.add_argument("--write", type=Path, default=ROOT / "docs" / "BENCHMARKS.md",
+                   help="markdown file whose generated section is rewritten ('' to skip)")
+    p.add_argument("--json", type=Path, default=None, help="also dump per-frame results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+
+    config = R.CodecConfig(preset=args.preset, max_steps=args.max_steps, object_psnr=args.object_psnr,
+                           background_psnr=args.background_psnr,
+                           device="cuda" if args.device == "auto" and torch.cuda.is_available() else
+                           ("cpu" if args.device == "auto" else args.device))
+    results, summaries, first_images = [], {}, {}
+    for ds in args.datasets.split(","):
+        print(f"{ds}: encoding with preset {config.preset}, max_steps {config.max_steps} on {config.device}", flush=True)
+        res, summ = run_dataset(ds, args.data / ds, config, args)
+        results += res
+        summaries[ds] = summ
+        first_images[ds] = load_frames(args.data / ds, 1)[0][0]
+    text = table(results, summaries, config.preset)
+    settings = (f"Settings: preset `{config.preset}`, object_psnr {config.object_psnr}, background_psnr "
+                f"{config.background_psnr}, max_steps {config.max_steps}, batch {args.batch}, lr {config.lr}, "
+                f"{config.pixels_per_step} pixels/step, {config.first_layer_bits}-bit first layer, "
+                f"{config.weight_bits}-bit rest, entropy coder `{config.entropy_coder}`, device {config.device}.")
+    report = (f"Measured by `tools/bench_codec.py` on {machine()}, {time.strftime('%Y-%m-%d')}.\n\n{settings}\n\n"
+              f"Baseline bytes are for the cheapest quality reaching the INR's own PSNR on each frame (object PSNR "
+              f"for full-frame codecs; object and background PSNR for ROI); (x) = baseline bytes / INR bytes, "
+              f"above 1 means the INR is smaller.\n\n{text}\n")
+    print(report)
+    if args.plot:
+        rd_plot(results, first_images, args.plot)
+        report += f"\n![RD plot]({args.plot.name})\n"
+    if str(args.write):
+        write_benchmarks(report, args.write)
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
