@@ -1,0 +1,100 @@
+"""rinr-decode PATH OUT: decode shards to OUT/images/{key}.png plus OUT/annotations.json (COCO) of the boxes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import FormatError
+from ..shards import find_shards, image_member, iter_shard, sample_json
+
+
+def decoded_samples(paths: Sequence[str | Path], device: str = "cpu", batch: int = 16
+                    ) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    """(key, uint8 [3, H, W] image, json) for every sample of the shards, rinr records decoded `batch` at a time."""
+    from ..classic import decode_classic
+
+    shard_paths, _ = find_shards(paths)
+    for path in shard_paths:
+        pending: list[tuple[str, bytes, dict[str, Any]]] = []
+        for sample in iter_shard(path):
+            meta = sample_json(sample)
+            codec, data = image_member(sample)
+            if codec != "rinr":
+                yield sample["__key__"], decode_classic(data), meta
+                continue
+            pending.append((sample["__key__"], data, meta))
+            if len(pending) >= batch:
+                yield from _flush(pending, device, path.name)
+                pending = []
+        yield from _flush(pending, device, path.name)
+
+
+def _flush(pending: list[tuple[str, bytes, dict[str, Any]]], device: str, shard: str
+           ) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    from ..decoder import decode_batch
+
+    if not pending:
+        return
+    try:
+        images = decode_batch([d for _, d, _ in pending], device)
+    except FormatError:
+        for key, data, _ in pending:  # name the bad record
+            try:
+                decode_batch([data], device)
+            except FormatError as exc:
+                raise FormatError(f"{shard} sample {key}: {exc}") from exc
+        raise
+    for (key, _, meta), img in zip(pending, images):
+        yield key, img.cpu(), meta
+
+
+def coco_annotations(samples: list[tuple[str, dict[str, Any]]], classes: Sequence[str]) -> dict[str, Any]:
+    """COCO detection JSON for (file_name, sample json) pairs; category id = label + 1."""
+    labels = sorted({int(v) for _, meta in samples for v in meta["labels"]})
+    n_cats = max(len(classes), (labels[-1] + 1) if labels else 0)
+    images, annotations = [], []
+    for image_id, (file_name, meta) in enumerate(samples, start=1):
+        images.append({"id": image_id, "file_name": file_name, "width": meta["width"], "height": meta["height"]})
+        for (x0, y0, x1, y1), label in zip(meta["boxes"], meta["labels"]):
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label) + 1,
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
+                                "iscrowd": 0})
+    categories = [{"id": i + 1, "name": classes[i] if i < len(classes) else str(i)} for i in range(n_cats)]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run rinr-decode; exit code 2 when a shard or record cannot be read."""
+    from PIL import Image
+
+    p = argparse.ArgumentParser(prog="rinr-decode", description=__doc__)
+    p.add_argument("path", help="an output folder (with manifest.json) or a shard .tar file")
+    p.add_argument("out", type=Path, help="folder for images/ and annotations.json")
+    p.add_argument("--device", default="cpu", help="decode device: cpu, cuda or auto (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=16, help="records decoded together (default: %(default)s)")
+    args = p.parse_args(argv)
+    try:
+        _, manifest = find_shards([args.path])
+        (args.out / "images").mkdir(parents=True, exist_ok=True)
+        written = []
+        for key, img, meta in decoded_samples([args.path], args.device, max(1, args.batch)):
+            file_name = f"{key}.png"
+            Image.fromarray(np.ascontiguousarray(img.permute(1, 2, 0).numpy())).save(args.out / "images" / file_name)
+            written.append((file_name, meta))
+    except FormatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    coco = coco_annotations(written, manifest["classes"] if manifest else [])
+    (args.out / "annotations.json").write_text(json.dumps(coco, indent=1) + "\n")
+    print(f"{len(written)} images and {len(coco['annotations'])} boxes written to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

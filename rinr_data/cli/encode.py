@@ -1,0 +1,148 @@
+"""rinr-encode SRC OUT: convert a COCO / YOLO / VOC / CSV / image-folder dataset into WebDataset shards."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..config import PRESETS, CodecConfig
+from ..convert import CODECS, ON_ERROR, SCENE_MODES, ConvertConfig, ResumeError, encode_dataset, init_distributed
+from ..sources import FORMATS, SampleError, SourceError, open_source, parse_size
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The rinr-encode argument parser."""
+    p = argparse.ArgumentParser(
+        prog="rinr-encode",
+        description="Convert a detection dataset into WebDataset shards of residual-INR records (or classic "
+                    "JPEG/WebP/AVIF images). Re-running with the same arguments resumes after the last "
+                    "complete shard. Under torchrun, ranks share the shards.",
+    )
+    p.add_argument("src", type=Path, help="dataset folder, COCO .json, DeepForest .csv or YOLO data.yaml")
+    p.add_argument("out", type=Path, help="output folder for shards and manifest.json")
+    g = p.add_argument_group("input")
+    g.add_argument("--format", default="auto", choices=("auto",) + FORMATS, help="dataset format (default: detect)")
+    g.add_argument("--classes", help="class names, comma-separated or a file with one per line; fixes the label "
+                                     "order and makes any other class an error (default: from the dataset)")
+    g.add_argument("--size", type=parse_size, metavar="WxH", help="resize every image to WxH (boxes scaled alike)")
+    g.add_argument("--max-side", type=int, metavar="N", help="downscale images whose longer side exceeds N")
+    g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="threads for image loading and classic codecs (default: %(default)s)")
+    g.add_argument("--on-error", choices=ON_ERROR, default="stop",
+                   help="stop at the first bad sample, or skip it and count it (default: %(default)s)")
+    c = p.add_argument_group("codec")
+    c.add_argument("--codec", choices=CODECS, default="rinr", help="image member codec (default: %(default)s)")
+    c.add_argument("--quality", type=int, help="classic codec quality (default: jpeg/webp 90, avif 80)")
+    c.add_argument("--preset", choices=PRESETS, help=f"INR architecture preset (default: {CodecConfig.preset})")
+    c.add_argument("--object-psnr", type=float, help=f"object PSNR target in dB (default: {CodecConfig.object_psnr})")
+    c.add_argument("--background-psnr", type=float,
+                   help=f"background PSNR target in dB (default: {CodecConfig.background_psnr})")
+    c.add_argument("--max-steps", type=int, help=f"fitting step budget per INR (default: {CodecConfig.max_steps})")
+    c.add_argument("--pixels-per-step", type=int,
+                   help=f"pixels sampled per INR and fitting step: speed vs. quality "
+                        f"(default: {CodecConfig.pixels_per_step})")
+    c.add_argument("--seed", type=int, help=f"fitting seed (default: {CodecConfig.seed})")
+    c.add_argument("--scene", choices=SCENE_MODES, default="off",
+                   help="shared scene backgrounds; 'auto' falls back to 'off' until scene mode exists")
+    c.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    c.add_argument("--batch", type=int, default=1, help="frames fitted together per call (default: %(default)s)")
+    s = p.add_argument_group("shards")
+    s.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default: %(default)s)")
+    s.add_argument("--prefix", default="shard", help="shard names: PREFIX-000000.tar (default: %(default)s)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _classes(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_file():
+        return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    return [v.strip() for v in value.split(",")]
+
+
+def _device(requested: str) -> str:
+    """Under torchrun each rank takes its own GPU (LOCAL_RANK) when CUDA is asked for or auto-selected."""
+    import torch
+
+    local = os.environ.get("LOCAL_RANK")
+    if local is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1 and requested in ("cuda", "auto"):
+        if torch.cuda.is_available():
+            return f"cuda:{int(local) % torch.cuda.device_count()}"
+    return requested
+
+
+def build_config(args: argparse.Namespace) -> ConvertConfig:
+    """ConvertConfig from parsed arguments (raises ValueError for invalid combinations)."""
+    overrides = {name: getattr(args, name) for name in ("preset", "object_psnr", "background_psnr", "max_steps",
+                                                         "pixels_per_step", "seed") if getattr(args, name) is not None}
+    codec_config = CodecConfig(device=_device(args.device), **overrides)
+    if args.codec != "rinr" and overrides:
+        raise ValueError(f"--{'/--'.join(k.replace('_', '-') for k in overrides)} apply to --codec rinr only")
+    if args.size is not None and args.max_side is not None:
+        raise ValueError("give --size or --max-side, not both")
+    return ConvertConfig(codec=args.codec, codec_config=codec_config, quality=args.quality, size=args.size,
+                         max_side=args.max_side, shard_size=args.shard_size, batch=args.batch, prefix=args.prefix,
+                         scene=args.scene, workers=args.workers, on_error=args.on_error)
+
+
+def main(argv: Sequence[str] | None = None, *, on_sample: Callable[[int, str], None] | None = None) -> int:
+    """Run rinr-encode; returns the exit code (0 ok, 1 a sample failed under --on-error stop, 2 bad usage/input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = build_config(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    rank, world = init_distributed()
+    say = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)
+    try:
+        if args.scene == "auto":
+            say("note: scene mode is not implemented yet; encoding without scene backgrounds (as --scene off)")
+        try:
+            source = open_source(args.src, args.format, _classes(args.classes))
+        except (SourceError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for note in source.warnings:
+            say(f"warning: {note}")
+        n_shards = -(-len(source.items) // config.shard_size)
+        say(f"{args.src}: {source.format}, {len(source.items)} samples, {len(source.classes)} class(es) -> "
+            f"{args.out}: {n_shards} shard(s) of up to {config.shard_size}, codec {config.codec}"
+            + (f" on {world} ranks" if world > 1 else ""))
+        start = time.perf_counter()
+        try:
+            result = encode_dataset(source, args.out, config, rank=rank, world=world,
+                                    progress=not args.no_progress, on_sample=on_sample)
+        except ResumeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except SampleError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            print("stopped (--on-error stop): complete shards are kept; fix the input or pass --on-error skip, "
+                  "then re-run with the same arguments to resume", file=sys.stderr)
+            return 1
+        elapsed = time.perf_counter() - start
+        if rank == 0:
+            encoded = sum(1 for _ in result.written)
+            say(f"done in {elapsed:.1f} s: {result.samples} samples in {n_shards} shard(s) "
+                f"({encoded} written by this run{' on rank 0' if world > 1 else ''}, "
+                f"{len(result.already_complete)} already complete); manifest {result.manifest}")
+            say(f"skipped: {len(result.skipped)} sample(s)"
+                + "".join(f"\n  {s['key']}: {s['error']}" for s in result.skipped[:20])
+                + ("\n  ..." if len(result.skipped) > 20 else ""))
+        return 0
+    finally:
+        import torch.distributed as dist
+
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,428 @@
+"""Dataset -> shards: load, encode and write stages, resumable per shard and split across torchrun ranks.
+
+Samples keep the source's order and shard i holds samples [i * shard_size, (i + 1) * shard_size) that did not
+fail, so a shard's content never depends on how the run was interrupted or how many ranks shared the work.
+A shard appears under its final name only when complete (see shards.write_shard); a re-run skips those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import deque
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from . import shards
+from .classic import CLASSIC_CODECS, decode_classic, encode_classic, quality_range
+from .config import CodecConfig
+from .encoder import encode_frames
+from .frames import to_chw_uint8
+from .metrics import region_psnr
+from .record import FORMAT_VERSION
+from .sources import LoadedSample, SampleError, Source, SourceItem, load_sample
+
+CODECS = ("rinr",) + CLASSIC_CODECS
+DEFAULT_QUALITY = {"jpeg": 90, "webp": 90, "avif": 80}
+SCENE_MODES = ("auto", "off")
+ON_ERROR = ("stop", "skip")
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+# Ranks that finish early wait at the final barrier for the slowest one; encoding can take many hours.
+DIST_TIMEOUT = timedelta(hours=72)
+
+Log = Callable[[str], None]
+# Called with (item, error) for every sample that fails; raises to stop, returns to skip.
+ErrorHandler = Callable[[SourceItem, SampleError], None]
+Encoder = Callable[[Sequence[LoadedSample]], list[shards.ShardSample]]
+
+
+class ResumeError(RuntimeError):
+    """An output folder cannot be resumed with these arguments (or is not a resumable output)."""
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """How a dataset becomes shards.
+
+    Args:
+        codec: "rinr" (residual INR records) or a classic codec: "jpeg", "webp", "avif".
+        codec_config: encoder settings for "rinr".
+        quality: classic codec quality (default per codec in DEFAULT_QUALITY).
+        size: resize every image to exactly (width, height); boxes are scaled alike.
+        max_side: downscale images whose longer side exceeds this (aspect kept); ignored with `size`.
+        shard_size: samples per shard (before failures are dropped).
+        batch: frames per encode_frames call (INRs of one shape are fitted together); batches stay in a shard.
+        prefix: shard file prefix: `{prefix}-{index:06d}.tar`.
+        scene: "off", or "auto" (scene backgrounds; not implemented yet, falls back to "off").
+        workers: threads that read images and run classic codecs.
+        on_error: "stop" at the first bad sample, or "skip" it (counted and listed in the manifest).
+    """
+
+    codec: str = "rinr"
+    codec_config: CodecConfig = field(default_factory=CodecConfig)
+    quality: int | None = None
+    size: tuple[int, int] | None = None
+    max_side: int | None = None
+    shard_size: int = 1000
+    batch: int = 1
+    prefix: str = "shard"
+    scene: str = "off"
+    workers: int = 2
+    on_error: str = "stop"
+
+    def __post_init__(self) -> None:
+        if self.codec not in CODECS:
+            raise ValueError(f"unknown codec {self.codec!r}; valid codecs: {', '.join(CODECS)}")
+        if self.quality is not None:
+            if self.codec == "rinr":
+                raise ValueError("quality applies to the classic codecs (jpeg, webp, avif), not rinr")
+            valid = quality_range(self.codec)
+            if self.quality not in valid:
+                raise ValueError(f"{self.codec} quality must be in {valid.start}..{valid.stop - 1}, got {self.quality}")
+        for name in ("shard_size", "batch", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_side is not None and self.max_side < 1:
+            raise ValueError(f"max_side must be >= 1, got {self.max_side}")
+        if self.scene not in SCENE_MODES:
+            raise ValueError(f"unknown scene mode {self.scene!r}; valid: {', '.join(SCENE_MODES)}")
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"unknown on_error {self.on_error!r}; valid: {', '.join(ON_ERROR)}")
+        shards.check_prefix(self.prefix)
+
+    @property
+    def effective_quality(self) -> int | None:
+        """The classic codec quality in use (None for rinr)."""
+        return None if self.codec == "rinr" else (self.quality or DEFAULT_QUALITY[self.codec])
+
+    def codec_settings(self) -> dict[str, Any]:
+        """What decides the image member bytes: the codec config (rinr) or the quality (classic codecs)."""
+        if self.codec != "rinr":
+            return {"quality": self.effective_quality}
+        cfg = shards.jsonable(self.codec_config)
+        cfg.pop("device")  # where fitting ran is not a property of the data
+        return cfg
+
+    def settings(self) -> dict[str, Any]:
+        """Settings that decide the shards' content; a resumed run must match them (device, workers and
+        on_error may change between runs)."""
+        return {"codec": self.codec, "codec_config": self.codec_settings(),
+                "size": list(self.size) if self.size else None, "max_side": self.max_side,
+                "shard_size": self.shard_size, "batch": self.batch, "prefix": self.prefix, "scene": self.scene}
+
+
+@dataclass
+class ConvertResult:
+    """What a run did: shards it wrote, shards it found complete, and (rank 0) the manifest and skipped samples."""
+
+    written: list[str]
+    already_complete: list[str]
+    manifest: Path | None
+    samples: int
+    skipped: list[dict[str, str]]
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def stop_on_error(item: SourceItem, error: SampleError) -> None:
+    """Error policy "stop": re-raise."""
+    raise error
+
+
+def load_stage(items: Iterable[SourceItem], load: Callable[[SourceItem], LoadedSample], pool: Executor,
+               handler: ErrorHandler, log: Log, ahead: int = 4) -> Iterator[LoadedSample]:
+    """Load samples in order on a thread pool, `ahead` in flight; log their warnings, hand failures to handler."""
+    it = iter(items)
+    pending = deque((item, pool.submit(load, item)) for item in islice(it, ahead))
+    while pending:
+        item, future = pending.popleft()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append((nxt, pool.submit(load, nxt)))
+        try:
+            sample = future.result()
+        except SampleError as exc:
+            handler(item, exc)
+            continue
+        for note in sample.warnings:
+            log(f"warning: {note}")
+        yield sample
+
+
+def _batched(samples: Iterable[LoadedSample], n: int) -> Iterator[list[LoadedSample]]:
+    it = iter(samples)
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
+def encode_stage(samples: Iterable[LoadedSample], encode: Encoder, batch: int,
+                 handler: ErrorHandler) -> Iterator[shards.ShardSample]:
+    """Encode samples `batch` at a time; if a batch fails, encode its samples alone to find the bad one(s)."""
+    for chunk in _batched(samples, batch):
+        try:
+            out = encode(chunk)
+        except Exception:  # noqa: BLE001 - any encoder failure is a per-sample failure to isolate below
+            if len(chunk) > 1:
+                out = []
+                for sample in chunk:
+                    out += _encode_one(sample, encode, handler)
+            else:
+                out = _encode_one(chunk[0], encode, handler)
+        yield from out
+
+
+def _encode_one(sample: LoadedSample, encode: Encoder, handler: ErrorHandler) -> list[shards.ShardSample]:
+    try:
+        return encode([sample])
+    except Exception as exc:  # noqa: BLE001
+        handler(sample.item, SampleError(f"{sample.item.source}: encoding failed: {type(exc).__name__}: {exc}"))
+        return []
+
+
+def rinr_encoder(config: CodecConfig) -> Encoder:
+    """Residual-INR encoding of a batch of samples through encode_frames."""
+
+    def encode(batch: Sequence[LoadedSample]) -> list[shards.ShardSample]:
+        frames = encode_frames([s.image for s in batch], [s.boxes for s in batch], config)
+        return [shards.ShardSample(s.item.key, "rinr", f.blob,
+                                   shards.sample_meta(s.width, s.height, f.boxes, s.labels, s.item.source,
+                                                      f.object_psnr, f.background_psnr))
+                for s, f in zip(batch, frames)]
+
+    return encode
+
+
+def classic_encoder(codec: str, quality: int, pool: Executor) -> Encoder:
+    """JPEG/WebP/AVIF encoding on the pool, with the achieved PSNR over boxes and background."""
+
+    def one(s: LoadedSample) -> shards.ShardSample:
+        chw = to_chw_uint8(s.image)
+        data = encode_classic(chw, codec, quality)
+        q = region_psnr(chw, decode_classic(data, (s.height, s.width)), s.boxes)
+        return shards.ShardSample(s.item.key, codec, data, shards.sample_meta(
+            s.width, s.height, s.boxes, s.labels, s.item.source, q.objects, q.background))
+
+    def encode(batch: Sequence[LoadedSample]) -> list[shards.ShardSample]:
+        return list(pool.map(one, batch))
+
+    return encode
+
+
+# ---------------------------------------------------------------------------------------------- distributed
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; joins a gloo process group when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", timeout=DIST_TIMEOUT)
+    return rank, world
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def _broadcast(value: Any) -> Any:
+    dist = _dist()
+    if dist is None:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _barrier() -> None:
+    dist = _dist()
+    if dist is not None:
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------------------------------- resume state
+
+
+def _state(source: Source, config: ConvertConfig) -> dict[str, Any]:
+    return {"version": STATE_VERSION, "source": str(Path(source.root).resolve()), "format": source.format,
+            "samples": len(source.items), "fingerprint": source.fingerprint(), "classes": source.classes,
+            "settings": config.settings()}
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_state(out: Path, source: Source, config: ConvertConfig) -> str | None:
+    """Create the resume state, or compare it with a stored one; an error message when they differ."""
+    path = shards.work_dir(out) / STATE_FILE
+    want = _state(source, config)
+    if not path.is_file():
+        stray = sorted(p.name for p in out.glob(f"{config.prefix}-*.tar")) if out.is_dir() else []
+        if stray:
+            return (f"{out} already holds shards ({', '.join(stray[:3])}{', ...' if len(stray) > 3 else ''}) but no "
+                    f"resume state ({shards.WORK_DIR}/{STATE_FILE}); choose an empty output folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shards.write_json_atomic(path, want)
+        return None
+    try:
+        have = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"{path}: unreadable resume state ({exc}); delete {out} to start over"
+    if have == want:
+        return None
+    a, b = _flatten(have), _flatten(want)
+    diffs = [f"{k} is {_short(b.get(k))} now, was {_short(a.get(k))}"
+             for k in sorted(set(a) | set(b)) if k != "fingerprint" and a.get(k) != b.get(k)]
+    if a.get("fingerprint") != b.get("fingerprint"):
+        diffs.append("the source's images list or annotations changed")
+    return (f"{out} was started with different arguments or data: " + "; ".join(diffs)
+            + f". Re-run with the original arguments to resume, or use a new output folder (or delete {out}).")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+def plan_shards(n_samples: int, shard_size: int) -> list[range]:
+    """Sample index ranges of every shard."""
+    return [range(i, min(i + shard_size, n_samples)) for i in range(0, n_samples, shard_size)]
+
+
+def _stderr(message: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def encode_dataset(source: Source, out: str | Path, config: ConvertConfig, *, rank: int = 0, world: int = 1,
+                   progress: bool = True, log: Log = _stderr,
+                   on_sample: Callable[[int, str], None] | None = None) -> ConvertResult:
+    """Convert a scanned dataset into shards under `out`, resuming after complete shards.
+
+    Under torchrun call init_distributed() first and pass its (rank, world): rank r encodes shards
+    i % world == r, and rank 0 writes the manifest once all ranks are done. `on_sample(shard, key)` is
+    called after each sample is written (progress hooks, tests).
+    """
+    out = Path(out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        error = check_state(out, source, config)
+    else:
+        error = None
+    error = _broadcast(error)
+    if error:
+        raise ResumeError(error)
+    plan = plan_shards(len(source.items), config.shard_size)
+    mine = [i for i in range(len(plan)) if i % world == rank]
+    names = [shards.shard_name(config.prefix, i) for i in range(len(plan))]
+    done = [i for i in mine if (out / names[i]).is_file()]
+    todo = [i for i in mine if i not in done]
+    if done and rank == 0 and todo:
+        log(f"resuming: {len(done)} complete shard(s) kept, {len(todo)} to encode")
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=sum(len(plan[i]) for i in mine), initial=sum(len(plan[i]) for i in done), unit="frame",
+               desc=f"rank {rank}" if world > 1 else "encoding", position=rank if world > 1 else None,
+               disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    written = []
+    try:
+        with ThreadPoolExecutor(config.workers) as pool:
+            encoder = (rinr_encoder(config.codec_config) if config.codec == "rinr"
+                       else classic_encoder(config.codec, config.effective_quality, pool))
+            for i in todo:
+
+                def advance(key: str | None, shard: int = i) -> None:
+                    bar.update(1)
+                    if key is not None and on_sample is not None:
+                        on_sample(shard, key)
+
+                encode_shard(out, names[i], [source.items[j] for j in plan[i]], encoder, pool, config, log, advance)
+                written.append(names[i])
+    finally:
+        bar.close()
+
+    _barrier()
+    if rank != 0:
+        return ConvertResult(written, [names[i] for i in done], None, 0, [])
+    infos = []
+    for name in names:
+        if not (out / name).is_file():
+            raise ResumeError(f"{out / name} is missing after all ranks finished; re-run to encode it")
+        infos.append(shards.read_shard_info(out, name))
+    manifest = build_manifest(source, config, infos)
+    path = shards.write_manifest(out, manifest)
+    return ConvertResult(written, [names[i] for i in done], path, manifest["samples"], manifest["skipped"])
+
+
+def encode_shard(out: Path, name: str, items: Sequence[SourceItem], encoder: Encoder, pool: Executor,
+                 config: ConvertConfig, log: Log, advance: Callable[[str | None], None]) -> shards.ShardInfo:
+    """Load, encode and write one shard's samples; `advance(key)` after each stored sample, (None) per failure."""
+    skipped: list[dict[str, str]] = []
+
+    def handler(item: SourceItem, exc: SampleError) -> None:
+        advance(None)
+        if config.on_error == "stop":
+            raise exc
+        log(f"skipped: {exc}")
+        skipped.append({"key": item.key, "source": item.source, "error": str(exc)})
+
+    def load(item: SourceItem) -> LoadedSample:
+        return load_sample(item, config.size, config.max_side)
+
+    def stored(samples: Iterable[shards.ShardSample]) -> Iterator[shards.ShardSample]:
+        for sample in samples:
+            yield sample
+            # Resumes once the writer has taken the sample: it is in the (partial) shard now.
+            advance(sample.key)
+
+    loaded = load_stage(items, load, pool, handler, log, ahead=max(2 * config.workers, config.batch))
+    return shards.write_shard(out, name, stored(encode_stage(loaded, encoder, config.batch, handler)), skipped)
+
+
+def build_manifest(source: Source, config: ConvertConfig, infos: Sequence[shards.ShardInfo]) -> dict[str, Any]:
+    """manifest.json's content for complete shards (layout in docs/SHARDS.md)."""
+    return {
+        "format": "rinr-shards",
+        "version": shards.LAYOUT_VERSION,
+        "created_by": "rinr-data " + _version(),
+        "codec": config.codec,
+        "record_format_version": FORMAT_VERSION if config.codec == "rinr" else None,
+        "codec_config": config.codec_settings(),
+        "classes": list(source.classes),
+        "source": {"path": str(Path(source.root).resolve()), "format": source.format, "samples": len(source.items)},
+        "resize": {"size": list(config.size) if config.size else None, "max_side": config.max_side},
+        "shard_size": config.shard_size,
+        "samples": sum(info.samples for info in infos),
+        "skipped": [s for info in infos for s in info.skipped],
+        "scenes": None,  # reserved for shared scene backgrounds (--scene auto), see docs/SHARDS.md
+        "shards": [info.manifest_entry() for info in infos],
+    }
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

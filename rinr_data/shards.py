@@ -1,0 +1,297 @@
+"""Shard layout (docs/SHARDS.md): sample members, atomic shard writing, the manifest, and reading shards back.
+
+Shards are plain WebDataset tars written with webdataset's TarWriter; this module adds the naming, the
+per-sample JSON, the write-then-rename that makes a shard's final name mean "complete", and checks on read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import tarfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import webdataset
+
+from .errors import FormatError
+
+LAYOUT_VERSION = 1
+MANIFEST = "manifest.json"
+WORK_DIR = ".rinr-encode"  # resume state, per-shard reports and partial shards live here, inside the output
+# Image member extension per codec; "jpg" rather than "jpeg" because webdataset's decoders key on it.
+IMAGE_EXTENSIONS = {"rinr": "rinr", "jpeg": "jpg", "webp": "webp", "avif": "avif"}
+CODEC_OF_EXTENSION = {v: k for k, v in IMAGE_EXTENSIONS.items()}
+JSON_FIELDS = ("width", "height", "boxes", "labels", "source", "object_psnr", "background_psnr")
+PSNR_LOSSLESS = 999.0
+_KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_/-]*$")
+_SHARD = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{6})\.tar$")
+
+
+@dataclass
+class ShardSample:
+    """One sample as stored: key, codec ("rinr", "jpeg", ...), image member bytes and its JSON metadata."""
+
+    key: str
+    codec: str
+    image: bytes
+    meta: dict[str, Any]
+
+    def members(self) -> dict[str, Any]:
+        """The webdataset sample dict: {"__key__", "<ext>": bytes, "json": bytes}."""
+        if not _KEY.match(self.key) or "." in self.key:
+            raise ValueError(f"shard keys must be non-empty and free of dots, got {self.key!r}")
+        return {"__key__": self.key, IMAGE_EXTENSIONS[self.codec]: bytes(self.image),
+                "json": json.dumps(self.meta, sort_keys=True).encode()}
+
+
+@dataclass
+class ShardInfo:
+    """A complete shard as listed in the manifest."""
+
+    name: str
+    samples: int
+    bytes: int
+    sha256: str
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"key", "source", "error"} per failed sample
+
+    def manifest_entry(self) -> dict[str, Any]:
+        """The manifest's view: name, samples, bytes, sha256."""
+        return {"name": self.name, "samples": self.samples, "bytes": self.bytes, "sha256": self.sha256}
+
+
+def shard_name(prefix: str, index: int) -> str:
+    """`{prefix}-{index:06d}.tar`."""
+    return f"{prefix}-{index:06d}.tar"
+
+
+def check_prefix(prefix: str) -> str:
+    """Validate a shard prefix: a file name without dots or slashes."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
+        raise ValueError(f"shard prefix must be letters, digits, '_' or '-', got {prefix!r}")
+    return prefix
+
+
+def _json_psnr(value: float) -> float | None:
+    # JSON has no infinity: a lossless region gets a sentinel far above any finite uint8 PSNR (~110 dB at most
+    # for 8K frames), so thresholds like `object_psnr >= 30` still keep it; NaN (undefined) becomes null.
+    if math.isnan(value):
+        return None
+    return PSNR_LOSSLESS if math.isinf(value) else float(value)
+
+
+def stored_boxes(boxes: Any) -> list[list[float]]:
+    """Boxes as the JSON holds them: float32 values (what the record stores), as Python floats."""
+    arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).astype(np.float32)
+    return [[float(v) for v in row] for row in arr]
+
+
+def sample_meta(width: int, height: int, boxes: Any, labels: Sequence[int], source: str,
+                object_psnr: float, background_psnr: float) -> dict[str, Any]:
+    """The `{key}.json` member; PSNR is null where undefined (no boxes / no background), 999 where lossless."""
+    boxes_out = stored_boxes(boxes)
+    if len(boxes_out) != len(labels):
+        raise ValueError(f"{len(boxes_out)} boxes but {len(labels)} labels")
+    return {"width": int(width), "height": int(height), "boxes": boxes_out, "labels": [int(v) for v in labels],
+            "source": str(source), "object_psnr": _json_psnr(object_psnr),
+            "background_psnr": _json_psnr(background_psnr)}
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def work_dir(out: str | Path) -> Path:
+    """The folder inside the output that holds resume state and partial shards."""
+    return Path(out) / WORK_DIR
+
+
+def write_shard(out: str | Path, name: str, samples: Iterable[ShardSample],
+                skipped: Iterable[dict[str, str]] = ()) -> ShardInfo:
+    """Write samples to `out/.rinr-encode/name.partial`, then rename to `out/name`: the final name means complete.
+
+    `samples` may be a lazy generator (encoding happens while writing); if it raises, the partial file is
+    removed and nothing appears under the final name. `skipped` is read after `samples` is exhausted.
+    """
+    out = Path(out)
+    tmp = work_dir(out) / (name + ".partial")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    try:
+        with open(tmp, "wb") as f:
+            # Fixed mtime and owner: the same samples always give the same shard bytes (and sha256).
+            writer = webdataset.TarWriter(f, encoder=False, mtime=0)
+            try:
+                for sample in samples:
+                    writer.write(sample.members())
+                    count += 1
+            finally:
+                writer.close()  # also on failure, so the tar stream does not flush into a closed file later
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    info = ShardInfo(name, count, tmp.stat().st_size, sha256_file(tmp), list(skipped))
+    # The report goes down before the rename, so a complete shard always has one.
+    write_json_atomic(report_path(out, name), asdict(info))
+    os.replace(tmp, out / name)
+    return info
+
+
+def report_path(out: str | Path, name: str) -> Path:
+    """Where the per-shard report (ShardInfo with skipped samples) of a complete shard is kept."""
+    return work_dir(out) / (name + ".json")
+
+
+def read_shard_info(out: str | Path, name: str) -> ShardInfo:
+    """ShardInfo of a complete shard: from its report, or recomputed from the tar if the report is missing."""
+    out = Path(out)
+    path = out / name
+    try:
+        info = ShardInfo(**json.loads(report_path(out, name).read_text()))
+        if info.bytes == path.stat().st_size:
+            return info
+    except (OSError, ValueError, TypeError):
+        pass
+    samples = sum(1 for _ in iter_shard(path))
+    return ShardInfo(name, samples, path.stat().st_size, sha256_file(path))
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file and rename it over `path`, so readers never see half a file."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_manifest(out: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write `out/manifest.json` atomically."""
+    path = Path(out) / MANIFEST
+    write_json_atomic(path, manifest)
+    return path
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """Load and check `folder/manifest.json` (raises FormatError naming what is wrong)."""
+    path = Path(folder) / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read manifest: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{path}: malformed JSON at line {exc.lineno}: {exc.msg}") from exc
+    if not isinstance(data, dict) or data.get("format") != "rinr-shards":
+        raise FormatError(f"{path}: not a rinr-data shard manifest")
+    if data.get("version") != LAYOUT_VERSION:
+        raise FormatError(f"{path}: shard layout version {data.get('version')}; this rinr_data reads "
+                          f"version {LAYOUT_VERSION}")
+    for n, s in enumerate(data.get("shards", [])):
+        if not isinstance(s, dict) or not {"name", "samples", "bytes", "sha256"} <= set(s):
+            raise FormatError(f"{path}: shards[{n}] needs name, samples, bytes and sha256")
+    return data
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses, tuples and non-finite floats to plain JSON values ("inf"/"-inf", NaN to null)."""
+    if hasattr(value, "__dataclass_fields__"):
+        return jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def split_member(name: str) -> tuple[str, str] | None:
+    """(key, extension) of a tar member name, split at the first dot of the base name as webdataset does."""
+    m = re.match(r"^((?:.*/|)[^.]+)[.]([^/]*)$", name)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def iter_shard(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Samples of one shard as {"__key__", "__shard__", ext: bytes}; raises FormatError for a broken tar."""
+    path = Path(path)
+    current: dict[str, Any] | None = None
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                parts = split_member(member.name)
+                if parts is None:
+                    raise FormatError(f"{path.name}: member {member.name!r} has no key.extension name")
+                key, ext = parts
+                f = tar.extractfile(member)
+                data = f.read() if f is not None else b""
+                if current is None or current["__key__"] != key:
+                    if current is not None:
+                        yield current
+                    current = {"__key__": key, "__shard__": path.name}
+                if ext in current:
+                    raise FormatError(f"{path.name}: sample {key!r} has two {ext!r} members")
+                current[ext] = data
+    except (tarfile.TarError, EOFError) as exc:
+        raise FormatError(f"{path.name}: not a readable tar file: {exc}") from exc
+    if current is not None:
+        yield current
+
+
+def image_member(sample: dict[str, Any]) -> tuple[str, bytes]:
+    """(codec, bytes) of a sample's image member; FormatError if it has none or several."""
+    found = [(CODEC_OF_EXTENSION[k], v) for k, v in sample.items() if k in CODEC_OF_EXTENSION]
+    if len(found) != 1:
+        raise FormatError(f"sample {sample.get('__key__')!r}: expected one image member "
+                          f"({', '.join('.' + e for e in IMAGE_EXTENSIONS.values())}), found {len(found)}")
+    return found[0]
+
+
+def sample_json(sample: dict[str, Any]) -> dict[str, Any]:
+    """The parsed and checked `{key}.json` member of a sample (FormatError if missing or malformed)."""
+    key = sample.get("__key__")
+    if "json" not in sample:
+        raise FormatError(f"sample {key!r}: no .json member")
+    try:
+        meta = json.loads(sample["json"])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FormatError(f"sample {key!r}: malformed .json: {exc}") from exc
+    missing = [k for k in JSON_FIELDS if k not in meta] if isinstance(meta, dict) else list(JSON_FIELDS)
+    if missing:
+        raise FormatError(f"sample {key!r}: .json lacks {missing}")
+    if len(meta["boxes"]) != len(meta["labels"]):
+        raise FormatError(f"sample {key!r}: {len(meta['boxes'])} boxes but {len(meta['labels'])} labels")
+    return meta
+
+
+def find_shards(paths: Sequence[str | Path]) -> tuple[list[Path], dict[str, Any] | None]:
+    """Shard files named by `paths` (a folder with or without manifest, or .tar files) and the manifest if any."""
+    manifest, shards = None, []
+    for p in map(Path, paths):
+        if p.is_dir():
+            if (p / MANIFEST).is_file():
+                manifest = read_manifest(p)
+                shards += [p / s["name"] for s in manifest["shards"]]
+            else:
+                shards += sorted(q for q in p.glob("*.tar") if _SHARD.match(q.name))
+        elif p.is_file():
+            shards.append(p)
+            if manifest is None and (p.parent / MANIFEST).is_file():
+                manifest = read_manifest(p.parent)
+        else:
+            raise FormatError(f"{p}: no such shard file or folder")
+    return shards, manifest

@@ -1,0 +1,136 @@
+"""Conversion stages on plain lists, the run configuration, resume state, and an in-process crash-and-resume."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rinr_data import shards
+from rinr_data.config import CodecConfig
+from rinr_data.convert import (
+    ConvertConfig,
+    ResumeError,
+    check_state,
+    classic_encoder,
+    encode_dataset,
+    encode_stage,
+    load_stage,
+    plan_shards,
+    stop_on_error,
+)
+from rinr_data.sources import LoadedSample, SampleError, SourceItem, open_source
+
+from tiny_datasets import one_torch_thread  # noqa: F401 - autouse fixture
+from tiny_datasets import write_coco
+
+FAST = CodecConfig(max_steps=10, pixels_per_step=64)
+
+
+def item(key: str, error: str | None = None) -> SourceItem:
+    return SourceItem(key, f"{key}.png", Path(f"{key}.png"), error=error)
+
+
+def loaded(it: SourceItem) -> LoadedSample:
+    if it.error:
+        raise SampleError(it.error)
+    return LoadedSample(it, np.full((4, 6, 3), 7, np.uint8), np.zeros((0, 4)), [], [f"note on {it.key}"])
+
+
+def test_load_stage_keeps_order_logs_warnings_and_hands_failures_over():
+    items = [item("a"), item("b", "b.png: broken"), item("c"), item("d")]
+    failures, logs = [], []
+    with ThreadPoolExecutor(2) as pool:
+        out = list(load_stage(items, loaded, pool, lambda it, e: failures.append((it.key, str(e))), logs.append,
+                              ahead=2))
+    assert [s.item.key for s in out] == ["a", "c", "d"]
+    assert failures == [("b", "b.png: broken")]
+    assert logs == ["warning: note on a", "warning: note on c", "warning: note on d"]
+    with ThreadPoolExecutor(1) as pool, pytest.raises(SampleError, match="broken"):
+        list(load_stage(items, loaded, pool, stop_on_error, logs.append))
+
+
+def test_encode_stage_isolates_the_sample_that_breaks_a_batch():
+    calls = []
+
+    def encode(batch):
+        calls.append([s.item.key for s in batch])
+        if any(s.item.key == "b" for s in batch):
+            raise RuntimeError("nan in fit")
+        return [shards.ShardSample(s.item.key, "rinr", b"x", {}) for s in batch]
+
+    failures = []
+    samples = [loaded(item(k)) for k in "abcde"]
+    out = list(encode_stage(samples, encode, 2, lambda it, e: failures.append(str(e))))
+    assert [s.key for s in out] == ["a", "c", "d", "e"]
+    assert calls == [["a", "b"], ["a"], ["b"], ["c", "d"], ["e"]]
+    assert failures == ["b.png: encoding failed: RuntimeError: nan in fit"]
+
+
+def test_classic_encoder_reports_region_psnr():
+    s = loaded(item("a"))
+    s.boxes = np.array([[1.0, 1.0, 3.0, 3.0]])
+    s.labels = [0]
+    with ThreadPoolExecutor(1) as pool:
+        (out,) = classic_encoder("jpeg", 90, pool)([s])
+    assert out.codec == "jpeg" and out.image[:2] == b"\xff\xd8"
+    assert out.meta["object_psnr"] == shards.PSNR_LOSSLESS  # a flat image codes losslessly; JSON has no inf
+    assert out.meta["background_psnr"] == shards.PSNR_LOSSLESS and out.meta["boxes"] == [[1.0, 1.0, 3.0, 3.0]]
+
+
+def test_config_validation_and_resume_settings():
+    with pytest.raises(ValueError, match="valid codecs"):
+        ConvertConfig(codec="png")
+    with pytest.raises(ValueError, match="not rinr"):
+        ConvertConfig(quality=50)
+    with pytest.raises(ValueError, match="quality must be in 1..100"):
+        ConvertConfig(codec="jpeg", quality=0)
+    with pytest.raises(ValueError, match="shard prefix"):
+        ConvertConfig(prefix="a.b")
+    a = ConvertConfig(codec_config=CodecConfig(device="cpu"), workers=1, on_error="stop")
+    b = ConvertConfig(codec_config=CodecConfig(device="auto"), workers=4, on_error="skip")
+    assert a.settings() == b.settings()  # where and how robustly it runs does not change the shards
+    assert a.settings() != ConvertConfig(batch=2).settings()
+    assert ConvertConfig(codec="avif").effective_quality == 80
+    assert [list(r) for r in plan_shards(5, 2)] == [[0, 1], [2, 3], [4]]
+
+
+def test_state_mismatch_names_the_differing_arguments(tmp_path):
+    source = open_source(write_coco(tmp_path / "src"))
+    out = tmp_path / "out"
+    out.mkdir()
+    assert check_state(out, source, ConvertConfig(shard_size=2)) is None
+    assert check_state(out, source, ConvertConfig(shard_size=2)) is None
+    msg = check_state(out, source, ConvertConfig(shard_size=3, codec_config=CodecConfig(max_steps=5)))
+    assert "settings.shard_size is 3 now, was 2" in msg and "settings.codec_config.max_steps is 5" in msg
+    (tmp_path / "src" / "images" / "img_a.png").unlink()
+    (tmp_path / "src" / "images" / "img_a.png").write_bytes(b"")  # same names: no fingerprint change
+    assert check_state(out, open_source(tmp_path / "src"), ConvertConfig(shard_size=2)) is None
+
+
+def test_existing_shards_without_state_are_not_overwritten(tmp_path):
+    source = open_source(write_coco(tmp_path / "src"))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "shard-000000.tar").write_bytes(b"")
+    with pytest.raises(ResumeError, match="no resume state"):
+        encode_dataset(source, tmp_path / "out", ConvertConfig(), progress=False)
+
+
+def test_crash_mid_shard_then_resume_gives_the_uninterrupted_result(tmp_path):
+    source = open_source(write_coco(tmp_path / "src"))
+    config = ConvertConfig(codec_config=FAST, shard_size=2, batch=2)
+    whole = encode_dataset(source, tmp_path / "whole", config, progress=False)
+
+    def crash(shard, key):
+        if key == "img_c":
+            raise KeyboardInterrupt  # in the middle of shard 1, after its first sample was written
+
+    with pytest.raises(KeyboardInterrupt):
+        encode_dataset(source, tmp_path / "part", config, progress=False, on_sample=crash)
+    assert sorted(p.name for p in (tmp_path / "part").glob("*.tar")) == ["shard-000000.tar"]
+    resumed = encode_dataset(source, tmp_path / "part", config, progress=False)
+    assert resumed.written == ["shard-000001.tar"] and resumed.already_complete == ["shard-000000.tar"]
+    assert (tmp_path / "part" / "manifest.json").read_text() == (tmp_path / "whole" / "manifest.json").read_text()
+    assert whole.samples == resumed.samples == 3
