@@ -43,7 +43,7 @@ class CodecConfig:
         eval_every: steps between full evaluations of the quantised INRs (the stopping test).
         weight_bits: bits of every weight/bias tensor but the first layer's weights.
         first_layer_bits: bits of the first layer's weights, which w0 amplifies.
-        entropy_coder: "ans" (Gaussian model, range-coded), "zstd", "brotli" or "raw".
+        entropy_coder: "brotli" (default: within 1% of "ans" in bytes, 10x faster to decode), "ans", "zstd", "raw".
         batch_frames: frames fitted together by encode_batch.
     """
 
@@ -58,7 +58,7 @@ class CodecConfig:
     eval_every: int = 100
     weight_bits: int = 8
     first_layer_bits: int = 10
-    entropy_coder: str = "ans"
+    entropy_coder: str = "brotli"
     w0: float = 30.0
     background: SirenShape = PAPER_BACKGROUND
     object_classes: tuple[ObjectSizeClass, ...] = field(default=PAPER_OBJECT_CLASSES)

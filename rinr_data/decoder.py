@@ -1,8 +1,14 @@
-"""Grouped decode: the INRs of many records are grouped by shape, each group runs as one batched forward."""
+"""Grouped decode: the INRs of many records are grouped by shape, each group runs as one batched forward.
+
+Decoding is split in two so a data pipeline can do the CPU half in worker processes: `pack_records` parses and
+dequantises records into a `PackedBatch` of stacked CPU tensors (no device work), and `decode_packed` runs the
+batched forwards and compositing on any device.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -11,7 +17,114 @@ from . import record as record_format
 from .devices import resolve_device
 from .frames import box_region
 from .quantize import QuantizedINR, stack_params
-from .siren import SirenShape, render
+from .siren import Params, SirenShape, render
+
+
+@dataclass
+class PackedGroup:
+    """INRs of one shape and w0, stacked: `members` are indices into the batch's INR list."""
+
+    shape: SirenShape
+    w0: float
+    params: Params
+    members: list[int]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "PackedGroup":
+        """Move the stacked weights; membership stays on the host."""
+        params = [(w.to(device, non_blocking=non_blocking), b.to(device, non_blocking=non_blocking))
+                  for w, b in self.params]
+        return PackedGroup(self.shape, self.w0, params, self.members)
+
+    def pin_memory(self) -> "PackedGroup":
+        """Page-locked copy for asynchronous host-to-GPU transfer."""
+        return PackedGroup(self.shape, self.w0, [(w.pin_memory(), b.pin_memory()) for w, b in self.params],
+                           self.members)
+
+
+@dataclass
+class PackedBatch:
+    """Records ready for a batched decode: stacked weights per shape group plus how to composite them.
+
+    INR `i` belongs to frame `frame_of[i]`; it is the background when `q[i] == 0`, else the residual of the box
+    covering pixel rows/columns `regions[i]` = (top, left, bottom, right), scaled by `q[i]`.
+    """
+
+    groups: list[PackedGroup]
+    frame_sizes: list[tuple[int, int]]
+    frame_of: list[int]
+    regions: list[tuple[int, int, int, int]]
+    q: list[float]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "PackedBatch":
+        """Move the weights to `device` (the metadata stays in Python lists)."""
+        return PackedBatch([g.to(device, non_blocking) for g in self.groups], self.frame_sizes, self.frame_of,
+                           self.regions, self.q)
+
+    def pin_memory(self) -> "PackedBatch":
+        """Page-locked copy, used by DataLoader(pin_memory=True)."""
+        return PackedBatch([g.pin_memory() for g in self.groups], self.frame_sizes, self.frame_of,
+                           self.regions, self.q)
+
+    def __len__(self) -> int:
+        return len(self.frame_sizes)
+
+
+def pack_records(records: Sequence[record_format.Record]) -> PackedBatch:
+    """Dequantise and stack the INRs of records by (shape, w0), on the CPU."""
+    inrs: list[QuantizedINR] = []
+    w0s, frame_of, regions, q = [], [], [], []
+    for fi, rec in enumerate(records):
+        inrs.append(rec.background)
+        w0s.append(rec.w0)
+        frame_of.append(fi)
+        regions.append((0, 0, rec.height, rec.width))
+        q.append(0.0)
+        for obj in rec.objects:
+            reg = box_region(obj.box, rec.height, rec.width)
+            inrs.append(obj.inr)
+            w0s.append(rec.w0)
+            frame_of.append(fi)
+            regions.append((reg.top, reg.left, reg.bottom, reg.right))
+            q.append(float(obj.q))
+    by_key: dict[tuple[SirenShape, float], list[int]] = defaultdict(list)
+    for i, (inr, w0) in enumerate(zip(inrs, w0s)):
+        by_key[(inr.shape, w0)].append(i)
+    groups = [PackedGroup(shape, w0, stack_params([inrs[i] for i in members]), members)
+              for (shape, w0), members in sorted(by_key.items())]
+    return PackedBatch(groups, [(r.height, r.width) for r in records], frame_of, regions, q)
+
+
+def decode_packed(batch: PackedBatch, device: str | torch.device = "cpu", *, as_float: bool = False,
+                  ) -> list[torch.Tensor]:
+    """Run every group's batched forward on `device` and composite the frames (uint8, or float in [0, 1])."""
+    dev = resolve_device(device)
+    batch = batch.to(dev, non_blocking=True)
+    rendered: list[torch.Tensor | None] = [None] * len(batch.q)
+    for group in batch.groups:
+        sizes = [(batch.regions[i][2] - batch.regions[i][0], batch.regions[i][3] - batch.regions[i][1])
+                 for i in group.members]
+        for i, out in zip(group.members, render(group.params, sizes, group.w0)):
+            rendered[i] = out
+    backgrounds: dict[int, torch.Tensor] = {}
+    for i, out in enumerate(rendered):
+        if batch.q[i] == 0.0:
+            h, w = batch.frame_sizes[batch.frame_of[i]]
+            backgrounds[batch.frame_of[i]] = out.clamp(0, 1).T.reshape(3, h, w)
+    canvases = {fi: bg.clone() for fi, bg in backgrounds.items()}
+    # Boxes are pasted in record order, so where boxes overlap the later one wins, as at encode time;
+    # each residual is relative to the background, not to earlier boxes.
+    for i, out in enumerate(rendered):
+        if batch.q[i] == 0.0:
+            continue
+        fi, (top, left, bottom, right) = batch.frame_of[i], batch.regions[i]
+        residual = out.T.reshape(3, bottom - top, right - left)
+        crop = backgrounds[fi][:, top:bottom, left:right]
+        canvases[fi][:, top:bottom, left:right] = (crop + batch.q[i] * residual).clamp(0, 1)
+    images = [canvases[fi] for fi in range(len(batch))]
+    if as_float:
+        # Same values a uint8 decode would give, divided back: float consumers see exactly the decoded pixels.
+        return [to_uint8(img).to(torch.float32).div_(255) for img in images]
+    return [to_uint8(img) for img in images]
 
 
 def render_inrs(items: Sequence[tuple[QuantizedINR, float, tuple[int, int]]], device: torch.device,
@@ -34,39 +147,14 @@ def backgrounds(records: Sequence[record_format.Record], device: torch.device) -
     return [x.clamp(0, 1).T.reshape(3, r.height, r.width) for x, r in zip(rendered, records)]
 
 
-def decode_records(records: Sequence[record_format.Record], device: str | torch.device = "cpu") -> list[torch.Tensor]:
-    """Decode parsed records to uint8 [3, H, W] images on `device`, grouping all their INRs by shape."""
-    dev = resolve_device(device)
-    items, owners = [], []
-    for ri, rec in enumerate(records):
-        items.append((rec.background, rec.w0, (rec.height, rec.width)))
-        owners.append((ri, -1))
-        for oi, obj in enumerate(rec.objects):
-            reg = box_region(obj.box, rec.height, rec.width)
-            items.append((obj.inr, rec.w0, (reg.height, reg.width)))
-            owners.append((ri, oi))
-    rendered = render_inrs(items, dev)
-    bgs: dict[int, torch.Tensor] = {}
-    for (ri, oi), x in zip(owners, rendered):
-        if oi < 0:
-            rec = records[ri]
-            bgs[ri] = x.clamp(0, 1).T.reshape(3, rec.height, rec.width)
-    canvases = {ri: bg.clone() for ri, bg in bgs.items()}
-    # Boxes are pasted in record order, so where boxes overlap the later one wins, as at encode time.
-    for (ri, oi), x in zip(owners, rendered):
-        if oi < 0:
-            continue
-        rec, obj = records[ri], records[ri].objects[oi]
-        reg = box_region(obj.box, rec.height, rec.width)
-        crop = bgs[ri][:, reg.top:reg.bottom, reg.left:reg.right]
-        residual = x.T.reshape(3, reg.height, reg.width)
-        canvases[ri][:, reg.top:reg.bottom, reg.left:reg.right] = (crop + obj.q * residual).clamp(0, 1)
-    return [to_uint8(canvases[ri]) for ri in range(len(records))]
-
-
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
     """Float image in [0, 1] to uint8 with round-half-even, the same on every device."""
     return torch.round(image.clamp(0, 1) * 255).to(torch.uint8)
+
+
+def decode_records(records: Sequence[record_format.Record], device: str | torch.device = "cpu") -> list[torch.Tensor]:
+    """Decode parsed records to uint8 [3, H, W] images on `device`, grouping all their INRs by shape."""
+    return decode_packed(pack_records(records), device)
 
 
 def decode_batch(blobs: Sequence[bytes], device: str | torch.device = "cpu") -> list[torch.Tensor]:

@@ -54,7 +54,7 @@ class Record:
     w0: float
     background: QuantizedINR
     objects: list[ObjectEntry]
-    coder: str = "ans"
+    coder: str = "brotli"
     codec: str = "residual-siren"
 
     def inrs(self) -> list[QuantizedINR]:

@@ -28,7 +28,7 @@ import rinr_data as R  # noqa: E402
 from rinr_data.classic import quality_sweep  # noqa: E402
 from rinr_data.frames import box_mask  # noqa: E402
 from rinr_data.metrics import region_psnr  # noqa: E402
-from rinr_data.sources import open_source  # noqa: E402
+from rinr_data.sources import load_sample, open_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK_BEGIN = "<!-- bench_codec:begin -->"
@@ -51,11 +51,11 @@ class FrameResult:
 
 def load_frames(path: Path, limit: int) -> tuple[list[torch.Tensor], list[np.ndarray], list[str]]:
     """Up to `limit` frames (evenly spaced) of a dataset folder, with xyxy boxes."""
-    samples = open_source(path).samples
-    step = max(1, len(samples) // limit) if limit else 1
-    chosen = samples[::step][:limit] if limit else samples
-    images = [R.frames.to_chw_uint8(s.load_image()) for s in chosen]
-    return images, [np.asarray(s.boxes, np.float64).reshape(-1, 4) for s in chosen], [s.source for s in chosen]
+    items = open_source(path).items
+    step = max(1, len(items) // limit) if limit else 1
+    loaded = [load_sample(item) for item in (items[::step][:limit] if limit else items)]
+    images = [R.frames.to_chw_uint8(s.image) for s in loaded]
+    return images, [np.asarray(s.boxes, np.float64).reshape(-1, 4) for s in loaded], [s.item.source for s in loaded]
 
 
 def time_decode(blobs: list[bytes], device: str, repeat: int = 3) -> tuple[float, float]:
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8, help="frames per fitting call")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench_codec_rd.png")
-    p.add_argument("--write", type=Path, default=ROOT / "docs" / "BENCHMARKS.md",
+    p.add_argument("--write", default=str(ROOT / "docs" / "BENCHMARKS.md"),
                    help="markdown file whose generated section is rewritten ('' to skip)")
     p.add_argument("--json", type=Path, default=None, help="also dump per-frame results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -243,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         rd_plot(results, first_images, args.plot)
         report += f"\n![RD plot]({args.plot.name})\n"
-    if str(args.write):
-        write_benchmarks(report, args.write)
+    if args.write:
+        write_benchmarks(report, Path(args.write))
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
     return 0

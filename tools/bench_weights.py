@@ -22,7 +22,7 @@ from rinr_data.decoder import render_inrs
 from rinr_data.fitting import FitSettings, FitTarget, fit_sirens
 from rinr_data.metrics import mse_to_psnr
 from rinr_data.quantize import QuantizedINR, quantize_tensor, tensor_bits
-from rinr_data.sources import open_source
+from rinr_data.sources import load_sample, open_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1500)
     args = p.parse_args(argv)
 
-    samples = open_source(args.data).samples[:: max(1, len(open_source(args.data).samples) // args.frames)][: args.frames]
-    images = [R.frames.to_chw_uint8(s.load_image()) for s in samples]
+    items = open_source(args.data).items
+    images = [R.frames.to_chw_uint8(load_sample(i).image) for i in items[:: max(1, len(items) // args.frames)][: args.frames]]
     cfg = R.CodecConfig()
     settings = FitSettings(target_psnr=99, max_steps=args.steps, lr=cfg.lr, pixels_per_step=cfg.pixels_per_step,
                            eval_every=args.steps, w0=cfg.w0, weight_bits=16, first_layer_bits=16, seed=0)

@@ -7,7 +7,6 @@ Runs in about a minute on 2 CPU cores with the default (fast) settings; pass --m
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -18,20 +17,9 @@ from PIL import Image
 import rinr_data as R
 from rinr_data.classic import cheapest_quality
 from rinr_data.frames import box_mask
+from rinr_data.sources import load_sample, open_source
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_coco(folder: Path) -> tuple[list[np.ndarray], list[list[list[float]]], list[str]]:
-    """Images and xyxy boxes of a small COCO folder (annotations.json + images/)."""
-    ann = json.loads((folder / "annotations.json").read_text())
-    images, boxes, names = [], [], []
-    for im in ann["images"]:
-        images.append(np.asarray(Image.open(folder / "images" / im["file_name"]).convert("RGB")))
-        boxes.append([[x, y, x + w, y + h] for a in ann["annotations"] if a["image_id"] == im["id"]
-                      for x, y, w, h in [a["bbox"]]])
-        names.append(im["file_name"])
-    return images, boxes, names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "out" / "demo", help="where decoded PNGs are written")
     args = p.parse_args(argv)
 
-    images, boxes, names = load_coco(args.data)
+    loaded = [load_sample(item) for item in open_source(args.data).items]
+    images, boxes, names = [s.image for s in loaded], [s.boxes for s in loaded], [s.item.source for s in loaded]
     config = R.CodecConfig(max_steps=args.max_steps, eval_every=50, device=args.device)
     print(f"Encoding {len(images)} frames of {args.data.name} ({images[0].shape[1]}x{images[0].shape[0]}) with preset "
           f"'{config.preset}', {config.max_steps} steps, targets object {config.object_psnr} dB / background "

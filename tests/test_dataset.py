@@ -1,0 +1,203 @@
+"""RINRDataset and RINRLoader: batch contract, exact decode, worker/node splits, resume, errors, letterbox."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+import torch
+from torchvision import tv_tensors
+
+import rinr_data as R
+from rinr_data.augment import AugmentConfig
+from rinr_data.dataset import RINRDataset
+from rinr_data.loader import RINRLoader
+
+from shard_fixtures import write_dataset
+
+
+@pytest.fixture(scope="module")
+def rinr_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rinr")
+    keys = write_dataset(out, count=10, shard_size=3)
+    return out, keys
+
+
+@pytest.fixture(scope="module")
+def jpeg_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("jpeg")
+    write_dataset(out, count=10, shard_size=3, codec="jpeg")
+    return out
+
+
+def _all(loader) -> list[dict]:
+    return list(loader)
+
+
+def _flat_keys(batches) -> list[str]:
+    return [k for b in batches for k in b["keys"]]
+
+
+def test_batch_contract(rinr_dir):
+    out, _ = rinr_dir
+    batches = _all(RINRLoader(RINRDataset(out, batch_size=4, device="cpu")))
+    b = batches[0]
+    assert set(b) == {"images", "targets", "keys"}
+    assert b["images"].dtype == torch.float32 and b["images"].shape == (4, 3, 16, 20)
+    assert 0 <= float(b["images"].min()) and float(b["images"].max()) <= 1
+    for t in b["targets"]:
+        assert isinstance(t["boxes"], tv_tensors.BoundingBoxes)
+        assert t["boxes"].format == tv_tensors.BoundingBoxFormat.XYXY and t["boxes"].dtype == torch.float32
+        assert t["labels"].dtype == torch.int64 and len(t["labels"]) == len(t["boxes"])
+    assert [len(b["keys"]) for b in batches] == [4, 4, 2]
+
+
+def test_decoded_images_equal_rinr_decode(rinr_dir):
+    out, _ = rinr_dir
+    from rinr_data.shards import iter_shard
+
+    reference = {}
+    for shard in sorted(out.glob("*.tar")):
+        for sample in iter_shard(shard):
+            reference[sample["__key__"]] = R.decode(sample["rinr"]).to(torch.float32) / 255
+    for batch in RINRLoader(RINRDataset(out, batch_size=3, device="cpu")):
+        for key, img in zip(batch["keys"], batch["images"]):
+            assert torch.equal(img, reference[key])
+
+
+def test_boxes_and_labels_match_the_json(rinr_dir):
+    out, _ = rinr_dir
+    seen = {}
+    for batch in RINRLoader(RINRDataset(out, batch_size=5, shuffle=False, device="cpu")):
+        for key, t in zip(batch["keys"], batch["targets"]):
+            seen[key] = (t["boxes"].tolist(), t["labels"].tolist())
+    i = 2
+    assert seen[f"frame_{i:03d}"] == ([[3.0, 2.0, 11.0, 11.0], [12.0, 3.0, 19.0, 15.0]], [0, 0])
+    assert seen["frame_000"] == ([], [])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_sample_once_per_epoch(rinr_dir, workers):
+    out, keys = rinr_dir
+    loader = RINRLoader(RINRDataset(out, batch_size=2, seed=3, device="cpu"), num_workers=workers)
+    first, second = _flat_keys(loader), _flat_keys(loader)
+    assert sorted(first) == sorted(keys) and sorted(second) == sorted(keys)
+    assert first != second  # a new epoch reshuffles
+
+
+def test_node_split_is_disjoint_and_equal(rinr_dir):
+    out, keys = rinr_dir
+    per_rank = []
+    for rank in range(2):
+        ds = RINRDataset(out, batch_size=2, rank=rank, world_size=2, device="cpu")
+        per_rank.append([b["keys"] for b in RINRLoader(ds)])
+    assert len(per_rank[0]) == len(per_rank[1]) > 0
+    flat = [set(k for b in batches for k in b) for batches in per_rank]
+    assert not flat[0] & flat[1]
+    assert all(len(b) == 2 for batches in per_rank for b in batches)
+
+
+def test_equal_batches_need_a_manifest(rinr_dir):
+    out, _ = rinr_dir
+    ds = RINRDataset(sorted(str(p) for p in out.glob("*.tar")), batch_size=2, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="manifest"):
+        next(iter(ds))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch_gives_the_same_batches(rinr_dir, workers):
+    out, _ = rinr_dir
+
+    def make():
+        ds = RINRDataset(out, batch_size=2, seed=5, device="cpu")
+        return RINRLoader(ds, num_workers=workers, augment=AugmentConfig())
+
+    reference = make()
+    _all(reference)  # epoch 0; resume inside epoch 1 so the epoch counter is part of the state
+    full = _all(reference)
+    interrupted = make()
+    _all(interrupted)
+    it = iter(interrupted)
+    head = [next(it) for _ in range(2)]
+    state = interrupted.state_dict()
+    del it
+    resumed = make()
+    resumed.load_state_dict(state)
+    tail = _all(resumed)
+    assert len(head) + len(tail) == len(full)
+    for got, want in zip(head + tail, full):
+        assert got["keys"] == want["keys"]
+        assert torch.equal(got["images"], want["images"])
+        assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(got["targets"], want["targets"]))
+
+
+def test_jpeg_shards_give_the_same_batch_structure(rinr_dir, jpeg_dir):
+    out, _ = rinr_dir
+    a = next(iter(RINRLoader(RINRDataset(out, batch_size=4, shuffle=False, device="cpu"))))
+    b = next(iter(RINRLoader(RINRDataset(jpeg_dir, batch_size=4, shuffle=False, device="cpu"))))
+    assert a["keys"] == b["keys"]
+    assert a["images"].shape == b["images"].shape and a["images"].dtype == b["images"].dtype
+    for ta, tb in zip(a["targets"], b["targets"]):
+        assert torch.equal(ta["boxes"], tb["boxes"]) and torch.equal(ta["labels"], tb["labels"])
+        assert type(ta["boxes"]) is type(tb["boxes"])
+
+
+def test_mixed_sizes_need_and_get_letterboxing(tmp_path):
+    write_dataset(tmp_path, sizes=[(16, 20), (10, 30), (24, 12)], shard_size=3)
+    with pytest.raises(ValueError, match="image_size"):
+        _all(RINRLoader(RINRDataset(tmp_path, batch_size=3, shuffle=False, device="cpu")))
+    batch = next(iter(RINRLoader(RINRDataset(tmp_path, batch_size=3, shuffle=False, device="cpu"),
+                                 image_size=(16, 16))))
+    assert batch["images"].shape == (3, 3, 16, 16)
+    # 10x30 frame scaled by 16/30: its box [1, 1, 6, 7] shrinks alike.
+    assert torch.allclose(batch["targets"][1]["boxes"], torch.tensor([[1, 1, 6, 7]]) * torch.tensor(
+        [16 / 30, 5 / 10, 16 / 30, 5 / 10]), atol=1e-5)
+
+
+def _corrupt_copy(src, dst, key: str) -> None:
+    """Copy a shard folder, flipping a byte inside one sample's record."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    for shard in dst.glob("*.tar"):
+        with tarfile.open(shard) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+        if not any(m.name == f"{key}.rinr" for m, _ in members):
+            continue
+        with tarfile.open(shard, "w") as tar:
+            for m, data in members:
+                if m.name == f"{key}.rinr":
+                    data = data[:20] + bytes([data[20] ^ 0xFF]) + data[21:]
+                tar.addfile(m, io.BytesIO(data))
+
+
+def test_corrupt_sample_is_named_and_never_takes_others_with_it(rinr_dir, tmp_path):
+    out, keys = rinr_dir
+    _corrupt_copy(out, tmp_path / "bad", "frame_004")
+    with pytest.raises(R.FormatError, match=r"shard-000001\.tar: sample 'frame_004': record checksum"):
+        _all(RINRLoader(RINRDataset(tmp_path / "bad", batch_size=2, device="cpu")))
+    ds = RINRDataset(tmp_path / "bad", batch_size=2, on_error="warn", device="cpu")
+    with pytest.warns(UserWarning, match="frame_004"):
+        got = _flat_keys(RINRLoader(ds))
+    assert sorted(got) == sorted(k for k in keys if k != "frame_004")
+
+
+def test_workers_refuse_cuda(rinr_dir):
+    out, _ = rinr_dir
+
+    class Touchy(RINRDataset):
+        def __iter__(self):
+            torch.cuda.init()
+            yield from super().__iter__()
+
+    loader = RINRLoader(Touchy(out, batch_size=2, device="cpu"), num_workers=1)
+    with pytest.raises(RuntimeError, match="must not be initialised in a DataLoader worker"):
+        _all(loader)
+
+
+def test_len_matches_the_batches_delivered(rinr_dir):
+    out, _ = rinr_dir
+    for workers in (0, 2):
+        loader = RINRLoader(RINRDataset(out, batch_size=2, device="cpu"), num_workers=workers)
+        assert len(loader) == len(_all(loader))
