@@ -218,7 +218,8 @@ class RINRDataset(IterableDataset):
                 self._report(f"{exc} (shard skipped)")
                 continue
             if self.shuffle:
-                random.Random(f"{self.seed}/{self.epoch}/{ref.url}").shuffle(raw)
+                # Keyed by the shard's file name, not its URL: a mirror or cache gives the same order.
+                random.Random(f"{self.seed}/{self.epoch}/{ref.url.rsplit('/', 1)[-1]}").shuffle(raw)
             for sample in raw:
                 try:
                     yield parse_sample(sample)
