@@ -1,0 +1,5 @@
+"""Lightning modules trained on rinr-data batches."""
+
+from .detector import ARCHS, CenterNetConfig, Detections, EdgeDetector
+
+__all__ = ["ARCHS", "CenterNetConfig", "Detections", "EdgeDetector"]
