@@ -12,6 +12,14 @@ DATA = Path(__file__).parent / "data"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    import os
+
+    import torch
+
+    # Test tensors are tiny: thread start-up dominates, and on a loaded 2-core machine spinning OpenMP threads
+    # slowed tiny fits 60x. Subprocesses started by tests inherit the variable.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
     config.addinivalue_line("markers", "slow: long-running; excluded from `make test`")
     config.addinivalue_line("markers", "gpu: needs a CUDA device")
 
