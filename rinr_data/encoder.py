@@ -56,7 +56,7 @@ def encode_frames(images: Sequence[Any], boxes_list: Sequence[Any], config: Code
     device = resolve_device(config.device)
     frames = [to_chw_uint8(img) for img in images]
     boxes = [clip_boxes(b, f.shape[1], f.shape[2]) for f, b in zip(frames, boxes_list)]
-    bar = _progress_bar(progress, len(frames))
+    bar = _ProgressBar(progress, len(frames))
 
     bg_targets = []
     for f, b in zip(frames, boxes):
@@ -111,7 +111,7 @@ def encode(image: Any, boxes: Any = None, config: CodecConfig | None = None) -> 
     return encode_batch([image], [boxes], config)[0]
 
 
-class _progress_bar:
+class _ProgressBar:
     """Optional tqdm bar counting INR-steps; a no-op when progress is off."""
 
     def __init__(self, enabled: bool, frames: int) -> None:
