@@ -7,7 +7,6 @@ process - and deliver the same batch dict, so switching a training script betwee
 
 from __future__ import annotations
 
-import random
 from dataclasses import replace
 from typing import Any, Iterator, Sequence
 
@@ -16,15 +15,21 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from rinr_data.augment import AugmentConfig
-from rinr_data.dataset import ON_ERROR, LoaderBatch, ParsedSample, RINRDataset, _read_shard
+from rinr_data.dataset import ON_ERROR, LoaderBatch, ParsedSample, RINRDataset
 from rinr_data.errors import FormatError
 from rinr_data.loader import RINRLoader
-from rinr_data.shardlist import ShardRef, resolve_shards
+from rinr_data.shardlist import resolve_shards
 from rinr_data.shards import image_member, sample_json
 from rinr_data.streaming import FetchPolicy
 
 RINR_CODECS = ("rinr",)
 CLASSIC_CODECS = ("jpeg", "webp", "avif")
+
+
+class WrongCodecError(FormatError):
+    """Shards of another codec than the data module reads: a configuration mistake, raised whatever on_error says."""
+
+    fatal = True
 
 
 class CodecDataset(RINRDataset):
@@ -44,12 +49,11 @@ class CodecDataset(RINRDataset):
         super().__init__(*args, **kwargs)
         self.codecs, self.owner, self.encoded_jpeg = tuple(codecs), owner, encoded_jpeg
         if self.manifest is not None and "codec" in self.manifest:  # early check: the codec of every shard
-            self._check(str(self.manifest["codec"]), self.shards[0], "the manifest says every shard holds")
+            self._check(str(self.manifest["codec"]), f"{self.shards[0].url}: ", "the manifest says every shard holds")
 
-    def _check(self, codec: str, ref: ShardRef, what: str, key: str | None = None) -> None:
+    def _check(self, codec: str, where: str, what: str) -> None:
         if codec in self.codecs:
             return
-        sample = f" (sample {key!r})" if key is not None else ""
         held = ".rinr records" if codec == "rinr" else f"{codec!r} images"
         if codec == "rinr":
             hint = "use RINRDataModule for .rinr shards"
@@ -57,41 +61,19 @@ class CodecDataset(RINRDataset):
             hint = "use JPEGDataModule for jpeg/webp/avif shards"
         else:
             hint = "gpu_decode=True handles JPEG only: use gpu_decode=False"
-        raise FormatError(f"{ref.url}{sample}: {what} {held}, but {self.owner} reads "
-                          f"{'/'.join(self.codecs)} shards; {hint}")
+        raise WrongCodecError(f"{where}{what} {held}, but {self.owner} reads {'/'.join(self.codecs)} shards; {hint}")
 
-    def _samples(self, shards: Sequence[ShardRef]) -> Iterator[ParsedSample]:
-        for ref in shards:
-            parsed = self._encoded_samples(ref) if self.encoded_jpeg else super()._samples([ref])
-            for sample in parsed:
-                self._check(sample.codec, ref, "holds", sample.key)
-                yield sample
-
-    def _encoded_samples(self, ref: ShardRef) -> Iterator[ParsedSample]:
-        """RINRDataset._samples for one shard, keeping JPEG bytes encoded (same order, same error policy)."""
-        try:
-            raw = list(_read_shard(ref, self.policy))
-        except FormatError as exc:
-            if self.on_error == "raise":
-                raise
-            self._report(f"{exc} (shard skipped)")
-            return
-        if self.shuffle:  # RINRDataset._samples' permutation (keyed by file name); a test holds the two equal
-            random.Random(f"{self.seed}/{self.epoch}/{ref.url.rsplit('/', 1)[-1]}").shuffle(raw)
-        for sample in raw:
-            try:
-                meta = sample_json(sample)
-                codec, data = image_member(sample)
-            except FormatError as exc:
-                error = FormatError(f"{ref.url}: sample {sample.get('__key__')!r}: {exc}")
-                if self.on_error == "raise":
-                    raise error from None
-                self._report(str(error))
-                continue
-            yield ParsedSample(sample["__key__"], codec, None, torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                               torch.tensor(meta["boxes"], dtype=torch.float32).reshape(-1, 4),
-                               torch.tensor(meta["labels"], dtype=torch.int64).reshape(-1),
-                               (int(meta["height"]), int(meta["width"])))
+    def parse(self, sample: dict[str, Any]) -> ParsedSample:
+        """Refuse members of another codec; with encoded_jpeg keep the JPEG bytes for the device decode."""
+        codec, data = image_member(sample)
+        self._check(codec, f"{sample.get('__url__')} (sample {sample['__key__']!r}): ", "holds")
+        if not self.encoded_jpeg:
+            return super().parse(sample)
+        meta = sample_json(sample)
+        return ParsedSample(sample["__key__"], codec, None, torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                            torch.tensor(meta["boxes"], dtype=torch.float32).reshape(-1, 4),
+                            torch.tensor(meta["labels"], dtype=torch.int64).reshape(-1),
+                            (int(meta["height"]), int(meta["width"])))
 
 
 class JPEGDeviceLoader(RINRLoader):

@@ -222,12 +222,17 @@ class RINRDataset(IterableDataset):
                 random.Random(f"{self.seed}/{self.epoch}/{ref.url.rsplit('/', 1)[-1]}").shuffle(raw)
             for sample in raw:
                 try:
-                    yield parse_sample(sample)
+                    yield self.parse(sample)
                 except FormatError as exc:
                     error = FormatError(f"{ref.url}: sample {sample.get('__key__')!r}: {exc}")
-                    if self.on_error == "raise":
+                    # A `fatal` error is a configuration mistake (e.g. wrong codec), not a damaged sample: never skip it.
+                    if self.on_error == "raise" or getattr(exc, "fatal", False):
                         raise error from None
                     self._report(str(error))
+
+    def parse(self, sample: dict[str, Any]) -> ParsedSample:
+        """Worker-side parsing of one raw sample; subclasses override it (e.g. to keep JPEG bytes for a GPU decode)."""
+        return parse_sample(sample)
 
     def _report(self, message: str) -> None:
         self.errors += 1
