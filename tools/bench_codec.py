@@ -175,7 +175,7 @@ def rd_plot(results: list[FrameResult], images_by_ds: dict[str, torch.Tensor], o
         ax.set_xscale("log")
         ax.set_xlabel("bytes per frame")
         ax.set_ylabel("full-frame PSNR (dB)")
-        ax.set_title(ds)
+        ax.set_title(f"{ds} (codec curves: first frame)")
         ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
