@@ -7,6 +7,8 @@ the resumable state (epoch + StatefulDataLoader state) that Lightning checkpoint
 
 from __future__ import annotations
 
+import contextlib
+import os
 import zlib
 from typing import Any, Iterator
 
@@ -28,6 +30,20 @@ def _no_cuda_in_workers(_: int) -> None:
 
     torch.cuda._lazy_init = refuse  # type: ignore[assignment]
     torch.cuda.init = refuse  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def _cpu_threads(limit: int) -> Iterator[None]:
+    """Cap torch's intra-op threads for a block, then restore them."""
+    before = torch.get_num_threads()
+    if limit >= before:
+        yield
+        return
+    torch.set_num_threads(limit)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def letterbox(image: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +118,11 @@ class RINRLoader:
         """Decode on the device, letterbox, augment and build the training batch."""
         dev = self.device
         if batch.packed is not None:
-            images = decode_packed(batch.packed, dev, as_float=True)
+            # A CPU decode shares the cores with the workers: OpenMP threads spinning on busy cores made it
+            # 4-20x slower (docs/BENCHMARKS.md), so leave one core per worker.
+            limit = max(1, (os.cpu_count() or 1) - self.num_workers) if dev.type == "cpu" else 1 << 16
+            with _cpu_threads(limit):
+                images = decode_packed(batch.packed, dev, as_float=True)
         else:
             images = [img.to(dev, non_blocking=True).to(torch.float32).div_(255) for img in batch.images or []]
         boxes = [b.to(dev, non_blocking=True) for b in batch.boxes]

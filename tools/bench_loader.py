@@ -10,6 +10,7 @@ recorded. Ratios compare RINR against JPEG measured in the same process.
 from __future__ import annotations
 
 import argparse
+import warnings
 import platform
 import statistics
 import sys
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=2, help="timed epochs after one warm-up epoch")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
+    warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
 
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory(prefix="rinr-bench-loader-") as tmp:
