@@ -16,7 +16,8 @@ from lightning_modules.data import JPEGDataModule, RINRDataModule
 from shard_fixtures import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {"rinr": (REPO / "configs" / "rinr.yaml", RINRDataModule), "jpeg": (REPO / "configs" / "jpeg.yaml", JPEGDataModule)}
+CONFIGS = {"rinr": (REPO / "configs" / "rinr.yaml", RINRDataModule),
+           "jpeg": (REPO / "configs" / "jpeg.yaml", JPEGDataModule)}
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +59,8 @@ def test_configs_differ_only_in_the_data_module_and_its_shards():
     for cfg in (rinr, jpeg):
         del cfg["data"]["class_path"]
         for split in ("train", "val"):
-            cfg["data"]["init_args"][split] = cfg["data"]["init_args"][split].replace("-rinr/", "-X/").replace("-jpeg/", "-X/")
+            path = cfg["data"]["init_args"][split]
+            cfg["data"]["init_args"][split] = path.replace("-rinr/", "-CODEC/").replace("-jpeg/", "-CODEC/")
     assert rinr == jpeg
 
 

@@ -1,0 +1,68 @@
+"""tools/demo.py and tools/bench_accuracy.py end to end on a tiny COCO set (seconds, not minutes)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiny_datasets import TRUTH, write_coco
+
+REPO = Path(__file__).resolve().parents[1]
+FAST_CODEC = ["--fit-steps", "4", "--pixels-per-step", "64"]
+
+
+def tool(name: str):
+    """Import tools/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def coco(tmp_path) -> Path:
+    """6 frames f0..f5 (24x32, 1-3 boxes, 2 classes)."""
+    return write_coco(tmp_path / "coco", {f"f{i}": TRUTH[("img_a", "img_b", "img_c")[i % 3]] for i in range(6)})
+
+
+def test_demo_prints_one_table(coco, tmp_path, capsys):
+    out = tmp_path / "kept"
+    args = ["--data", str(coco), "--train-frames", "4", "--val-frames", "2", "--max-side", "0", "--train-steps", "2",
+            "--batch-size", "2", "--device", "cpu", "--out", str(out), *FAST_CODEC]
+    assert tool("demo").main(args) == 0
+    text = capsys.readouterr().out
+    assert "frames 0-3 train, 4-5 validate" in text
+    rows = [line for line in text.splitlines() if line.startswith("| RINR") or line.startswith("| JPEG q")]
+    assert len(rows) == 2 and all(len(r.split("|")) == 10 for r in rows)
+    assert {p.name for p in out.iterdir()} == {"rinr", "jpeg", "val"}
+
+
+def test_bench_accuracy_runs_every_condition_and_seed(coco, tmp_path, capsys):
+    args = ["--data", str(coco), "--train-frames", "4", "--val-frames", "2", "--seeds", "0,1", "--steps", "2",
+            "--batch-size", "2", "--batch", "4", "--device", "cpu", "--work", str(tmp_path / "work"), "--quiet",
+            *FAST_CODEC]
+    bench = tool("bench_accuracy")
+    assert bench.main(args) == 0
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if line.startswith("| coco |")]
+    assert [r.split("|")[2].strip() for r in rows] == list(bench.CONDITIONS)
+    assert all(len(r.split("|")[9].split(",")) == 2 for r in rows)  # one mAP per seed
+    assert "frames 0-3 train, 4-5 validate" in text
+
+
+def test_bench_accuracy_rewrites_only_its_own_section(tmp_path):
+    bench = tool("bench_accuracy")
+    doc = tmp_path / "BENCHMARKS.md"
+    before = "# Benchmarks\n\n## Other\n\n<!-- other:begin -->\nkeep\n<!-- other:end -->\n"
+    doc.write_text(before)
+    bench.write_section("first", doc)
+    assert doc.read_text().startswith(before.rstrip("\n"))
+    assert bench.HEADING in doc.read_text() and "first" in doc.read_text()
+    bench.write_section("second", doc)
+    text = doc.read_text()
+    assert "second" in text and "first" not in text and text.count(bench.HEADING) == 1
+    assert text.startswith(before.rstrip("\n"))

@@ -1,0 +1,51 @@
+"""lightning_modules.experiment: paired short trainings on shard folders and evaluation on reference shards."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lightning_modules.data import JPEGDataModule, RINRDataModule
+from lightning_modules.experiment import TrainSettings, evaluate, loader_speed, train_and_evaluate, train_detector
+
+from shard_fixtures import write_dataset
+
+SETTINGS = TrainSettings(steps=2, batch_size=4, warmup_steps=1, accelerator="cpu", augment=True)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """8 tiny frames as .rinr records and as JPEG (shards of 4)."""
+    root = tmp_path_factory.mktemp("experiment")
+    for codec in ("rinr", "jpeg"):
+        write_dataset(root / codec, count=8, shard_size=4, codec=codec)
+    return {"rinr": root / "rinr", "jpeg": root / "jpeg"}
+
+
+@pytest.mark.parametrize("codec, module", [("rinr", RINRDataModule), ("jpeg", JPEGDataModule)])
+def test_train_and_evaluate_with_each_module(folders, codec, module):
+    run = train_and_evaluate(module, folders[codec], folders["jpeg"], SETTINGS, seed=1)
+    assert run.seed == 1 and run.images == 8 and run.train_s > 0
+    assert 0.0 <= run.map_50 <= 1.0 and (0.0 <= run.map <= 1.0 or math.isnan(run.map))
+
+
+def test_same_seed_same_model(folders):
+    a, _ = train_detector(JPEGDataModule, folders["jpeg"], SETTINGS, seed=3)
+    b, _ = train_detector(JPEGDataModule, folders["jpeg"], SETTINGS, seed=3)
+    c, _ = train_detector(JPEGDataModule, folders["jpeg"], SETTINGS, seed=4)
+    assert a.hparams.num_classes == 2  # from the manifest
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert any(not torch.equal(p, q) for p, q in zip(a.state_dict().values(), c.state_dict().values()))
+
+
+def test_evaluate_reports_both_map_values(folders):
+    model, _ = train_detector(RINRDataModule, folders["rinr"], SETTINGS, seed=0)
+    scores = evaluate(model, folders["jpeg"], SETTINGS)
+    assert set(scores) == {"map_50", "map"}
+
+
+def test_loader_speed_counts_a_full_epoch(folders):
+    assert loader_speed(RINRDataModule, folders["rinr"], SETTINGS) > 0

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Accuracy parity: does a detector trained on RINR shards match one trained on the original frames?
+
+For each dataset: split by frame index (the first frames train, the last ones validate), then train the same
+EdgeDetector (tiny CenterNet) for a fixed number of steps, from the same seeds, on four versions of the training
+frames and evaluate every model on the same original validation frames:
+
+  original    the frames as they are, stored losslessly (WebP lossless, checked pixel-exact)
+  jpeg-psnr   JPEG at the one quality whose mean object PSNR reaches the RINR shards' (cheapest such quality)
+  jpeg-bytes  JPEG at the highest quality whose mean bytes per frame stay within the RINR shards'
+  rinr        RINR records, paper preset (CodecConfig defaults unless --fit-steps / --pixels-per-step say otherwise)
+
+Seeds are paired: a seed fixes the initial weights, the shard/sample order and the augmentation draws for every
+condition. Prints a markdown table (mAP@0.5 and mAP@[.5:.95], mean and sample standard deviation over seeds, and
+the paired difference to `original`); --write puts it in docs/BENCHMARKS.md under "Accuracy parity". Shards are
+kept under --work, so a re-run with the same settings skips the encoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from lightning_modules.data import JPEGDataModule, RINRDataModule  # noqa: E402
+from lightning_modules.experiment import RunResult, TrainSettings, train_and_evaluate  # noqa: E402
+from rinr_data import CodecConfig  # noqa: E402
+from rinr_data.compare import (QualityScan, ShardStats, load_samples, shard_stats, split_source,  # noqa: E402
+                               write_lossless_shards)
+from rinr_data.convert import ConvertConfig, encode_dataset  # noqa: E402
+from rinr_data.devices import resolve_device  # noqa: E402
+from rinr_data.sources import load_sample, open_source  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+HEADING = "## Accuracy parity (issue 6) — `tools/bench_accuracy.py`"
+MARK_BEGIN, MARK_END = "<!-- bench_accuracy:begin -->", "<!-- bench_accuracy:end -->"
+CONDITIONS = ("original", "jpeg-psnr", "jpeg-bytes", "rinr")
+
+
+@dataclass
+class Condition:
+    """One version of the training frames: its shards, what they hold, and the runs trained on them."""
+
+    name: str
+    label: str
+    folder: Path
+    module: type
+    stats: ShardStats
+    runs: list[RunResult] = field(default_factory=list)
+
+
+def prepare(data: Path, args: argparse.Namespace, device: torch.device) -> tuple[list[Condition], Path, str]:
+    """Split `data`, write the four training shard sets and the lossless validation shards; (conditions, val, note)."""
+    source = open_source(data)
+    train, val = split_source(source, args.train_frames, args.val_frames)
+    work = args.work / data.name
+    max_side = args.max_side or None
+    t = time.perf_counter()
+    codec = CodecConfig(max_steps=args.fit_steps, pixels_per_step=args.pixels_per_step, device=str(device))
+    rinr_dir = work / f"rinr-s{args.fit_steps}-p{args.pixels_per_step}-m{args.max_side}-t{len(train.items)}"
+    print(f"{data.name}: encoding {len(train.items)} training frames to RINR ({codec.max_steps} steps, "
+          f"{codec.pixels_per_step} pixels/step, {args.batch} frames per call, on {device}) ...", flush=True)
+    encode_dataset(train, rinr_dir, ConvertConfig(codec_config=codec, max_side=max_side, batch=args.batch,
+                                                  shard_size=args.shard_size), progress=not args.quiet)
+    encode_s = time.perf_counter() - t
+    rinr = shard_stats(rinr_dir)
+    scan = QualityScan(load_samples(train, max_side=max_side))
+    by_psnr = scan.at_object_psnr(rinr.object_psnr) or scan(100)
+    by_bytes = scan.at_bytes(rinr.bytes_per_frame)
+    conditions = []
+    tag = f"m{args.max_side}-t{len(train.items)}"
+    for name, quality in (("jpeg-psnr", by_psnr.quality), ("jpeg-bytes", by_bytes.quality)):
+        folder = work / f"jpeg-q{quality}-{tag}"
+        encode_dataset(train, folder, ConvertConfig(codec="jpeg", quality=quality, max_side=max_side,
+                                                    shard_size=args.shard_size), progress=False)
+        conditions.append(Condition(name, f"JPEG q{quality}", folder, JPEGDataModule, shard_stats(folder)))
+    original = write_lossless_shards(train, work / f"original-{tag}", max_side=max_side, shard_size=args.shard_size)
+    conditions.insert(0, Condition("original", "lossless WebP", original, JPEGDataModule, shard_stats(original)))
+    conditions.append(Condition("rinr", "RINR paper", rinr_dir, RINRDataModule, rinr))
+    val_dir = write_lossless_shards(val, work / f"val-m{args.max_side}-v{len(val.items)}", max_side=max_side,
+                                    shard_size=args.shard_size)
+    size = load_sample(val.items[0], max_side=max_side)
+    note = (f"{data.name} ({source.format}, {len(source.classes)} class(es)): frames 0-{len(train.items) - 1} train, "
+            f"{len(source.items) - len(val.items)}-{len(source.items) - 1} validate; {size.width}x{size.height}; "
+            f"RINR encode {encode_s:.0f} s (0 if resumed)")
+    return conditions, val_dir, note
+
+
+def mean_sd(values: list[float]) -> str:
+    """`mean ± sample sd` (sd omitted for one value)."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def table(dataset: str, conditions: list[Condition]) -> list[str]:
+    """Markdown rows of one dataset."""
+    base = next(c for c in conditions if c.name == "original")
+    rows = []
+    for c in conditions:
+        m50 = [r.map_50 for r in c.runs]
+        m = [r.map for r in c.runs]
+        diff = [r.map_50 - b.map_50 for r, b in zip(c.runs, base.runs)]
+        psnr = "lossless" if c.name == "original" else f"{c.stats.object_psnr:.2f} / {c.stats.background_psnr:.2f}"
+        rows.append(f"| {dataset} | {c.name} | {c.label} | {c.stats.bytes_per_frame:,.0f} | {psnr} | {mean_sd(m50)} | "
+                    f"{mean_sd(m)} | {'—' if c is base else mean_sd(diff)} | "
+                    f"{', '.join(f'{v:.3f}' for v in m50)} | {statistics.fmean(r.train_s for r in c.runs):.0f} |")
+    return rows
+
+
+def machine(device: torch.device) -> str:
+    """One line naming the machine."""
+    import os
+
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {dev}; "
+            f"torch {torch.__version__}")
+
+
+def write_section(text: str, path: Path) -> None:
+    """Put `text` between this tool's markers under the Accuracy parity heading; other sections stay as they are."""
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{MARK_BEGIN}\n{text}\n{MARK_END}"
+    if MARK_BEGIN in doc and MARK_END in doc:
+        doc = doc[: doc.index(MARK_BEGIN)] + block + doc[doc.index(MARK_END) + len(MARK_END):]
+    else:
+        doc = doc.rstrip("\n") + f"\n\n{HEADING}\n\n{block}\n"
+    path.write_text(doc)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, action="append",
+                   help="COCO / VOC / YOLO folder; repeat for several (default: ../shared/data/vtest-long)")
+    p.add_argument("--train-frames", type=int, help="the first N frames train (default: all before validation)")
+    p.add_argument("--val-frames", type=int, help="the last N frames validate (default: a quarter)")
+    p.add_argument("--max-side", type=int, default=0, help="downscale frames to this longer side (0: keep)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated paired seeds (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=1000, help="detector steps per run (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16, help="detector batch (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=2e-3, help="detector AdamW peak learning rate (default: %(default)s)")
+    p.add_argument("--no-augment", action="store_true", help="train without flip/scale/colour augmentation")
+    p.add_argument("--fit-steps", type=int, default=CodecConfig.max_steps,
+                   help="RINR fitting step budget (default: the paper preset's %(default)s)")
+    p.add_argument("--pixels-per-step", type=int, default=CodecConfig.pixels_per_step,
+                   help="RINR pixels per fitting step (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=16, help="frames per RINR fitting call (default: %(default)s)")
+    p.add_argument("--shard-size", type=int, default=50, help="samples per shard (default: %(default)s)")
+    p.add_argument("--num-workers", type=int, default=0, help="loader worker processes (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto: fitting, decode and training")
+    p.add_argument("--work", type=Path, default=ROOT / "out" / "bench-accuracy", help="shard folder (kept)")
+    p.add_argument("--write", action="store_true", help=f"put the table in {DOC.relative_to(ROOT)}")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    args.data = args.data or [ROOT.parent / "shared" / "data" / "vtest-long"]
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prepare shards, train every condition and seed, print (and optionally record) the table."""
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                             warmup_steps=min(100, args.steps // 10), augment=not args.no_augment,
+                             num_workers=args.num_workers, accelerator="gpu" if device.type == "cuda" else "cpu",
+                             progress=not args.quiet)
+    start = time.perf_counter()
+    rows, notes = [], []
+    for data in args.data:
+        conditions, val_dir, note = prepare(data, args, device)
+        notes.append(note)
+        for seed in args.seeds:
+            for c in conditions:
+                run = train_and_evaluate(c.module, c.folder, val_dir, settings, seed)
+                c.runs.append(run)
+                print(f"{data.name} seed {seed} {c.name:<10}: mAP@0.5 {run.map_50:.3f}, mAP {run.map:.3f} "
+                      f"({run.train_s:.0f} s)", flush=True)
+        rows += table(data.name, conditions)
+    header = ("| data | condition | training frames | bytes/frame | object / background PSNR dB | mAP@0.5 | "
+              "mAP@[.5:.95] | Δ mAP@0.5 vs original (paired) | mAP@0.5 per seed | train s/run |\n"
+              "|---|---|---|---|---|---|---|---|---|---|")
+    text = (f"Measured by `tools/bench_accuracy.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
+            f"{machine(device)}, {time.strftime('%Y-%m-%d')}; {time.perf_counter() - start:.0f} s in all.\n\n"
+            + "".join(f"- {n}\n" for n in notes)
+            + f"- detector: tiny CenterNet from scratch, {settings.steps} steps x {settings.batch_size} frames, "
+              f"lr {settings.lr:g}, warmup {settings.warmup_steps}, "
+              f"augmentation {'on' if settings.augment else 'off'}; "
+              f"seeds {', '.join(map(str, args.seeds))} (paired); every model evaluated on the original validation "
+              f"frames (lossless WebP)\n"
+            + f"- RINR: preset `paper`, at most {args.fit_steps} fitting steps of {args.pixels_per_step} pixels\n"
+              "- mAP: mean ± sample standard deviation over the seeds\n\n"
+            + header + "\n" + "\n".join(rows))
+    print("\n" + text)
+    if args.write:
+        write_section(text, DOC)
+        print(f"\nwritten to {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
