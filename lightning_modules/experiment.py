@@ -95,17 +95,19 @@ def _trainer(settings: TrainSettings, **kwargs: Any) -> L.Trainer:
                      **kwargs)
 
 
-def data_module(module: type[ShardDataModule], train: str | Path, settings: TrainSettings, seed: int,
-                val: str | Path | None = None, augment: bool | None = None) -> ShardDataModule:
-    """`module` over the shard folders with the settings' loader options."""
-    return module(train=str(train), val=str(val) if val is not None else None, batch_size=settings.batch_size,
-                  num_workers=settings.num_workers, image_size=settings.image_size,
-                  augment=settings.augment if augment is None else augment, seed=seed)
+def data_module(module: type[ShardDataModule], train: str | Path, settings: TrainSettings,
+                seed: int) -> ShardDataModule:
+    """`module` over the training shards with the settings' loader options."""
+    return module(train=str(train), batch_size=settings.batch_size, num_workers=settings.num_workers,
+                  image_size=settings.image_size, augment=settings.augment, seed=seed)
 
 
 def train_detector(module: type[ShardDataModule], train: str | Path, settings: TrainSettings, seed: int,
                    num_classes: int | None = None) -> tuple[EdgeDetector, float]:
-    """EdgeDetector trained for `settings.steps` on the `train` shards read by `module`; (model, fit seconds)."""
+    """EdgeDetector trained for `settings.steps` on the `train` shards read by `module`; (model, fit seconds).
+
+    `num_classes` defaults to the manifest's class count (1 for shards without a manifest).
+    """
     L.seed_everything(seed, workers=True, verbose=False)
     dm = data_module(module, train, settings, seed)
     classes = dm.classes
@@ -150,6 +152,6 @@ def loader_speed(module: type[ShardDataModule], train: str | Path, settings: Tra
         t = time.perf_counter()
         for batch in loader:
             images += len(batch["keys"])
-    if isinstance(device, torch.device) and device.type == "cuda" or str(device).startswith("cuda"):
+    if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
     return images / (time.perf_counter() - t)
