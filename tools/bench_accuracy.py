@@ -39,6 +39,9 @@ from rinr_data.convert import ConvertConfig, encode_dataset  # noqa: E402
 from rinr_data.devices import resolve_device  # noqa: E402
 from rinr_data.sources import load_sample, open_source  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdoc import replace_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 HEADING = "## Accuracy parity (issue 6) — `tools/bench_accuracy.py`"
@@ -128,13 +131,7 @@ def machine(device: torch.device) -> str:
 
 def write_section(text: str, path: Path) -> None:
     """Put `text` between this tool's markers under the Accuracy parity heading; other sections stay as they are."""
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{MARK_BEGIN}\n{text}\n{MARK_END}"
-    if MARK_BEGIN in doc and MARK_END in doc:
-        doc = doc[: doc.index(MARK_BEGIN)] + block + doc[doc.index(MARK_END) + len(MARK_END):]
-    else:
-        doc = doc.rstrip("\n") + f"\n\n{HEADING}\n\n{block}\n"
-    path.write_text(doc)
+    replace_section(path, MARK_BEGIN, MARK_END, text, HEADING)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import full_frame_at_psnr, roi_baseline  # noqa: E402
+from benchdoc import replace_section  # noqa: E402
 
 import rinr_data as R  # noqa: E402
 from rinr_data.classic import quality_sweep  # noqa: E402
@@ -190,13 +191,7 @@ def machine() -> str:
 
 def write_benchmarks(text: str, path: Path) -> None:
     """Replace the generated section of docs/BENCHMARKS.md (created if missing)."""
-    doc = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    block = f"{MARK_BEGIN}\n{text}\n{MARK_END}"
-    if MARK_BEGIN in doc and MARK_END in doc:
-        doc = doc[: doc.index(MARK_BEGIN)] + block + doc[doc.index(MARK_END) + len(MARK_END):]
-    else:
-        doc += "\n" + block + "\n"
-    path.write_text(doc)
+    replace_section(path, MARK_BEGIN, MARK_END, text)
 
 
 def main(argv: list[str] | None = None) -> int:
