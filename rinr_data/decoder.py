@@ -97,14 +97,7 @@ def pack_records(records: Sequence[record_format.Record]) -> PackedBatch:
 def decode_packed(batch: PackedBatch, device: str | torch.device = "cpu", *, as_float: bool = False,
                   ) -> list[torch.Tensor]:
     """Run every group's batched forward on `device` and composite the frames (uint8, or float in [0, 1])."""
-    dev = resolve_device(device)
-    batch = batch.to(dev, non_blocking=True)
-    rendered: list[torch.Tensor | None] = [None] * len(batch.q)
-    for group in batch.groups:
-        sizes = [(batch.regions[i][2] - batch.regions[i][0], batch.regions[i][3] - batch.regions[i][1])
-                 for i in group.members]
-        for i, out in zip(group.members, render(group.params, sizes, group.w0)):
-            rendered[i] = out
+    rendered = _render_groups(batch, resolve_device(device))
     backgrounds: dict[int, torch.Tensor] = {}
     for i, out in enumerate(rendered):
         if batch.q[i] == 0.0:
@@ -127,23 +120,22 @@ def decode_packed(batch: PackedBatch, device: str | torch.device = "cpu", *, as_
     return [to_uint8(img) for img in images]
 
 
-def render_inrs(items: Sequence[tuple[QuantizedINR, float, tuple[int, int]]], device: torch.device,
-                ) -> list[torch.Tensor]:
-    """Evaluate (INR, w0, (h, w)) items grouped by (shape, w0): one stacked render per group; [h*w, 3] each."""
-    groups: dict[tuple[SirenShape, float], list[int]] = defaultdict(list)
-    for i, (inr, w0, _) in enumerate(items):
-        groups[(inr.shape, w0)].append(i)
-    out: list[torch.Tensor | None] = [None] * len(items)
-    for (_, w0), members in groups.items():
-        params = stack_params([items[i][0] for i in members], device)
-        for i, rendered in zip(members, render(params, [items[i][2] for i in members], w0)):
-            out[i] = rendered
-    return out  # type: ignore[return-value]
+def _render_groups(batch: PackedBatch, device: torch.device) -> list[torch.Tensor]:
+    """One batched forward per group on `device`; the [h*w, 3] output of every INR, in the batch's INR order."""
+    batch = batch.to(device, non_blocking=True)
+    rendered: list[torch.Tensor | None] = [None] * len(batch.q)
+    for group in batch.groups:
+        sizes = [(batch.regions[i][2] - batch.regions[i][0], batch.regions[i][3] - batch.regions[i][1])
+                 for i in group.members]
+        for i, out in zip(group.members, render(group.params, sizes, group.w0)):
+            rendered[i] = out
+    return rendered  # type: ignore[return-value]
 
 
 def backgrounds(records: Sequence[record_format.Record], device: torch.device) -> list[torch.Tensor]:
     """Float [3, H, W] background reconstructions in [0, 1] (what object residuals are measured against)."""
-    rendered = render_inrs([(r.background, r.w0, (r.height, r.width)) for r in records], device)
+    bare = [record_format.Record(r.height, r.width, r.w0, r.background, [], r.coder, r.codec) for r in records]
+    rendered = _render_groups(pack_records(bare), device)
     return [x.clamp(0, 1).T.reshape(3, r.height, r.width) for x, r in zip(rendered, records)]
 
 

@@ -18,10 +18,10 @@ import torch
 
 import rinr_data as R
 from rinr_data import entropy
-from rinr_data.decoder import render_inrs
 from rinr_data.fitting import FitSettings, FitTarget, fit_sirens
 from rinr_data.metrics import mse_to_psnr
-from rinr_data.quantize import QuantizedINR, quantize_tensor, tensor_bits
+from rinr_data.quantize import QuantizedINR, quantize_tensor, stack_params, tensor_bits
+from rinr_data.siren import render
 from rinr_data.sources import load_sample, open_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def requantize(inr: QuantizedINR, first_bits: int, bits: int) -> QuantizedINR:
 def psnr_of(inr: QuantizedINR, image: torch.Tensor, w0: float) -> float:
     """Full-frame PSNR of an INR's reconstruction (float, before uint8 rounding)."""
     h, w = image.shape[1:]
-    out = render_inrs([(inr, w0, (h, w))], torch.device("cpu"))[0].clamp(0, 1)
+    out = render(stack_params([inr]), [(h, w)], w0)[0].clamp(0, 1)
     ref = image.float().div(255).permute(1, 2, 0).reshape(-1, 3)
     return mse_to_psnr(float(((out - ref) ** 2).mean()))
 
