@@ -1,10 +1,11 @@
 """rinr-data: datasets shipped as residual implicit neural representations, decoded in batches on the GPU."""
 
 from .augment import AugmentConfig
-from .config import PRESETS, CodecConfig
+from .config import PRESETS, CodecConfig, SceneConfig
 from .dataset import RINRDataset
 from .decoder import decode, decode_batch, decode_records
 from .encoder import EncodedFrame, encode, encode_batch, encode_frames
+from .grid_encoder import encode_sequence, encode_sequence_frames
 from .errors import FormatError
 from .loader import RINRLoader
 from .record import FORMAT_VERSION, Record
@@ -12,7 +13,7 @@ from .record import pack as pack_record
 from .record import unpack as unpack_record
 
 __all__ = [
-    "CodecConfig", "PRESETS", "FormatError", "FORMAT_VERSION", "Record", "EncodedFrame",
+    "CodecConfig", "SceneConfig", "PRESETS", "encode_sequence", "encode_sequence_frames", "FormatError", "FORMAT_VERSION", "Record", "EncodedFrame",
     "encode", "encode_batch", "encode_frames", "decode", "decode_batch", "decode_records",
     "pack_record", "unpack_record", "RINRDataset", "RINRLoader", "AugmentConfig",
 ]

@@ -91,8 +91,8 @@ def parse_sample(sample: dict[str, Any]) -> ParsedSample:
         rec = record_format.unpack(data)
         if (rec.height, rec.width) != size:
             raise FormatError(f"record is {rec.width}x{rec.height} but its json says {size[1]}x{size[0]}")
-        if len(rec.objects) != len(boxes):
-            raise FormatError(f"record has {len(rec.objects)} boxes but its json {len(boxes)}")
+        if len(rec.boxes) != len(boxes):
+            raise FormatError(f"record has {len(rec.boxes)} boxes but its json {len(boxes)}")
         return ParsedSample(key, codec, rec, None, boxes, labels, size)
     image = decode_classic(data)
     if tuple(image.shape[1:]) != size:

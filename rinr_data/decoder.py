@@ -8,16 +8,22 @@ batched forwards and compositing on any device.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 
 from . import record as record_format
 from .devices import resolve_device
+from .errors import FormatError
 from .frames import box_region
+from .grid import GridShape, Layers
+from .grid import render as render_grid
+from .grid_record import GridRecord, resolve
 from .quantize import QuantizedINR, stack_params
 from .siren import Params, SirenShape, render
+
+AnyRecord = record_format.Record | GridRecord
 
 
 @dataclass
@@ -42,11 +48,36 @@ class PackedGroup:
 
 
 @dataclass
+class PackedGrids:
+    """Latent-grid frames of one size and shape, stacked: `members` are frame indices in the batch."""
+
+    shape: GridShape
+    height: int
+    width: int
+    latents: list[torch.Tensor]  # per level [B, 1, h_l, w_l]
+    layers: Layers
+    members: list[int]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "PackedGrids":
+        """Move latents and synthesis; membership stays on the host."""
+        return PackedGrids(self.shape, self.height, self.width,
+                           [t.to(device, non_blocking=non_blocking) for t in self.latents],
+                           [(w.to(device, non_blocking=non_blocking), b.to(device, non_blocking=non_blocking))
+                            for w, b in self.layers], self.members)
+
+    def pin_memory(self) -> "PackedGrids":
+        """Page-locked copy for asynchronous host-to-GPU transfer."""
+        return PackedGrids(self.shape, self.height, self.width, [t.pin_memory() for t in self.latents],
+                           [(w.pin_memory(), b.pin_memory()) for w, b in self.layers], self.members)
+
+
+@dataclass
 class PackedBatch:
     """Records ready for a batched decode: stacked weights per shape group plus how to composite them.
 
-    INR `i` belongs to frame `frame_of[i]`; it is the background when `q[i] == 0`, else the residual of the box
-    covering pixel rows/columns `regions[i]` = (top, left, bottom, right), scaled by `q[i]`.
+    SIREN INR `i` belongs to frame `frame_of[i]`; it is the background when `q[i] == 0`, else the residual of the
+    box covering pixel rows/columns `regions[i]` = (top, left, bottom, right), scaled by `q[i]`. Latent-grid frames
+    are in `grids` instead.
     """
 
     groups: list[PackedGroup]
@@ -54,26 +85,33 @@ class PackedBatch:
     frame_of: list[int]
     regions: list[tuple[int, int, int, int]]
     q: list[float]
+    grids: list[PackedGrids] = field(default_factory=list)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "PackedBatch":
         """Move the weights to `device` (the metadata stays in Python lists)."""
         return PackedBatch([g.to(device, non_blocking) for g in self.groups], self.frame_sizes, self.frame_of,
-                           self.regions, self.q)
+                           self.regions, self.q, [g.to(device, non_blocking) for g in self.grids])
 
     def pin_memory(self) -> "PackedBatch":
         """Page-locked copy, used by DataLoader(pin_memory=True)."""
         return PackedBatch([g.pin_memory() for g in self.groups], self.frame_sizes, self.frame_of,
-                           self.regions, self.q)
+                           self.regions, self.q, [g.pin_memory() for g in self.grids])
 
     def __len__(self) -> int:
         return len(self.frame_sizes)
 
 
-def pack_records(records: Sequence[record_format.Record]) -> PackedBatch:
-    """Dequantise and stack the INRs of records by (shape, w0), on the CPU."""
+def pack_records(records: Sequence[AnyRecord], scenes: dict[str, GridRecord] | None = None) -> PackedBatch:
+    """Dequantise and stack the INRs of records by shape, on the CPU (`scenes`: parsed scene records by id)."""
     inrs: list[QuantizedINR] = []
     w0s, frame_of, regions, q = [], [], [], []
+    grid_members: dict[tuple[int, int, GridShape], list[int]] = defaultdict(list)
+    grid_parts: dict[int, tuple[list[torch.Tensor], Layers]] = {}
     for fi, rec in enumerate(records):
+        if isinstance(rec, GridRecord):
+            grid_members[(rec.height, rec.width, rec.shape)].append(fi)
+            grid_parts[fi] = resolve(rec, scenes)
+            continue
         inrs.append(rec.background)
         w0s.append(rec.w0)
         frame_of.append(fi)
@@ -91,13 +129,21 @@ def pack_records(records: Sequence[record_format.Record]) -> PackedBatch:
         by_key[(inr.shape, w0)].append(i)
     groups = [PackedGroup(shape, w0, stack_params([inrs[i] for i in members]), members)
               for (shape, w0), members in sorted(by_key.items())]
-    return PackedBatch(groups, [(r.height, r.width) for r in records], frame_of, regions, q)
+    grids = []
+    for (h, w, shape), members in sorted(grid_members.items()):
+        parts = [grid_parts[fi] for fi in members]
+        latents = [torch.stack([p[0][lv] for p in parts]) for lv in range(shape.levels)]
+        layers = [(torch.cat([p[1][i][0] for p in parts]), torch.cat([p[1][i][1] for p in parts]))
+                  for i in range(len(shape.layer_dims()))]
+        grids.append(PackedGrids(shape, h, w, latents, layers, members))
+    return PackedBatch(groups, [(r.height, r.width) for r in records], frame_of, regions, q, grids)
 
 
 def decode_packed(batch: PackedBatch, device: str | torch.device = "cpu", *, as_float: bool = False,
                   ) -> list[torch.Tensor]:
     """Run every group's batched forward on `device` and composite the frames (uint8, or float in [0, 1])."""
-    rendered = _render_groups(batch, resolve_device(device))
+    device = resolve_device(device)
+    rendered = _render_groups(batch, device)
     backgrounds: dict[int, torch.Tensor] = {}
     for i, out in enumerate(rendered):
         if batch.q[i] == 0.0:
@@ -113,6 +159,11 @@ def decode_packed(batch: PackedBatch, device: str | torch.device = "cpu", *, as_
         residual = out.T.reshape(3, bottom - top, right - left)
         crop = backgrounds[fi][:, top:bottom, left:right]
         canvases[fi][:, top:bottom, left:right] = (crop + batch.q[i] * residual).clamp(0, 1)
+    for grid in batch.grids:
+        grid = grid.to(device, non_blocking=True)
+        out = render_grid(grid.layers, grid.latents, grid.height, grid.width)
+        for fi, img in zip(grid.members, out):
+            canvases[fi] = img
     images = [canvases[fi] for fi in range(len(batch))]
     if as_float:
         # Same values a uint8 decode would give, divided back: float consumers see exactly the decoded pixels.
@@ -144,16 +195,30 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
     return torch.round(image.clamp(0, 1) * 255).to(torch.uint8)
 
 
-def decode_records(records: Sequence[record_format.Record], device: str | torch.device = "cpu") -> list[torch.Tensor]:
+def parse_scenes(scenes: dict[str, bytes] | None) -> dict[str, GridRecord]:
+    """Parse scene records given by id, checking each id against the bytes it names (raises FormatError)."""
+    from .grid_record import scene_id, unpack
+
+    parsed = {}
+    for name, blob in (scenes or {}).items():
+        if scene_id(blob) != name:
+            raise FormatError(f"scene {name!r}: the bytes given are scene {scene_id(blob)!r}")
+        parsed[name] = unpack(blob)
+    return parsed
+
+
+def decode_records(records: Sequence[AnyRecord], device: str | torch.device = "cpu",
+                   scenes: dict[str, GridRecord] | None = None) -> list[torch.Tensor]:
     """Decode parsed records to uint8 [3, H, W] images on `device`, grouping all their INRs by shape."""
-    return decode_packed(pack_records(records), device)
+    return decode_packed(pack_records(records, scenes), device)
 
 
-def decode_batch(blobs: Sequence[bytes], device: str | torch.device = "cpu") -> list[torch.Tensor]:
-    """Decode many records at once: one batched forward per INR shape and layer, then compositing."""
-    return decode_records([record_format.unpack(b) for b in blobs], device)
+def decode_batch(blobs: Sequence[bytes], device: str | torch.device = "cpu",
+                 scenes: dict[str, bytes] | None = None) -> list[torch.Tensor]:
+    """Decode many records at once (one batched forward per shape), resolving scene references in `scenes`."""
+    return decode_records([record_format.unpack(b) for b in blobs], device, parse_scenes(scenes))
 
 
-def decode(blob: bytes, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Decode one record to a uint8 [3, H, W] image."""
-    return decode_batch([blob], device)[0]
+def decode(blob: bytes, device: str | torch.device = "cpu", scenes: dict[str, bytes] | None = None) -> torch.Tensor:
+    """Decode one record to a uint8 [3, H, W] image (`scenes`: scene records by id, for scene-mode frames)."""
+    return decode_batch([blob], device, scenes)[0]

@@ -1,4 +1,7 @@
-"""Residual-INR encoder: background SIRENs for whole frames, then object SIRENs for the residual in each box."""
+"""Encoder front door; the "paper" preset (Residual-INR): background SIRENs, then object SIRENs for box residuals.
+
+The "grid" preset lives in grid_encoder.
+"""
 
 from __future__ import annotations
 
@@ -51,12 +54,16 @@ def encode_frames(images: Sequence[Any], boxes_list: Sequence[Any], config: Code
                   progress: bool = False) -> list[EncodedFrame]:
     """Encode frames together (all INRs of one shape fitted in one batch) and report what each record achieves."""
     config = config or CodecConfig()
+    if config.preset == "grid":
+        from .grid_encoder import encode_grid_frames  # builds on this module's EncodedFrame
+
+        return encode_grid_frames(images, boxes_list, config, progress)
     if len(images) != len(boxes_list):
         raise ValueError(f"{len(images)} images but {len(boxes_list)} box lists")
     device = resolve_device(config.device)
     frames = [to_chw_uint8(img) for img in images]
     boxes = [clip_boxes(b, f.shape[1], f.shape[2]) for f, b in zip(frames, boxes_list)]
-    bar = _ProgressBar(progress, len(frames))
+    bar = ProgressBar(progress, len(frames))
 
     bg_targets = []
     for f, b in zip(frames, boxes):
@@ -111,7 +118,7 @@ def encode(image: Any, boxes: Any = None, config: CodecConfig | None = None) -> 
     return encode_batch([image], [boxes], config)[0]
 
 
-class _ProgressBar:
+class ProgressBar:
     """Optional tqdm bar counting INR-steps; a no-op when progress is off."""
 
     def __init__(self, enabled: bool, frames: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -111,7 +112,10 @@ def _ans_decompress(data: bytes, counts: Sequence[int], bits: Sequence[int]) -> 
     stds = np.frombuffer(data, "<f2", len(counts)).astype(np.float64)
     if not np.all(np.isfinite(stds)) or np.any(stds <= 0):
         raise FormatError("ans weight stream has a non-positive or non-finite std")
-    coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, "<u4", offset=head).astype(np.uint32))
+    try:
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, "<u4", offset=head).astype(np.uint32))
+    except ValueError as exc:  # e.g. a stream ending in a zero word, which no encoder writes
+        raise FormatError(f"ans weight stream is corrupt: {exc}") from None
     total = int(sum(counts))
     try:
         flat = (np.asarray(coder.decode(_ans_model(bits), np.zeros(total), _symbol_stds(counts, stds)), np.int32)
@@ -161,3 +165,65 @@ def coder_id(name: str) -> int:
     return CODER_IDS[name]
 
 
+
+
+# Laplace-coded chunks (latent-grid records): each chunk is integers in [-bound, bound], one zero-mean Laplace scale
+# per integer. One ANS stack carries all chunks, pushed in reverse so the decoder pops them in order.
+LaplaceChunk = tuple[np.ndarray, np.ndarray, int]  # values (int), per-value scales (float64), bound
+
+
+def laplace_compress(chunks: Sequence[LaplaceChunk]) -> bytes:
+    """Range-code integer chunks, each under per-value zero-mean Laplace models over [-bound, bound]."""
+    import constriction
+
+    coder = constriction.stream.stack.AnsCoder()
+    for values, scales, bound in reversed(chunks):
+        values = np.asarray(values, np.int32).reshape(-1)
+        if len(values) == 0 or bound == 0:
+            continue
+        model = constriction.stream.model.QuantizedLaplace(-bound, bound)
+        coder.encode_reverse(values, model, np.zeros(len(values)), np.asarray(scales, np.float64).reshape(-1))
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def laplace_decompress(data: bytes, specs: Sequence[tuple[np.ndarray, int]]) -> list[np.ndarray]:
+    """Inverse of `laplace_compress` given each chunk's (per-value scales, bound); a bound of 0 means all zeros."""
+    import constriction
+
+    if len(data) % 4:
+        raise FormatError(f"latent stream has {len(data)} bytes, not a whole number of 32-bit words")
+    try:
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, "<u4").astype(np.uint32))
+    except ValueError as exc:  # e.g. a stream ending in a zero word, which no encoder writes
+        raise FormatError(f"latent stream is corrupt: {exc}") from None
+    out = []
+    for scales, bound in specs:
+        scales = np.asarray(scales, np.float64).reshape(-1)
+        if len(scales) == 0 or bound == 0:
+            out.append(np.zeros(len(scales), np.int32))
+            continue
+        model = constriction.stream.model.QuantizedLaplace(-bound, bound)
+        try:
+            out.append(np.asarray(coder.decode(model, np.zeros(len(scales)), scales), np.int32))
+        except Exception as exc:  # constriction raises its own error types on exhausted or invalid words
+            raise FormatError(f"latent stream is corrupt: {exc}") from None
+    if not coder.is_empty():
+        raise FormatError("latent stream has trailing data")
+    return out
+
+
+def laplace_scale(values: np.ndarray, floor: float = 0.01) -> float:
+    """The float16 Laplace scale that codes `values` in the fewest bits (searched, so encoder-side only)."""
+    values = np.abs(np.asarray(values, np.float64).reshape(-1))
+    if len(values) == 0:
+        return 1.0
+    best, best_bits = 1.0, math.inf
+    for s in np.float16(np.geomspace(floor, max(4 * values.mean(), 2 * floor), 48)):
+        s = max(float(s), floor)
+        upper = np.exp(-(values + 0.5) / s)
+        lower = np.exp(-np.maximum(values - 0.5, 0) / s)
+        p = np.where(values < 0.5, 1 - upper, 0.5 * (lower - upper))
+        bits = -np.log2(np.maximum(p, 1e-12)).sum()
+        if bits < best_bits:
+            best, best_bits = s, bits
+    return best

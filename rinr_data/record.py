@@ -10,6 +10,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,9 +19,12 @@ from .errors import FormatError
 from .quantize import QuantizedINR, QuantizedTensor, tensor_bits
 from .siren import SirenShape
 
+if TYPE_CHECKING:
+    from .grid_record import GridRecord
+
 MAGIC = b"RINR"
 FORMAT_VERSION = 1
-CODEC_IDS = {"residual-siren": 1}
+CODEC_IDS = {"residual-siren": 1, "latent-grid": 2}
 CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
 
 _HEADER = struct.Struct("<4sBBHHHfHBB")  # magic, version, codec, flags, height, width, w0, n_boxes, coder, reserved
@@ -57,6 +61,11 @@ class Record:
     coder: str = "brotli"
     codec: str = "residual-siren"
 
+    @property
+    def boxes(self) -> list[tuple[float, float, float, float]]:
+        """The boxes, in record order."""
+        return [o.box for o in self.objects]
+
     def inrs(self) -> list[QuantizedINR]:
         """Background first, then objects in box order."""
         return [self.background] + [o.inr for o in self.objects]
@@ -67,8 +76,12 @@ def _bits_byte(inr: QuantizedINR) -> int:
     return (first - 1) << 4 | (rest - 1)
 
 
-def pack(record: Record) -> bytes:
-    """Serialise a record to bytes (deterministic)."""
+def pack(record: "Record | GridRecord") -> bytes:
+    """Serialise a record of any codec to bytes (deterministic)."""
+    if record.codec == "latent-grid":
+        from .grid_record import pack as pack_grid
+
+        return pack_grid(record)  # type: ignore[arg-type]
     parts = [_HEADER.pack(MAGIC, FORMAT_VERSION, CODEC_IDS[record.codec], 0, record.height, record.width,
                           record.w0, len(record.objects), entropy.coder_id(record.coder), 0)]
     for inr in record.inrs():
@@ -83,12 +96,22 @@ def pack(record: Record) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
-class _Reader:
+class Reader:
     """Bounds-checked cursor over a blob."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, pos: int = 0) -> None:
         self.data = memoryview(data)
-        self.pos = 0
+        self.pos = pos
+
+    @staticmethod
+    def checked_body(blob: bytes) -> bytes:
+        """The record without its CRC, after checking the CRC (raises FormatError)."""
+        if len(blob) < _HEADER.size + _CRC.size:
+            raise FormatError("record truncated: no checksum")
+        body, (crc,) = blob[:-_CRC.size], _CRC.unpack_from(blob, len(blob) - _CRC.size)
+        if zlib.crc32(body) != crc:
+            raise FormatError("record checksum mismatch: the record is corrupt or truncated")
+        return body
 
     def take(self, n: int, what: str) -> memoryview:
         if n < 0 or self.pos + n > len(self.data):
@@ -129,14 +152,14 @@ def _parse_shape(width: int, depth: int, bits: int, what: str) -> tuple[SirenSha
     return SirenShape(width=width, depth=depth), first, rest
 
 
-def unpack(blob: bytes) -> Record:
-    """Parse and validate a record (raises FormatError for anything malformed)."""
+def unpack(blob: bytes) -> "Record | GridRecord":
+    """Parse and validate a record of any codec (raises FormatError for anything malformed)."""
     head = read_header(blob)
-    if len(blob) < _HEADER.size + _CRC.size:
-        raise FormatError("record truncated: no checksum")
-    body, (crc,) = blob[:-_CRC.size], _CRC.unpack_from(blob, len(blob) - _CRC.size)
-    if zlib.crc32(body) != crc:
-        raise FormatError("record checksum mismatch: the record is corrupt or truncated")
+    if head["codec"] == "latent-grid":
+        from .grid_record import unpack as unpack_grid  # the grid codec builds on this module's header
+
+        return unpack_grid(blob)
+    body = Reader.checked_body(blob)
     h, w, n_boxes = head["height"], head["width"], head["n_boxes"]
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
         raise FormatError(f"image size {w}x{h} out of bounds (1..{MAX_SIDE})")
@@ -144,8 +167,7 @@ def unpack(blob: bytes) -> Record:
         raise FormatError(f"{n_boxes} boxes exceed the limit of {MAX_BOXES}")
     if not (math.isfinite(head["w0"]) and 0 < head["w0"] <= 1000):
         raise FormatError(f"w0 {head['w0']} out of bounds")
-    reader = _Reader(body)
-    reader.pos = _HEADER.size
+    reader = Reader(body, _HEADER.size)
     reader.take((n_boxes + 1) * _INR.size + n_boxes * _BOX.size, "INR and box tables")  # size check first
     reader.pos = _HEADER.size
     shapes = [_parse_shape(*reader.unpack(_INR, "INR table"), what="background" if i == 0 else f"box {i - 1}")

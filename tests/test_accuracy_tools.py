@@ -49,7 +49,7 @@ def test_bench_accuracy_runs_every_condition_and_seed(coco, tmp_path, capsys):
     assert bench.main(args) == 0
     text = capsys.readouterr().out
     rows = [line for line in text.splitlines() if line.startswith("| coco |")]
-    assert [r.split("|")[2].strip() for r in rows] == list(bench.CONDITIONS)
+    assert [r.split("|")[2].strip() for r in rows] == [*bench.BASE_CONDITIONS, "rinr-grid", "rinr-paper"]
     assert all(len(r.split("|")[9].split(",")) == 2 for r in rows)  # one mAP per seed
     assert "frames 0-3 train, 4-5 validate" in text
 

@@ -33,6 +33,16 @@ def encoded(tmp_path_factory) -> Path:
     return tmp / "out"
 
 
+def test_inspect_reports_paper_inr_shapes(tmp_path, capsys):
+    src = write_coco(tmp_path / "src")
+    assert encode_cli.main([str(src), str(tmp_path / "out"), *FAST, "--preset", "paper"]) == 0
+    capsys.readouterr()
+    code, rep, _ = run_inspect(capsys, str(tmp_path / "out"), "--verify")
+    assert code == 0 and rep["verify"]["ok"]
+    assert rep["inr_shapes"]["background"] == {"28x10": 3}
+    assert rep["inr_shapes"]["objects"] == {"10x3": 6}  # 1 + 2 + 3 boxes, all small
+
+
 def run_inspect(capsys, *args: str) -> tuple[int, dict, str]:
     """Exit code, JSON report and stderr of rinr-inspect."""
     code = inspect_shards.main([*args, "--json"])
@@ -44,8 +54,8 @@ def test_inspect_reports_counts_shapes_and_classes(encoded, capsys):
     code, rep, err = run_inspect(capsys, str(encoded), "--verify")
     assert code == 0 and rep["verify"] == {"ok": True, "decoded": 3, "failures": []}
     assert rep["shards"] == 2 and rep["samples"] == 3 and rep["codecs"] == {"rinr": 3}
-    assert rep["inr_shapes"]["background"] == {"28x10": 3}
-    assert sum(rep["inr_shapes"]["objects"].values()) == 6  # 1 + 2 + 3 boxes, all small: 10x3
+    assert rep["inr_shapes"]["background"] == {"grid 6 levels, mlp 16-16": 3}  # the default preset
+    assert rep["inr_shapes"]["objects"] == {}
     assert rep["classes"] == {"cat": 3, "dog": 3}
     assert rep["object_psnr"]["n"] == 3 and rep["image_sizes"] == {"32x24": 3}
     assert rep["bytes_per_sample"] == pytest.approx(rep["shard_bytes"] / 3)
@@ -54,7 +64,7 @@ def test_inspect_reports_counts_shapes_and_classes(encoded, capsys):
 def test_inspect_human_readable_output_and_shard_files(encoded, capsys):
     assert inspect_shards.main([str(encoded / "shard-000001.tar")]) == 0
     out = capsys.readouterr().out
-    assert "samples: 1" in out and "INR shapes (width x depth): background 28x10: 1" in out
+    assert "samples: 1" in out and "INR shapes (SIREN width x depth, or grid): background grid 6 levels, mlp 16-16: 1" in out
     assert "boxes per class: cat (1), dog (2)" in out and "object PSNR: min" in out
 
 

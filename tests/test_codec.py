@@ -12,41 +12,52 @@ from rinr_data.metrics import region_psnr
 
 from conftest import smooth_frame
 
-FAST = R.CodecConfig(max_steps=300, eval_every=25, background_psnr=20.0, object_psnr=25.0, pixels_per_step=512)
+CONFIGS = {
+    "paper": R.CodecConfig(preset="paper", max_steps=300, eval_every=25, background_psnr=20.0, object_psnr=25.0,
+                           pixels_per_step=512),
+    "grid": R.CodecConfig(preset="grid", max_steps=300, background_psnr=20.0, object_psnr=25.0),
+}
+FAST = CONFIGS["paper"]
 
 
-def test_round_trip_reaches_configured_psnr(tiny_frame):
+@pytest.fixture(params=sorted(CONFIGS))
+def fast(request) -> R.CodecConfig:
+    """Every codec test runs for every preset."""
+    return CONFIGS[request.param]
+
+
+def test_round_trip_reaches_configured_psnr(tiny_frame, fast):
     boxes = [[4, 3, 14, 12], [18, 10, 30, 22]]
-    frame = R.encode_frames([tiny_frame], [boxes], FAST)[0]
+    frame = R.encode_frames([tiny_frame], [boxes], fast)[0]
     decoded = R.decode(frame.blob)
     assert decoded.dtype == torch.uint8 and decoded.shape == (3, 24, 32)
     q = region_psnr(torch.from_numpy(tiny_frame).permute(2, 0, 1), decoded, boxes)
-    assert q.objects >= FAST.object_psnr
-    assert q.background >= FAST.background_psnr
+    assert q.objects >= fast.object_psnr
+    assert q.background >= fast.background_psnr
     assert q.objects == pytest.approx(frame.object_psnr)
 
 
-def test_objects_improve_on_background_alone(tiny_frame):
+def test_objects_improve_on_background_alone(tiny_frame, fast):
     boxes = [[4, 3, 20, 18]]
-    cfg = FAST.replace(background_psnr=15.0, object_psnr=30.0, max_steps=400)
+    cfg = fast.replace(background_psnr=15.0, object_psnr=30.0, max_steps=400)
     frame = R.encode_frames([tiny_frame], [boxes], cfg)[0]
     assert frame.object_psnr >= 30.0
     assert frame.object_psnr > frame.background_psnr + 5
 
 
-def test_same_seed_same_bytes_and_other_seed_other_bytes(tiny_frame):
+def test_same_seed_same_bytes_and_other_seed_other_bytes(tiny_frame, fast):
     boxes = [[2, 2, 9, 9]]
-    a = R.encode(tiny_frame, boxes, FAST)
-    b = R.encode(tiny_frame, boxes, FAST)
-    c = R.encode(tiny_frame, boxes, FAST.replace(seed=1))
+    a = R.encode(tiny_frame, boxes, fast)
+    b = R.encode(tiny_frame, boxes, fast)
+    c = R.encode(tiny_frame, boxes, fast.replace(seed=1))
     assert a == b
     assert a != c
 
 
-def test_decode_batch_equals_single_decode_exactly():
+def test_decode_batch_equals_single_decode_exactly(fast):
     frames = [smooth_frame(24, 32, seed=s) for s in range(3)] + [smooth_frame(17, 23, seed=9)]
     boxes = [[[1, 1, 8, 9]], [], [[3, 3, 20, 20], [10, 2, 31, 12], [0, 0, 1, 1]], [[0, 15.5, 3, 17]]]
-    blobs = R.encode_batch(frames, boxes, FAST)
+    blobs = R.encode_batch(frames, boxes, fast)
     batched = R.decode_batch(blobs)
     for blob, img in zip(blobs, batched):
         assert torch.equal(R.decode(blob), img)
@@ -55,35 +66,35 @@ def test_decode_batch_equals_single_decode_exactly():
         assert torch.equal(R.decode(blob), img)
 
 
-def test_encode_batch_matches_frame_count_and_geometry():
+def test_encode_batch_matches_frame_count_and_geometry(fast):
     frames = [smooth_frame(24, 32, seed=1), smooth_frame(31, 19, seed=2)]
-    blobs = R.encode_batch(frames, [[[2, 2, 10, 10]], []], FAST)
+    blobs = R.encode_batch(frames, [[[2, 2, 10, 10]], []], fast)
     assert [tuple(R.decode(b).shape) for b in blobs] == [(3, 24, 32), (3, 31, 19)]
     rec = R.unpack_record(blobs[0])
-    assert [o.box for o in rec.objects] == [(2.0, 2.0, 10.0, 10.0)]
-    assert R.unpack_record(blobs[1]).objects == []
+    assert rec.boxes == [(2.0, 2.0, 10.0, 10.0)]
+    assert R.unpack_record(blobs[1]).boxes == []
 
 
 @pytest.mark.parametrize("kind", ["numpy", "pil", "tensor"])
-def test_image_input_types_give_identical_records(tiny_frame, kind):
+def test_image_input_types_give_identical_records(tiny_frame, kind, fast):
     image = {"numpy": tiny_frame, "pil": Image.fromarray(tiny_frame),
              "tensor": torch.from_numpy(tiny_frame).permute(2, 0, 1)}[kind]
-    assert R.encode(image, [[1, 1, 5, 5]], FAST) == R.encode(tiny_frame, [[1, 1, 5, 5]], FAST)
+    assert R.encode(image, [[1, 1, 5, 5]], fast) == R.encode(tiny_frame, [[1, 1, 5, 5]], fast)
 
 
-def test_odd_sizes_border_pixels_and_no_boxes():
+def test_odd_sizes_border_pixels_and_no_boxes(fast):
     frame = smooth_frame(13, 7, seed=3)
     boxes = [[6, 12, 7, 13], [0, 0, 1, 1], [6.2, 0.5, 6.9, 1.4]]  # 1-pixel boxes at the borders, sub-pixel box
-    blob = R.encode(frame, boxes, FAST)
+    blob = R.encode(frame, boxes, fast)
     assert R.decode(blob).shape == (3, 13, 7)
-    assert R.decode(R.encode(frame, [], FAST)).shape == (3, 13, 7)
-    assert R.decode(R.encode(frame, None, FAST)).shape == (3, 13, 7)
+    assert R.decode(R.encode(frame, [], fast)).shape == (3, 13, 7)
+    assert R.decode(R.encode(frame, None, fast)).shape == (3, 13, 7)
 
 
-def test_boxes_are_clipped_with_a_warning(tiny_frame):
+def test_boxes_are_clipped_with_a_warning(tiny_frame, fast):
     with pytest.warns(UserWarning, match="clipped"):
-        blob = R.encode(tiny_frame, [[-5, -5, 10, 40]], FAST)
-    assert R.unpack_record(blob).objects[0].box == (0.0, 0.0, 10.0, 24.0)
+        blob = R.encode(tiny_frame, [[-5, -5, 10, 40]], fast)
+    assert R.unpack_record(blob).boxes[0] == (0.0, 0.0, 10.0, 24.0)
 
 
 @pytest.mark.parametrize("box,match", [
@@ -93,20 +104,20 @@ def test_boxes_are_clipped_with_a_warning(tiny_frame):
     ([1, 2, 3], r"\[N, 4\]"),
     ([1, 2, float("nan"), 4], "NaN"),
 ])
-def test_bad_boxes_are_errors(tiny_frame, box, match):
+def test_bad_boxes_are_errors(tiny_frame, box, match, fast):
     with pytest.raises(ValueError, match=match):
-        R.encode(tiny_frame, [box] if len(box) == 4 else box, FAST)
+        R.encode(tiny_frame, [box] if len(box) == 4 else box, fast)
 
 
-def test_bad_images_are_type_errors():
+def test_bad_images_are_type_errors(fast):
     with pytest.raises(TypeError, match="uint8"):
-        R.encode(np.zeros((8, 8, 3), np.float32), [], FAST)
+        R.encode(np.zeros((8, 8, 3), np.float32), [], fast)
     with pytest.raises(TypeError, match="numpy"):
-        R.encode("frame.png", [], FAST)
+        R.encode("frame.png", [], fast)
 
 
 def test_config_is_validated():
-    with pytest.raises(ValueError, match="valid presets: paper"):
+    with pytest.raises(ValueError, match="valid presets: grid, paper"):
         R.CodecConfig(preset="nope")
     with pytest.raises(ValueError, match="entropy_coder"):
         R.CodecConfig(entropy_coder="lzma")
@@ -120,8 +131,17 @@ def test_every_entropy_coder_round_trips_to_the_same_image(tiny_frame, coder):
     assert R.unpack_record(blob).coder == coder
 
 
+def test_presets_bring_their_defaults():
+    assert R.CodecConfig().preset == "grid"
+    assert (R.CodecConfig().object_psnr, R.CodecConfig().background_psnr) == (33.0, 25.0)
+    paper = R.CodecConfig(preset="paper")
+    assert (paper.object_psnr, paper.background_psnr, paper.max_steps, paper.lr) == (35.0, 26.0, 2000, 1e-3)
+    assert R.CodecConfig(preset="paper", max_steps=7).max_steps == 7
+    assert paper.replace(preset="grid").max_steps == R.CodecConfig().max_steps
+
+
 def test_paper_object_size_classes():
-    cfg = R.CodecConfig()
+    cfg = R.CodecConfig(preset="paper")
     assert [(s.width, s.depth) for s in (cfg.object_shape(a) for a in (1000, 1001, 3000, 3001, 10000, 10001))] == [
         (10, 3), (15, 3), (15, 3), (17, 5), (17, 5), (24, 5)]
     assert (cfg.background.width, cfg.background.depth) == (28, 10)

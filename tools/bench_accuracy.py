@@ -6,9 +6,10 @@ EdgeDetector (tiny CenterNet) for a fixed number of steps, from the same seeds, 
 frames and evaluate every model on the same original validation frames:
 
   original    the frames as they are, stored losslessly (WebP lossless, checked pixel-exact)
-  jpeg-psnr   JPEG at the one quality whose mean object PSNR reaches the RINR shards' (cheapest such quality)
-  jpeg-bytes  JPEG at the highest quality whose mean bytes per frame stay within the RINR shards'
-  rinr        RINR records, paper preset (CodecConfig defaults unless --fit-steps / --pixels-per-step say otherwise)
+  jpeg-psnr   JPEG at the one quality whose mean object PSNR reaches the first preset's RINR shards' (cheapest such)
+  jpeg-bytes  JPEG at the highest quality whose mean bytes per frame stay within the first preset's RINR shards'
+  rinr-P      RINR records of each preset P in --presets (default "grid,paper"; the preset's CodecConfig defaults
+              unless --fit-steps / --pixels-per-step say otherwise)
 
 Seeds are paired: a seed fixes the initial weights, the shard/sample order and the augmentation draws for every
 condition. Prints a markdown table (mAP@0.5 and mAP@[.5:.95], mean and sample standard deviation over seeds, and
@@ -46,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 HEADING = "## Accuracy parity (issue 6) — `tools/bench_accuracy.py`"
 MARK_BEGIN, MARK_END = "<!-- bench_accuracy:begin -->", "<!-- bench_accuracy:end -->"
-CONDITIONS = ("original", "jpeg-psnr", "jpeg-bytes", "rinr")
+BASE_CONDITIONS = ("original", "jpeg-psnr", "jpeg-bytes")  # then one "rinr-<preset>" per preset
 
 
 @dataclass
@@ -67,15 +68,21 @@ def prepare(data: Path, args: argparse.Namespace, device: torch.device) -> tuple
     train, val = split_source(source, args.train_frames, args.val_frames)
     work = args.work / data.name
     max_side = args.max_side or None
-    t = time.perf_counter()
-    codec = CodecConfig(max_steps=args.fit_steps, pixels_per_step=args.pixels_per_step, device=str(device))
-    rinr_dir = work / f"rinr-s{args.fit_steps}-p{args.pixels_per_step}-m{args.max_side}-t{len(train.items)}"
-    print(f"{data.name}: encoding {len(train.items)} training frames to RINR ({codec.max_steps} steps, "
-          f"{codec.pixels_per_step} pixels/step, {args.batch} frames per call, on {device}) ...", flush=True)
-    encode_dataset(train, rinr_dir, ConvertConfig(codec_config=codec, max_side=max_side, batch=args.batch,
-                                                  shard_size=args.shard_size), progress=not args.quiet)
-    encode_s = time.perf_counter() - t
-    rinr = shard_stats(rinr_dir)
+    rinr_conditions, encode_s = [], {}
+    for preset, steps in args.presets:
+        t = time.perf_counter()
+        codec = CodecConfig(preset=preset, max_steps=steps or args.fit_steps, pixels_per_step=args.pixels_per_step,
+                            device=str(device))
+        rinr_dir = work / (f"rinr-{preset}-s{codec.max_steps}-p{args.pixels_per_step}-m{args.max_side}"
+                           f"-t{len(train.items)}")
+        print(f"{data.name}: encoding {len(train.items)} training frames to RINR preset {preset} ({codec.max_steps} "
+              f"steps, {args.batch} frames per call, on {device}) ...", flush=True)
+        encode_dataset(train, rinr_dir, ConvertConfig(codec_config=codec, max_side=max_side, batch=args.batch,
+                                                      shard_size=args.shard_size), progress=not args.quiet)
+        encode_s[preset] = time.perf_counter() - t
+        rinr_conditions.append(Condition(f"rinr-{preset}", f"RINR {preset}, {codec.max_steps} steps", rinr_dir,
+                                         RINRDataModule, shard_stats(rinr_dir)))
+    rinr = rinr_conditions[0].stats
     scan = QualityScan(load_samples(train, max_side=max_side))
     by_psnr = scan.at_object_psnr(rinr.object_psnr) or scan(100)
     by_bytes = scan.at_bytes(rinr.bytes_per_frame)
@@ -88,13 +95,13 @@ def prepare(data: Path, args: argparse.Namespace, device: torch.device) -> tuple
         conditions.append(Condition(name, f"JPEG q{quality}", folder, JPEGDataModule, shard_stats(folder)))
     original = write_lossless_shards(train, work / f"original-{tag}", max_side=max_side, shard_size=args.shard_size)
     conditions.insert(0, Condition("original", "lossless WebP", original, JPEGDataModule, shard_stats(original)))
-    conditions.append(Condition("rinr", "RINR paper", rinr_dir, RINRDataModule, rinr))
+    conditions += rinr_conditions
     val_dir = write_lossless_shards(val, work / f"val-m{args.max_side}-v{len(val.items)}", max_side=max_side,
                                     shard_size=args.shard_size)
     size = load_sample(val.items[0], max_side=max_side)
     note = (f"{data.name} ({source.format}, {len(source.classes)} class(es)): frames 0-{len(train.items) - 1} train, "
             f"{len(source.items) - len(val.items)}-{len(source.items) - 1} validate; {size.width}x{size.height}; "
-            f"RINR encode {encode_s:.0f} s (0 if resumed)")
+            "RINR encode " + ", ".join(f"{p} {s:.0f} s" for p, s in encode_s.items()) + " (0 if resumed)")
     return conditions, val_dir, note
 
 
@@ -147,10 +154,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16, help="detector batch (default: %(default)s)")
     p.add_argument("--lr", type=float, default=2e-3, help="detector AdamW peak learning rate (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="train without flip/scale/colour augmentation")
-    p.add_argument("--fit-steps", type=int, default=CodecConfig.max_steps,
-                   help="RINR fitting step budget (default: the paper preset's %(default)s)")
+    p.add_argument("--presets", default="grid,paper",
+                   help="RINR presets, one condition each, optionally PRESET:STEPS to set that preset's fitting steps; "
+                        "JPEG is matched to the first (default: %(default)s)")
+    p.add_argument("--fit-steps", type=int, default=None, help="RINR fitting step budget (default: each preset's)")
     p.add_argument("--pixels-per-step", type=int, default=CodecConfig.pixels_per_step,
-                   help="RINR pixels per fitting step (default: %(default)s)")
+                   help="paper preset: RINR pixels per fitting step (default: %(default)s)")
     p.add_argument("--batch", type=int, default=16, help="frames per RINR fitting call (default: %(default)s)")
     p.add_argument("--shard-size", type=int, default=50, help="samples per shard (default: %(default)s)")
     p.add_argument("--num-workers", type=int, default=0, help="loader worker processes (default: %(default)s)")
@@ -161,6 +170,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.data = args.data or [ROOT.parent / "shared" / "data" / "vtest-long"]
     args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.presets = [(name.strip(), int(steps) if steps else None) for name, _, steps in
+                    (p.partition(":") for p in args.presets.split(",") if p.strip())]
     return args
 
 
@@ -195,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
               f"augmentation {'on' if settings.augment else 'off'}; "
               f"seeds {', '.join(map(str, args.seeds))} (paired); every model evaluated on the original validation "
               f"frames (lossless WebP)\n"
-            + f"- RINR: preset `paper`, at most {args.fit_steps} fitting steps of {args.pixels_per_step} pixels\n"
+            + f"- RINR: presets {', '.join(p for p, _ in args.presets)} at their default PSNR targets, fitting steps "
+              f"as labelled; paper preset {args.pixels_per_step} pixels per step\n"
               "- mAP: mean ± sample standard deviation over the seeds\n\n"
             + header + "\n" + "\n".join(rows))
     print("\n" + text)

@@ -32,8 +32,11 @@ from rinr_data.metrics import region_psnr  # noqa: E402
 from rinr_data.sources import load_sample, open_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MARK_BEGIN = "<!-- bench_codec:begin -->"
-MARK_END = "<!-- bench_codec:end -->"
+
+
+def markers(section: str) -> tuple[str, str]:
+    """Begin/end markers of one generated section of docs/BENCHMARKS.md (one per preset and mode)."""
+    return f"<!-- bench_codec:{section}:begin -->", f"<!-- bench_codec:{section}:end -->"
 
 
 @dataclass
@@ -59,7 +62,8 @@ def load_frames(path: Path, limit: int) -> tuple[list[torch.Tensor], list[np.nda
     return images, [np.asarray(s.boxes, np.float64).reshape(-1, 4) for s in loaded], [s.item.source for s in loaded]
 
 
-def time_decode(blobs: list[bytes], device: str, repeat: int = 3) -> tuple[float, float]:
+def time_decode(blobs: list[bytes], device: str, scenes: dict[str, bytes] | None = None,
+                repeat: int = 3) -> tuple[float, float]:
     """Milliseconds per frame for one-by-one decode and for one decode_batch of all blobs (best of `repeat`)."""
     def best(fn) -> float:
         times = []
@@ -73,7 +77,8 @@ def time_decode(blobs: list[bytes], device: str, repeat: int = 3) -> tuple[float
             times.append(time.perf_counter() - t)
         return min(times) * 1000 / len(blobs)
 
-    return best(lambda: [R.decode(b, device) for b in blobs]), best(lambda: R.decode_batch(blobs, device))
+    return (best(lambda: [R.decode(b, device, scenes) for b in blobs]),
+            best(lambda: R.decode_batch(blobs, device, scenes)))
 
 
 def baseline_bytes(image: torch.Tensor, boxes: np.ndarray, objects: float, background: float) -> dict[str, int | None]:
@@ -91,9 +96,12 @@ def baseline_bytes(image: torch.Tensor, boxes: np.ndarray, objects: float, backg
 
 
 def macs(config: R.CodecConfig, boxes_per_frame: list[np.ndarray], sizes: list[tuple[int, int]]) -> float:
-    """Decode MACs per output pixel: background everywhere plus each object INR over its box."""
+    """Decode MACs per output pixel: the grid's upsampling and synthesis, or ("paper") background everywhere plus
+    each object INR over its box."""
     from rinr_data.frames import box_region
 
+    if config.preset == "grid":
+        return float(config.grid.macs_per_pixel)
     total, pixels = 0, 0
     for boxes, (h, w) in zip(boxes_per_frame, sizes):
         total += config.background.macs_per_pixel * h * w
@@ -108,24 +116,34 @@ def run_dataset(name: str, path: Path, config: R.CodecConfig, args: argparse.Nam
     """Encode one dataset in batches, decode it, and match baselines."""
     images, boxes, names = load_frames(path, args.frames)
     results, blobs = [], []
+    scenes: dict[str, bytes] = {}
     t0 = time.perf_counter()
-    for start in range(0, len(images), args.batch):
-        chunk = slice(start, start + args.batch)
-        encoded = R.encode_frames(images[chunk], boxes[chunk], config, progress=not args.quiet)
-        for enc, img, nm in zip(encoded, images[chunk], names[chunk]):
+    if args.scene:
+        # Scene mode: the whole sequence in one call; each frame carries its share of its scene's bytes.
+        scenes, encoded = R.encode_sequence_frames(images, boxes, config, progress=not args.quiet)
+        share = sum(len(b) for b in scenes.values()) / len(images)
+        chunks = [(slice(0, len(images)), encoded, share)]
+    else:
+        chunks = []
+        for start in range(0, len(images), args.batch):
+            chunk = slice(start, start + args.batch)
+            chunks.append((chunk, R.encode_frames(images[chunk], boxes[chunk], config, progress=not args.quiet), 0))
+            print(f"  {name}: encoded {min(start + args.batch, len(images))}/{len(images)} frames", flush=True)
+    for chunk, encoded, share in chunks:
+        for enc, nm in zip(encoded, names[chunk]):
             blobs.append(enc.blob)
-            results.append(FrameResult(name, nm, len(enc.blob), enc.full_psnr, enc.object_psnr,
+            results.append(FrameResult(name, nm, round(len(enc.blob) + share), enc.full_psnr, enc.object_psnr,
                                        enc.background_psnr, len(enc.boxes)))
-        print(f"  {name}: encoded {len(blobs)}/{len(images)} frames", flush=True)
     encode_s = (time.perf_counter() - t0) / len(images)
-    single_ms, batch_ms = time_decode(blobs, args.device if args.device != "auto" else config.device)
-    decoded = R.decode_batch(blobs)
+    single_ms, batch_ms = time_decode(blobs, args.device if args.device != "auto" else config.device, scenes)
+    decoded = R.decode_batch(blobs, scenes=scenes)
     for res, img, bx, dec in zip(results, images, boxes, decoded):
         q = region_psnr(img, dec, bx)
         assert abs(q.full - res.full) < 1e-6, "decode_batch disagrees with the encoder's own measurement"
         res.baselines = baseline_bytes(img, bx, res.objects, res.background)
     summary = dict(encode_s=encode_s, decode_single_ms=single_ms, decode_batch_ms=batch_ms,
-                   macs_per_pixel=macs(config, boxes, [tuple(i.shape[1:]) for i in images]))
+                   macs_per_pixel=macs(config, boxes, [tuple(i.shape[1:]) for i in images]), scenes=len(scenes),
+                   scene_bytes=sum(len(b) for b in scenes.values()))
     return results, summary
 
 
@@ -189,9 +207,9 @@ def machine() -> str:
             f"torch {torch.__version__}, Python {platform.python_version()}")
 
 
-def write_benchmarks(text: str, path: Path) -> None:
-    """Replace the generated section of docs/BENCHMARKS.md (created if missing)."""
-    replace_section(path, MARK_BEGIN, MARK_END, text)
+def write_benchmarks(text: str, path: Path, section: str) -> None:
+    """Replace one generated section of docs/BENCHMARKS.md (appended if missing)."""
+    replace_section(path, *markers(section), text, heading=f"### `bench_codec.py`: {section}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,13 +219,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder holding vtest-dev/ and aerial-voc/ (default: ../shared/data beside the checkout)")
     p.add_argument("--datasets", default="vtest-dev,aerial-voc", help="comma-separated subfolders of --data")
     p.add_argument("--frames", type=int, default=8, help="frames per dataset, evenly spaced (0 = all)")
-    p.add_argument("--preset", default="paper", choices=R.PRESETS)
-    p.add_argument("--max-steps", type=int, default=3000)
-    p.add_argument("--object-psnr", type=float, default=R.CodecConfig.object_psnr)
-    p.add_argument("--background-psnr", type=float, default=R.CodecConfig.background_psnr)
+    p.add_argument("--preset", default=R.CodecConfig.preset, choices=R.PRESETS)
+    p.add_argument("--max-steps", type=int, default=None, help="fitting steps (default: the preset's)")
+    p.add_argument("--object-psnr", type=float, default=None, help="object PSNR target (default: the preset's)")
+    p.add_argument("--background-psnr", type=float, default=None,
+                   help="background PSNR target (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="weight learning rate (default: the preset's)")
+    p.add_argument("--scene", action="store_true", help="scene mode (grid preset): frames share scene backgrounds")
+    p.add_argument("--scene-window", type=int, default=32, help="frames per scene background median")
+    p.add_argument("--section", default=None,
+                   help="name of the BENCHMARKS.md section to rewrite (default: preset, plus -scene)")
     p.add_argument("--batch", type=int, default=8, help="frames per fitting call")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench_codec_rd.png")
+    p.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench_codec_rd.png",
+                   help="RD plot path; the section name is appended to its stem")
     p.add_argument("--write", default=str(ROOT / "docs" / "BENCHMARKS.md"),
                    help="markdown file whose generated section is rewritten ('' to skip)")
     p.add_argument("--json", type=Path, default=None, help="also dump per-frame results as JSON")
@@ -215,9 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     config = R.CodecConfig(preset=args.preset, max_steps=args.max_steps, object_psnr=args.object_psnr,
-                           background_psnr=args.background_psnr,
+                           background_psnr=args.background_psnr, lr=args.lr,
+                           scene=R.SceneConfig(window=args.scene_window) if args.scene else None,
                            device="cuda" if args.device == "auto" and torch.cuda.is_available() else
                            ("cpu" if args.device == "auto" else args.device))
+    section = args.section or (config.preset + ("-scene" if args.scene else ""))
     results, summaries, first_images = [], {}, {}
     for ds in args.datasets.split(","):
         print(f"{ds}: encoding with preset {config.preset}, max_steps {config.max_steps} on {config.device}", flush=True)
@@ -225,21 +252,31 @@ def main(argv: list[str] | None = None) -> int:
         results += res
         summaries[ds] = summ
         first_images[ds] = load_frames(args.data / ds, 1)[0][0]
-    text = table(results, summaries, config.preset)
-    settings = (f"Settings: preset `{config.preset}`, object_psnr {config.object_psnr}, background_psnr "
-                f"{config.background_psnr}, max_steps {config.max_steps}, batch {args.batch}, lr {config.lr}, "
-                f"{config.pixels_per_step} pixels/step, {config.first_layer_bits}-bit first layer, "
-                f"{config.weight_bits}-bit rest, entropy coder `{config.entropy_coder}`, device {config.device}.")
+    text = table(results, summaries, section)
+    if config.preset == "grid":
+        settings = (f"Settings: preset `grid` ({config.grid.levels} latent levels, synthesis "
+                    f"{'-'.join(map(str, (config.grid.levels, *config.grid.hidden, 3)))}, {config.weight_bits}-bit), "
+                    f"object_psnr {config.object_psnr}, background_psnr {config.background_psnr}, max_steps "
+                    f"{config.max_steps}, lr {config.lr}, latent lr {config.latent_lr}, device {config.device}"
+                    + (f"; scene mode, window {args.scene_window}: " + ", ".join(
+                        f"{ds} {s['scenes']} scene(s), {s['scene_bytes']:,} scene bytes shared out over its frames"
+                        for ds, s in summaries.items()) if args.scene else f", batch {args.batch}") + ".")
+    else:
+        settings = (f"Settings: preset `{config.preset}`, object_psnr {config.object_psnr}, background_psnr "
+                    f"{config.background_psnr}, max_steps {config.max_steps}, batch {args.batch}, lr {config.lr}, "
+                    f"{config.pixels_per_step} pixels/step, {config.first_layer_bits}-bit first layer, "
+                    f"{config.weight_bits}-bit rest, entropy coder `{config.entropy_coder}`, device {config.device}.")
     report = (f"Measured by `tools/bench_codec.py` on {machine()}, {time.strftime('%Y-%m-%d')}.\n\n{settings}\n\n"
               f"Baseline bytes are for the cheapest quality reaching the INR's own PSNR on each frame (object PSNR "
               f"for full-frame codecs; object and background PSNR for ROI); (x) = baseline bytes / INR bytes, "
               f"above 1 means the INR is smaller.\n\n{text}\n")
     print(report)
     if args.plot:
-        rd_plot(results, first_images, args.plot)
-        report += f"\n![RD plot]({args.plot.name})\n"
+        plot = args.plot.with_name(f"{args.plot.stem}_{section}{args.plot.suffix}")
+        rd_plot(results, first_images, plot)
+        report += f"\n![RD plot]({plot.name})\n"
     if args.write:
-        write_benchmarks(report, Path(args.write))
+        write_benchmarks(report, Path(args.write), section)
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
     return 0

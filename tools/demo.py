@@ -23,13 +23,15 @@ import torch  # noqa: E402
 
 from lightning_modules.data import JPEGDataModule, RINRDataModule  # noqa: E402
 from lightning_modules.experiment import TrainSettings, loader_speed, train_and_evaluate  # noqa: E402
-from rinr_data import CodecConfig  # noqa: E402
+from rinr_data import PRESETS, CodecConfig  # noqa: E402
 from rinr_data.compare import QualityScan, load_samples, shard_stats, split_source, write_lossless_shards  # noqa: E402
 from rinr_data.convert import ConvertConfig, encode_dataset  # noqa: E402
 from rinr_data.devices import resolve_device  # noqa: E402
 from rinr_data.sources import load_sample, open_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# Sized for the 10-minute budget on 2 CPU cores at the demo's 192x144 (measured in docs/BENCHMARKS.md).
+DEMO_FIT_STEPS = {"grid": 400, "paper": 1000}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,10 +41,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-frames", type=int, default=36, help="first N frames train (default: %(default)s)")
     p.add_argument("--val-frames", type=int, default=12, help="last N frames validate (default: %(default)s)")
     p.add_argument("--max-side", type=int, default=192, help="downscale frames to this longer side (0: keep)")
-    p.add_argument("--fit-steps", type=int, default=1000,
-                   help="INR fitting step budget (default: %(default)s; the paper preset's is 2000)")
+    p.add_argument("--preset", default=CodecConfig.preset, choices=PRESETS, help="RINR preset (default: %(default)s)")
+    p.add_argument("--fit-steps", type=int, default=None,
+                   help=f"INR fitting step budget (default: {DEMO_FIT_STEPS}; the presets' own defaults are "
+                        + ", ".join(f"{p} {CodecConfig.preset_default('max_steps', p)}" for p in PRESETS) + ")")
     p.add_argument("--pixels-per-step", type=int, default=2048,
-                   help="pixels sampled per INR and fitting step (default: %(default)s)")
+                   help="paper preset: pixels sampled per INR and fitting step (default: %(default)s)")
     p.add_argument("--train-steps", type=int, default=150,
                    help="detector optimizer steps per codec (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -79,16 +83,17 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--out {args.out} is not empty; give a new folder")
         quiet = {"progress": False, "log": lambda message: print(message, file=sys.stderr)}
 
-        codec = CodecConfig(max_steps=args.fit_steps, pixels_per_step=args.pixels_per_step, seed=args.seed,
-                            device=str(device))
+        codec = CodecConfig(preset=args.preset, max_steps=args.fit_steps or DEMO_FIT_STEPS[args.preset],
+                            pixels_per_step=args.pixels_per_step, seed=args.seed, device=str(device))
         t = time.perf_counter()
         encode_dataset(train_src, out / "rinr", ConvertConfig(codec_config=codec, max_side=max_side, batch=n_train,
                                                               shard_size=n_train), **quiet)
         encode_s = time.perf_counter() - t
         rinr = shard_stats(out / "rinr")
+        per_step = "" if codec.preset == "grid" else f" of {codec.pixels_per_step} pixels"
         print(f"RINR: preset '{codec.preset}' (targets: objects {codec.object_psnr:g} dB, background "
-              f"{codec.background_psnr:g} dB), at most {codec.max_steps} fitting steps of {codec.pixels_per_step} "
-              f"pixels, {n_train} frames per fitting call, on {device}: {encode_s:.0f} s", flush=True)
+              f"{codec.background_psnr:g} dB), {codec.max_steps} fitting steps{per_step}, {n_train} frames per "
+              f"fitting call, on {device}: {encode_s:.0f} s", flush=True)
 
         scan = QualityScan(load_samples(train_src, max_side=max_side))
         match = scan.at_object_psnr(rinr.object_psnr) or scan(100)

@@ -38,12 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--codec", choices=CODECS, default="rinr", help="image member codec (default: %(default)s)")
     c.add_argument("--quality", type=int, help="classic codec quality (default: jpeg/webp 90, avif 80)")
     c.add_argument("--preset", choices=PRESETS, help=f"INR architecture preset (default: {CodecConfig.preset})")
-    c.add_argument("--object-psnr", type=float, help=f"object PSNR target in dB (default: {CodecConfig.object_psnr})")
+
+    def per_preset(name: str) -> str:
+        return ", ".join(f"{p} {CodecConfig.preset_default(name, p)}" for p in PRESETS)
+
+    c.add_argument("--object-psnr", type=float, help=f"object PSNR target in dB (default: {per_preset('object_psnr')})")
     c.add_argument("--background-psnr", type=float,
-                   help=f"background PSNR target in dB (default: {CodecConfig.background_psnr})")
-    c.add_argument("--max-steps", type=int, help=f"fitting step budget per INR (default: {CodecConfig.max_steps})")
+                   help=f"background PSNR target in dB (default: {per_preset('background_psnr')})")
+    c.add_argument("--max-steps", type=int, help=f"fitting step budget (default: {per_preset('max_steps')})")
     c.add_argument("--pixels-per-step", type=int,
-                   help=f"pixels sampled per INR and fitting step: speed vs. quality "
+                   help=f"paper preset: pixels sampled per INR and fitting step, speed vs. quality "
                         f"(default: {CodecConfig.pixels_per_step})")
     c.add_argument("--seed", type=int, help=f"fitting seed (default: {CodecConfig.seed})")
     c.add_argument("--scene", choices=SCENE_MODES, default="off",

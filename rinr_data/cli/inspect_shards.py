@@ -62,8 +62,11 @@ def _check_record(summary: Summary, shard: str, key: str, data: bytes, meta: dic
     rec = unpack_record(data)
     if (rec.width, rec.height) != (meta["width"], meta["height"]):
         summary.fail(shard, key, f"record is {rec.width}x{rec.height}, json says {meta['width']}x{meta['height']}")
-    if [list(o.box) for o in rec.objects] != stored_boxes(meta["boxes"]):
-        summary.fail(shard, key, f"record boxes {[list(o.box) for o in rec.objects]} differ from json boxes")
+    if [list(b) for b in rec.boxes] != stored_boxes(meta["boxes"]):
+        summary.fail(shard, key, f"record boxes {[list(b) for b in rec.boxes]} differ from json boxes")
+    if rec.codec == "latent-grid":
+        summary.background_shapes[f"grid {rec.shape.levels} levels, mlp {'-'.join(map(str, rec.shape.hidden))}"] += 1
+        return rec
     summary.background_shapes[_shape(rec.background)] += 1
     for obj in rec.objects:
         summary.object_shapes[_shape(obj.inr)] += 1
@@ -201,7 +204,7 @@ def print_report(out: dict[str, Any]) -> None:
     print(f"background PSNR: {_fmt_dist(out['background_psnr'], 'dB')}")
     shapes = out["inr_shapes"]
     if shapes["background"]:
-        print("INR shapes (width x depth): background "
+        print("INR shapes (SIREN width x depth, or grid): background "
               + ", ".join(f"{k}: {v}" for k, v in sorted(shapes["background"].items()))
               + "; objects " + (", ".join(f"{k}: {v}" for k, v in sorted(shapes["objects"].items())) or "none"))
     print(f"boxes per class: {', '.join(f'{k} ({v})' for k, v in out['classes'].items()) or 'none'}")

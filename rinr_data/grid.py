@@ -1,0 +1,104 @@
+"""Latent-grid INRs: multi-resolution latent grids upsampled to the frame and mapped to RGB by a tiny shared MLP.
+
+The family of C3 / Cool-chic, reduced to what decodes as a handful of batched ops on a GPU: level `l` is a grid of
+ceil(H / 2^l) x ceil(W / 2^l) latents, every level is upsampled bicubically to H x W, and the per-pixel stack of
+levels goes through a small ReLU MLP (the "synthesis"). Bits grow with pixel content, not with a fixed weight count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .siren import TILE
+
+Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: weight [B, in, out], bias [B, 1, out]
+
+
+@dataclass(frozen=True, order=True)
+class GridShape:
+    """Latent levels (each 1 channel, level l at 1/2^l resolution) and the synthesis MLP's hidden widths."""
+
+    levels: int = 6
+    hidden: tuple[int, ...] = (16, 16)
+    out_features: int = 3
+
+    def layer_dims(self) -> list[tuple[int, int]]:
+        """(fan_in, fan_out) of every synthesis layer."""
+        widths = [self.levels, *self.hidden, self.out_features]
+        return list(zip(widths[:-1], widths[1:]))
+
+    @property
+    def num_params(self) -> int:
+        """Synthesis weights plus biases."""
+        return sum(i * o + o for i, o in self.layer_dims())
+
+    @property
+    def macs_per_pixel(self) -> int:
+        """Multiply-accumulates per output pixel: 16 bicubic taps per level plus the MLP."""
+        return 16 * self.levels + sum(i * o for i, o in self.layer_dims())
+
+    def level_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """(rows, cols) of every latent level of an H x W frame, finest first."""
+        return [(-(-height // 2 ** lv), -(-width // 2 ** lv)) for lv in range(self.levels)]
+
+
+def level_masks(box_mask: torch.Tensor, shape: GridShape) -> list[torch.Tensor]:
+    """Per level, which latents cover a box pixel (bool [h_l, w_l]); the entropy model codes those apart."""
+    h, w = box_mask.shape
+    m = box_mask[None, None].float()
+    out = []
+    for lv, (hl, wl) in enumerate(shape.level_sizes(h, w)):
+        k = 2 ** lv
+        pooled = F.max_pool2d(F.pad(m, (0, wl * k - w, 0, hl * k - h)), k) if k > 1 else m
+        out.append(pooled[0, 0] > 0)
+    return out
+
+
+def upsample(latents: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
+    """Levels [B, 1, h_l, w_l] -> features [B, L, H, W] (bicubic, align_corners=False; level 0 is H x W already)."""
+    feats = [lat if lat.shape[-2:] == (height, width) else
+             F.interpolate(lat, size=(height, width), mode="bicubic", align_corners=False) for lat in latents]
+    return torch.cat(feats, dim=1)
+
+
+def synthesize(layers: Layers, features: torch.Tensor) -> torch.Tensor:
+    """Features [B, L, H, W] -> RGB [B, 3, H, W] through each frame's own MLP (ReLU between layers).
+
+    Pixels run in fixed tiles of TILE so every batched GEMM has the same shape whatever the batch: a frame decodes
+    to the same bits alone or in a batch.
+    """
+    b, c, h, w = features.shape
+    n = h * w
+    tiles = -(-n // TILE)
+    x = features.flatten(2).transpose(1, 2)  # [B, HW, L]
+    if tiles * TILE != n:
+        x = F.pad(x, (0, 0, 0, tiles * TILE - n))
+    x = x.reshape(b * tiles, TILE, c)
+    for i, (weight, bias) in enumerate(layers):
+        weight = weight.repeat_interleave(tiles, dim=0)
+        bias = bias.repeat_interleave(tiles, dim=0)
+        x = torch.baddbmm(bias, x, weight)
+        if i < len(layers) - 1:
+            x = torch.relu(x)
+    out = x.reshape(b, tiles * TILE, -1)[:, :n]
+    return out.transpose(1, 2).reshape(b, -1, h, w)
+
+
+def render(layers: Layers, latents: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
+    """Float RGB [B, 3, H, W] (unclamped) of B frames of one size and shape."""
+    return synthesize(layers, upsample(latents, height, width))
+
+
+def init_layers(shape: GridShape, count: int, generator: torch.Generator, device: torch.device) -> Layers:
+    """He-uniform weights and zero biases for `count` stacked MLPs (the last bias starts at mid-grey)."""
+    layers: Layers = []
+    dims = shape.layer_dims()
+    for i, (fan_in, fan_out) in enumerate(dims):
+        bound = (6.0 / fan_in) ** 0.5 if i < len(dims) - 1 else (1.0 / fan_in) ** 0.5
+        weight = (torch.rand(count, fan_in, fan_out, generator=generator) * 2 - 1) * bound
+        bias = torch.full((count, 1, fan_out), 0.5 if i == len(dims) - 1 else 0.0)
+        layers.append((weight.to(device), bias.to(device)))
+    return layers

@@ -1,0 +1,160 @@
+"""Encoder of the "grid" preset: per-frame latent-grid records, and scene mode for static cameras."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import grid_record
+from .config import CodecConfig, SceneConfig
+from .decoder import decode_records
+from .devices import resolve_device
+from .encoder import EncodedFrame, ProgressBar
+from .frames import box_mask, clip_boxes, to_chw_uint8
+from .grid_fit import GridFit, GridFitSettings, GridTarget, SceneBase, fit_grids
+from .grid_record import GridRecord, quantize_synthesis, scene_id
+from .metrics import psnr, region_psnr
+
+
+def _settings(config: CodecConfig, salt: int = 0) -> GridFitSettings:
+    return GridFitSettings(steps=config.max_steps, lr=config.lr, weight_bits=config.weight_bits,
+                           seed=config.seed * 1000003 + salt, latent_lr=config.latent_lr)
+
+
+def _prepare(images: Sequence[Any], boxes_list: Sequence[Any]) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+    if len(images) != len(boxes_list):
+        raise ValueError(f"{len(images)} images but {len(boxes_list)} box lists")
+    frames = [to_chw_uint8(img) for img in images]
+    # Boxes are stored as float32: round them first so encoder and decoder derive the same box masks.
+    boxes = [clip_boxes(b, f.shape[1], f.shape[2]).astype(np.float32).astype(np.float64)
+             for f, b in zip(frames, boxes_list)]
+    return frames, boxes
+
+
+def _record(frame: torch.Tensor, boxes: np.ndarray, fit: GridFit, config: CodecConfig,
+            scene: tuple[str, GridRecord] | None = None) -> GridRecord:
+    latents = [lat.numpy().astype(np.int32) for lat in fit.latents]
+    box_list = [tuple(float(v) for v in b) for b in boxes]
+    h, w = frame.shape[1:]
+    if scene is None:
+        synthesis = quantize_synthesis(fit.layers, config.weight_bits)
+        return GridRecord(h, w, config.grid, config.weight_bits, box_list, latents, synthesis)
+    name, parsed = scene
+    qmax = 2 ** (config.weight_bits - 1) - 1
+    deltas = []
+    for base, tensor in zip(parsed.synthesis or [], (t[0] for pair in fit.layers for t in pair)):
+        ints = np.clip(np.rint(tensor.reshape(-1).numpy() / np.float32(base.scale)), -qmax, qmax).astype(np.int32)
+        deltas.append(ints - base.values)
+    return GridRecord(h, w, config.grid, config.weight_bits, box_list, latents, None, name, deltas)
+
+
+def _measure(blobs: list[bytes], frames: list[torch.Tensor], boxes: list[np.ndarray], device: torch.device,
+             steps: int, scenes: dict[str, GridRecord] | None = None) -> list[EncodedFrame]:
+    """Quality of the records as shipped: parse the bytes back and decode them."""
+    decoded = decode_records([grid_record.unpack(b) for b in blobs], device, scenes)
+    result = []
+    for blob, f, b, img in zip(blobs, frames, boxes, decoded):
+        q = region_psnr(f, img.cpu(), b)
+        result.append(EncodedFrame(blob, b, q.full, q.objects, q.background, {"grid": steps}))
+    return result
+
+
+def _targets(frames: list[torch.Tensor], boxes: list[np.ndarray], config: CodecConfig,
+             base: SceneBase | None = None) -> list[GridTarget]:
+    return [GridTarget(f.to(torch.float32) / 255, box_mask(b, f.shape[1], f.shape[2]), config.object_psnr,
+                       config.background_psnr, base) for f, b in zip(frames, boxes)]
+
+
+def encode_grid_frames(images: Sequence[Any], boxes_list: Sequence[Any], config: CodecConfig,
+                       progress: bool = False) -> list[EncodedFrame]:
+    """Encode self-contained latent-grid records, all frames fitted in one stacked call."""
+    device = resolve_device(config.device)
+    frames, boxes = _prepare(images, boxes_list)
+    bar = ProgressBar(progress, len(frames))
+    fits = fit_grids(config.grid, _targets(frames, boxes, config), _settings(config), device,
+                     on_step=bar.step("latent grids"))
+    bar.close()
+    blobs = [grid_record.pack(_record(f, b, fit, config)) for f, b, fit in zip(frames, boxes, fits)]
+    return _measure(blobs, frames, boxes, device, config.max_steps)
+
+
+def _scene_background(frames: list[torch.Tensor], boxes: list[np.ndarray]) -> torch.Tensor:
+    """Per-pixel median of frames with their box pixels left out (plain median where every frame has a box)."""
+    stack = torch.stack([f.to(torch.float32) for f in frames])
+    masks = torch.stack([box_mask(b, f.shape[1], f.shape[2]) for f, b in zip(frames, boxes)])[:, None]
+    masked = stack.masked_fill(masks.expand_as(stack), float("nan")).nanmedian(dim=0).values
+    return torch.where(torch.isnan(masked), stack.median(dim=0).values, masked).round().to(torch.uint8)
+
+
+def _fit_scene(frames: list[torch.Tensor], boxes: list[np.ndarray], config: CodecConfig, scene: SceneConfig,
+               device: torch.device, salt: int, on_step: Callable[[int], None] | None) -> tuple[bytes, GridRecord]:
+    background = _scene_background(frames, boxes)
+    target = GridTarget(background.to(torch.float32) / 255, torch.zeros(background.shape[1:], dtype=torch.bool),
+                        config.object_psnr, config.background_psnr + scene.psnr_margin)
+    fit = fit_grids(config.grid, [target], _settings(config, salt), device, on_step)[0]
+    blob = grid_record.pack(_record(background, np.zeros((0, 4)), fit, config))
+    return blob, grid_record.unpack(blob)
+
+
+def encode_sequence(images: Sequence[Any], boxes_list: Sequence[Any], config: CodecConfig | None = None,
+                    progress: bool = False) -> tuple[dict[str, bytes], list[bytes]]:
+    """Scene mode: frames of one static camera share scene background records.
+
+    Returns (scene records by id, one record per frame); each frame record names its scene, and its latents are
+    added to the scene's. A scene background is fitted to the median of the next `config.scene.window` frames and
+    serves every following frame it reproduces at `background_psnr` (outside the boxes); the first frame it
+    does not reproduce starts the next scene.
+    """
+    frames_info = encode_sequence_frames(images, boxes_list, config, progress)
+    return frames_info[0], [f.blob for f in frames_info[1]]
+
+
+def encode_sequence_frames(images: Sequence[Any], boxes_list: Sequence[Any], config: CodecConfig | None = None,
+                           progress: bool = False) -> tuple[dict[str, bytes], list[EncodedFrame]]:
+    """`encode_sequence` that also reports what each frame record achieves (PSNR as decoded with its scene)."""
+    config = config or CodecConfig()
+    if config.preset != "grid":
+        raise ValueError(f"scene mode needs the 'grid' preset, not {config.preset!r}")
+    scene_cfg = config.scene or SceneConfig()
+    device = resolve_device(config.device)
+    frames, boxes = _prepare(images, boxes_list)
+    bar = ProgressBar(progress, len(frames))
+    scenes: dict[str, bytes] = {}
+    parsed: dict[str, GridRecord] = {}
+    assigned: list[str] = []
+    start = 0
+    while start < len(frames):
+        window = slice(start, start + scene_cfg.window)
+        blob, rec = _fit_scene(frames[window], boxes[window], config, scene_cfg, device, len(scenes),
+                               bar.step(f"scene {len(scenes)}"))
+        name = scene_id(blob)
+        scenes[name], parsed[name] = blob, rec
+        shared = decode_records([rec], device)[0].cpu()
+        end = start + 1  # a scene always takes its first frame, even when its own fit falls short
+        while end < len(frames):
+            outside = ~box_mask(boxes[end], shared.shape[1], shared.shape[2])
+            if psnr(frames[end], shared, outside) < config.background_psnr:
+                break
+            end += 1
+        assigned += [name] * (end - start)
+        start = end
+    encoded: list[EncodedFrame | None] = [None] * len(frames)
+    for name in scenes:
+        members = [i for i, s in enumerate(assigned) if s == name]
+        scene = parsed[name]
+        latents, layers = grid_record.resolve(scene, None)
+        synthesis = scene.synthesis or []
+        base = SceneBase(latents, layers, [(synthesis[2 * i].scale, synthesis[2 * i + 1].scale)
+                                           for i in range(len(layers))])
+        fits = fit_grids(config.grid, _targets([frames[i] for i in members], [boxes[i] for i in members], config,
+                                               base), _settings(config, 1), device, bar.step(f"frames of {name}"))
+        blobs = [grid_record.pack(_record(frames[i], boxes[i], fit, config, (name, scene)))
+                 for i, fit in zip(members, fits)]
+        measured = _measure(blobs, [frames[i] for i in members], [boxes[i] for i in members], device,
+                            config.max_steps, parsed)
+        for i, m in zip(members, measured):
+            encoded[i] = m
+    bar.close()
+    return scenes, encoded  # type: ignore[return-value]

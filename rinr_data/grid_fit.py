@@ -1,0 +1,202 @@
+"""Rate-constrained fitting of latent-grid INRs: least bits such that boxes and background reach their PSNR targets.
+
+Every frame of a call is fitted at once (frames of one size stacked). The loss of a frame is its estimated rate in
+bits per pixel plus a weighted MSE inside and outside its boxes; the two weights are Lagrange multipliers raised or
+lowered every step by how far the region's PSNR is from its target (dual ascent), so the fit lands on the targets
+instead of on a hand-tuned lambda. Latents are trained with additive uniform noise first, then with straight-through
+rounding, and the synthesis weights are fake-quantised in that second phase, so what is measured is what ships.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .grid import GridShape, Layers, init_layers, level_masks, render
+from .metrics import mse_to_psnr
+
+# Targets are aimed this far above the asked PSNR so uint8 rounding at decode does not pull a region below it.
+PSNR_MARGIN = 0.15
+# Start of both Lagrange weights (1 / lambda of a classic rate-distortion loss) and their log-step per dB of error.
+INITIAL_WEIGHT = 150.0
+DUAL_STEP = 0.004
+MIN_LAPLACE_SCALE = 0.01
+import os
+_DEBUG = bool(os.environ.get("RINR_DEBUG"))
+
+
+@dataclass(frozen=True)
+class GridFitSettings:
+    """Optimisation settings of one latent-grid fitting call."""
+
+    steps: int
+    lr: float
+    weight_bits: int
+    seed: int
+    latent_lr: float = 0.1
+    noise_fraction: float = 0.6
+
+
+@dataclass
+class SceneBase:
+    """A scene's dequantised latents (levels [1, h_l, w_l]) and synthesis, plus the synthesis' quantisation steps.
+
+    A frame fitted on a base adds its latents to the scene's and fine-tunes the scene's synthesis on the same steps,
+    so it ships only integer differences.
+    """
+
+    latents: list[torch.Tensor]
+    layers: Layers
+    steps: list[tuple[float, float]]  # per layer: weight step, bias step
+
+
+@dataclass
+class GridTarget:
+    """One frame to fit: float image [3, H, W] in [0, 1], box mask [H, W], PSNR targets (dB) in and out of boxes."""
+
+    image: torch.Tensor
+    box_mask: torch.Tensor
+    object_psnr: float
+    background_psnr: float
+    base: SceneBase | None = None
+
+
+@dataclass
+class GridFit:
+    """Integer latents per level [h_l, w_l] and float synthesis layers (quantised by the caller's record writer)."""
+
+    latents: list[torch.Tensor]
+    layers: Layers
+    quant_layers: Layers
+    steps: int
+
+
+def laplace_bits(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Bits of integers (or noisy reals) under a zero-mean Laplace of `scale` integrated over unit bins."""
+    scale = scale.clamp_min(MIN_LAPLACE_SCALE)
+    a = values.abs()
+    # P(|x| in bin) written with exp(-(|x|-0.5)/b) so it stays accurate far in the tail.
+    upper = torch.exp(-(a + 0.5) / scale)
+    lower = torch.exp(-(a - 0.5).clamp_min(0) / scale)
+    prob = torch.where(a < 0.5, 1 - upper, 0.5 * (lower - upper))
+    return -torch.log2(prob.clamp_min(1e-12))
+
+
+def fake_quantize(x: torch.Tensor, bits: int, step: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-tensor symmetric quantisation with a straight-through gradient (one step per stacked frame).
+
+    `step` [B] fixes the steps (scene mode); by default each tensor's largest magnitude sets its step.
+    """
+    qmax = 2 ** (bits - 1) - 1
+    dims = tuple(range(1, x.dim()))
+    if step is None:
+        step = x.detach().abs().amax(dim=dims, keepdim=True).clamp_min(1e-8) / qmax
+    else:
+        step = step.view(-1, *([1] * len(dims)))
+    return x + (torch.round(x / step).clamp(-qmax, qmax) * step - x).detach()
+
+
+def _cosine(step: int, total: int, base: float) -> float:
+    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * step / max(total, 1))))
+
+
+def fit_grids(shape: GridShape, targets: Sequence[GridTarget], settings: GridFitSettings,
+              device: torch.device | str = "cpu", on_step: Callable[[int], None] | None = None) -> list[GridFit]:
+    """Fit one latent grid (and, unless a target has a base, one synthesis MLP) per target."""
+    device = torch.device(device)
+    by_size: dict[tuple[int, int, bool], list[int]] = {}
+    for i, t in enumerate(targets):
+        by_size.setdefault((*t.image.shape[1:], t.base is not None), []).append(i)
+    fits: list[GridFit | None] = [None] * len(targets)
+    for salt, members in enumerate(by_size.values()):
+        group = [targets[i] for i in members]
+        for i, fit in zip(members, _fit_group(shape, group, settings, device, salt, on_step)):
+            fits[i] = fit
+    return fits  # type: ignore[return-value]
+
+
+def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSettings, device: torch.device,
+               salt: int, on_step: Callable[[int], None] | None) -> list[GridFit]:
+    count = len(targets)
+    h, w = targets[0].image.shape[1:]
+    gen = torch.Generator().manual_seed(settings.seed * 1000003 + salt)
+    image = torch.stack([t.image for t in targets]).to(device)
+    inside = torch.stack([t.box_mask for t in targets]).to(device)[:, None].float()
+    n_in = inside.sum(dim=(1, 2, 3))
+    n_out = h * w - n_in
+    has = torch.stack([n_in > 0, n_out > 0], dim=1)
+    goal = torch.tensor([[t.object_psnr, t.background_psnr] for t in targets], device=device) + PSNR_MARGIN
+    masks = [torch.stack(ms).to(device)[:, None].float() for ms in
+             zip(*(level_masks(t.box_mask, shape) for t in targets))]
+
+    latents = [torch.zeros(count, 1, hl, wl, device=device, requires_grad=True)
+               for hl, wl in shape.level_sizes(h, w)]
+    bases = [t.base for t in targets]
+    n_layers = len(shape.layer_dims())
+    if bases[0] is not None:
+        base_lat = [torch.stack([b.latents[lv] for b in bases]).to(device) for lv in range(shape.levels)]
+        layers = [tuple(torch.cat([b.layers[i][k] for b in bases]).to(device).requires_grad_() for k in (0, 1))
+                  for i in range(n_layers)]
+        steps = [tuple(torch.tensor([b.steps[i][k] for b in bases], device=device) for k in (0, 1))
+                 for i in range(n_layers)]
+    else:
+        base_lat, steps = None, [(None, None)] * n_layers
+        layers = [(wt.requires_grad_(), b.requires_grad_()) for wt, b in init_layers(shape, count, gen, device)]
+    trainable = [t for pair in layers for t in pair]
+    log_scale = torch.zeros(count, shape.levels, 2, device=device, requires_grad=True)
+    log_weight = torch.full((count, 2), math.log(INITIAL_WEIGHT), device=device)
+    # Latents live on the integer grid, far larger than the synthesis weights: they need their own, larger step.
+    opt = torch.optim.Adam([{"params": latents, "base": settings.latent_lr},
+                            {"params": [*trainable, log_scale], "base": settings.lr}])
+    noise_gen = torch.Generator(device=device).manual_seed(settings.seed * 7919 + salt)
+    # On a scene base, noise would blur the background the scene already gets right: round from the first step.
+    noise_steps = 0 if bases[0] is not None else int(settings.steps * settings.noise_fraction)
+
+    for step in range(settings.steps):
+        for g in opt.param_groups:
+            g["lr"] = _cosine(step, settings.steps, g["base"])
+        noisy = step < noise_steps
+        q = [_quantize(lat, noisy, noise_gen) for lat in latents]
+        synth = layers if noisy else [(fake_quantize(wt, settings.weight_bits, sw),
+                                       fake_quantize(b, settings.weight_bits, sb))
+                                      for (wt, b), (sw, sb) in zip(layers, steps)]
+        feats = q if base_lat is None else [b + d for b, d in zip(base_lat, q)]
+        out = render(synth, feats, h, w)
+        err = ((out - image) ** 2).mean(dim=1, keepdim=True)
+        mse = torch.stack([(err * inside).sum(dim=(1, 2, 3)) / n_in.clamp_min(1),
+                           (err * (1 - inside)).sum(dim=(1, 2, 3)) / n_out.clamp_min(1)], dim=1)
+        bits = torch.zeros(count, device=device)
+        for lv, (lat, m) in enumerate(zip(q, masks)):
+            sc = torch.exp(log_scale[:, lv])  # [B, 2]: in boxes, outside
+            per = sc[:, 0, None, None, None] * m + sc[:, 1, None, None, None] * (1 - m)
+            bits = bits + laplace_bits(lat, per).sum(dim=(1, 2, 3))
+        weight = torch.exp(log_weight) * has
+        loss = (bits / (h * w) + (weight * mse).sum(dim=1)).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            psnr = -10 * torch.log10(mse.detach().clamp_min(1e-10))
+            log_weight += DUAL_STEP * (goal - psnr).clamp(-3, 3)
+        if on_step is not None:
+            on_step(count)
+        if _DEBUG and step % 50 == 0:
+            print(step, psnr[0].tolist(), float(bits[0].detach()) / (h * w), torch.exp(log_weight[0]).tolist(), flush=True)
+
+    fits = []
+    with torch.no_grad():
+        for i in range(count):
+            lat = [torch.round(l[i, 0]).detach().cpu() for l in latents]
+            lay = [(wt[i:i + 1].detach().cpu(), b[i:i + 1].detach().cpu()) for wt, b in layers]
+            fits.append(GridFit(lat, lay, lay, settings.steps))
+    return fits
+
+
+def _quantize(lat: torch.Tensor, noisy: bool, gen: torch.Generator) -> torch.Tensor:
+    if noisy:
+        return lat + torch.rand(lat.shape, generator=gen, device=lat.device) - 0.5
+    return lat + (torch.round(lat) - lat).detach()

@@ -1,0 +1,217 @@
+"""Records of codec 2, "latent-grid": entropy-coded latent levels, a quantised synthesis MLP and the boxes.
+
+Layout in docs/FORMAT.md. A record may name a scene record (flag bit 0): its latents are then added to the scene's
+and it is rendered by the scene's synthesis, which it does not carry. Parsing checks every size against the blob
+before allocating and raises FormatError naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import entropy
+from .errors import FormatError
+from .frames import box_mask
+from .grid import GridShape, Layers, level_masks
+from .quantize import QuantizedTensor, quantize_tensor
+from .record import _CRC, _HEADER, _LENGTH, CODEC_IDS, FORMAT_VERSION, MAGIC, MAX_BOXES, MAX_SIDE, Reader, read_header
+
+CODEC = "latent-grid"
+FLAG_SCENE_REF = 1
+MAX_LEVELS = 12
+MAX_HIDDEN_LAYERS = 8
+MAX_SCENE_ID = 64
+MAX_PIXELS = 1 << 26  # latents and entropy-model tables are allocated per pixel: bound them before parsing
+ANS = entropy.CODER_IDS["ans"]
+_BOX = struct.Struct("<4f")
+_LEVEL = struct.Struct("<eeH")  # Laplace scale in boxes, outside boxes (f16), largest |latent| (u16)
+_TENSOR = struct.Struct("<ee")  # quantisation step, Laplace scale of the integers (f16)
+_DELTA = struct.Struct("<e")  # Laplace scale of a tensor's integer differences to the scene's (f16)
+
+
+@dataclass
+class GridRecord:
+    """Everything needed to decode one latent-grid frame (or a scene background, which is a frame without boxes)."""
+
+    height: int
+    width: int
+    shape: GridShape
+    weight_bits: int
+    boxes: list[tuple[float, float, float, float]]
+    latents: list[np.ndarray]  # int32 [h_l, w_l] per level
+    synthesis: list[QuantizedTensor] | None  # weight0, bias0, ...; None when the record names a scene
+    scene: str | None = None
+    # Scene-referencing records: integer differences to the scene's synthesis, tensor by tensor (its steps apply).
+    synthesis_delta: list[np.ndarray] | None = None
+    codec: str = field(default=CODEC)
+
+    def layers(self) -> Layers:
+        """Dequantised synthesis as a stack of one (weight [1, in, out], bias [1, 1, out] per layer)."""
+        if self.synthesis is None:
+            raise ValueError("a scene-referencing record carries no synthesis; resolve it against its scene")
+        out = []
+        for i, (fan_in, fan_out) in enumerate(self.shape.layer_dims()):
+            out.append((self.synthesis[2 * i].dequantize().view(1, fan_in, fan_out),
+                        self.synthesis[2 * i + 1].dequantize().view(1, 1, fan_out)))
+        return out
+
+
+def scene_id(blob: bytes) -> str:
+    """A scene record's id: derived from its bytes, so a frame can never be decoded against the wrong scene."""
+    return "s" + hashlib.sha256(blob).hexdigest()[:15]
+
+
+def quantize_synthesis(layers: Layers, bits: int) -> list[QuantizedTensor]:
+    """Per-tensor quantisation of one synthesis MLP (layers of a stack of one)."""
+    return [quantize_tensor(t[0], bits) for pair in layers for t in pair]
+
+
+def _latent_specs(shape: GridShape, height: int, width: int, boxes: list, scales: np.ndarray,
+                  bounds: list[int]) -> list[tuple[np.ndarray, int]]:
+    masks = level_masks(box_mask(boxes, height, width), shape)
+    return [(np.where(m.numpy(), scales[lv, 0], scales[lv, 1]).astype(np.float64), bounds[lv])
+            for lv, m in enumerate(masks)]
+
+
+def pack(record: GridRecord) -> bytes:
+    """Serialise a latent-grid record (deterministic)."""
+    shape = record.shape
+    flags = FLAG_SCENE_REF if record.scene is not None else 0
+    parts = [_HEADER.pack(MAGIC, FORMAT_VERSION, CODEC_IDS[CODEC], flags, record.height, record.width, 0.0,
+                          len(record.boxes), ANS, 0),
+             struct.pack(f"<BB{len(shape.hidden)}BB", shape.levels, len(shape.hidden), *shape.hidden,
+                         record.weight_bits)]
+    if record.scene is not None:
+        name = record.scene.encode("ascii")
+        parts.append(struct.pack("<B", len(name)) + name)
+    parts += [_BOX.pack(*b) for b in record.boxes]
+    masks = level_masks(box_mask(record.boxes, record.height, record.width), shape)
+    scales = np.zeros((shape.levels, 2))
+    bounds = []
+    for lv, (lat, m) in enumerate(zip(record.latents, masks)):
+        m = m.numpy()
+        scales[lv] = [entropy.laplace_scale(lat[m]), entropy.laplace_scale(lat[~m])]
+        bounds.append(int(np.abs(lat).max(initial=0)))
+        parts.append(_LEVEL.pack(*scales[lv], bounds[-1]))
+    scales = scales.astype(np.float16).astype(np.float64)
+    chunks = [(lat, s, b) for lat, (s, b) in zip(record.latents, _latent_specs(
+        shape, record.height, record.width, record.boxes, scales, bounds))]
+    qmax = 2 ** (record.weight_bits - 1) - 1
+    if record.scene is None:
+        for t in record.synthesis or []:
+            lap = np.float16(entropy.laplace_scale(t.values))
+            parts.append(_TENSOR.pack(t.scale, lap))
+            chunks.append((t.values, np.full(len(t.values), float(lap)), qmax))
+    else:
+        for delta in record.synthesis_delta or []:
+            lap = np.float16(entropy.laplace_scale(delta))
+            parts.append(_DELTA.pack(lap))
+            chunks.append((delta, np.full(len(delta), float(lap)), 2 * qmax))
+    payload = entropy.laplace_compress(chunks)
+    parts += [_LENGTH.pack(len(payload)), payload]
+    body = b"".join(parts)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def unpack(blob: bytes) -> GridRecord:
+    """Parse and validate a latent-grid record (raises FormatError for anything malformed)."""
+    head = read_header(blob)
+    if head["codec"] != CODEC:
+        raise FormatError(f"codec {head['codec']!r} is not {CODEC!r}")
+    body = Reader.checked_body(blob)
+    h, w, n_boxes, flags = head["height"], head["width"], head["n_boxes"], head["flags"]
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+        raise FormatError(f"image size {w}x{h} out of bounds (1..{MAX_SIDE})")
+    if h * w > MAX_PIXELS:
+        raise FormatError(f"image size {w}x{h} exceeds the latent-grid limit of {MAX_PIXELS} pixels")
+    if n_boxes > MAX_BOXES:
+        raise FormatError(f"{n_boxes} boxes exceed the limit of {MAX_BOXES}")
+    if flags & ~FLAG_SCENE_REF or head["w0"] != 0.0 or head["coder"] != ANS:
+        raise FormatError(f"latent-grid header has flags {flags}, w0 {head['w0']}, coder {head['coder']}; "
+                          f"expected flags <= {FLAG_SCENE_REF}, w0 0, coder {ANS} (ans)")
+    reader = Reader(body, _HEADER.size)
+    levels, n_hidden = reader.unpack(struct.Struct("<BB"), "grid descriptor")
+    if not (1 <= levels <= MAX_LEVELS and n_hidden <= MAX_HIDDEN_LAYERS):
+        raise FormatError(f"grid of {levels} levels and {n_hidden} hidden layers out of bounds")
+    hidden = tuple(reader.take(n_hidden, "hidden widths"))
+    (bits,) = reader.unpack(struct.Struct("<B"), "weight bits")
+    if 0 in hidden or not 2 <= bits <= 16:
+        raise FormatError(f"synthesis hidden widths {hidden} / {bits} bits out of bounds")
+    shape = GridShape(levels, hidden)
+    scene = None
+    if flags & FLAG_SCENE_REF:
+        (length,) = reader.unpack(struct.Struct("<B"), "scene id length")
+        raw = bytes(reader.take(length, "scene id"))
+        if not 1 <= length <= MAX_SCENE_ID or not raw.isascii() or not raw.decode().isalnum():
+            raise FormatError(f"scene id {raw!r} is not 1..{MAX_SCENE_ID} ASCII letters and digits")
+        scene = raw.decode()
+    boxes = [reader.unpack(_BOX, "box table") for _ in range(n_boxes)]
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            raise FormatError(f"box {i}: {[x0, y0, x1, y1]} is not a positive-area box inside {w}x{h}")
+    level_rows = [reader.unpack(_LEVEL, "latent level table") for _ in range(levels)]
+    scales = np.asarray([r[:2] for r in level_rows], np.float64)
+    bounds = [int(r[2]) for r in level_rows]
+    if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        raise FormatError("latent level table holds a non-positive or non-finite scale")
+    specs = _latent_specs(shape, h, w, boxes, scales, bounds)
+    sizes = shape.level_sizes(h, w)
+    counts = [n for fi, fo in shape.layer_dims() for n in (fi * fo, fo)]
+    qmax = 2 ** (bits - 1) - 1
+    if scene is None:
+        rows = [reader.unpack(_TENSOR, "synthesis table") for _ in counts]
+        bound = qmax
+    else:
+        rows = [(1.0, *reader.unpack(_DELTA, "synthesis difference table")) for _ in counts]
+        bound = 2 * qmax
+    if not np.all(np.isfinite(rows)) or np.any(np.asarray(rows) <= 0):
+        raise FormatError("synthesis table holds a non-positive or non-finite step or scale")
+    specs += [(np.full(n, float(lap)), bound) for n, (_, lap) in zip(counts, rows)]
+    (length,) = reader.unpack(_LENGTH, "payload length")
+    payload = bytes(reader.take(length, "payload"))
+    if reader.pos != len(body):
+        raise FormatError(f"record has {len(body) - reader.pos} unexpected trailing bytes")
+    streams = entropy.laplace_decompress(payload, specs)
+    latents = [s.reshape(size) for s, size in zip(streams[:levels], sizes)]
+    if scene is None:
+        synthesis = [QuantizedTensor(s, float(step), bits) for s, (step, _) in zip(streams[levels:], rows)]
+        return GridRecord(h, w, shape, bits, [tuple(b) for b in boxes], latents, synthesis)
+    return GridRecord(h, w, shape, bits, [tuple(b) for b in boxes], latents, None, scene, streams[levels:])
+
+
+def resolve(record: GridRecord, scenes: dict[str, GridRecord] | None) -> tuple[list[torch.Tensor], Layers]:
+    """Float latents [1, h_l, w_l] per level and synthesis layers of a record, its scene's added in."""
+    latents = [torch.from_numpy(lat.astype(np.float32))[None] for lat in record.latents]
+    if record.scene is None:
+        return latents, record.layers()
+    scene = (scenes or {}).get(record.scene)
+    if scene is None:
+        raise FormatError(f"record references scene {record.scene!r}, which was not given "
+                          f"(pass scenes={{'{record.scene}': scene_bytes}})")
+    if scene.scene is not None or (scene.height, scene.width, scene.shape, scene.weight_bits) != (
+            record.height, record.width, record.shape, record.weight_bits):
+        raise FormatError(f"scene {record.scene!r} ({scene.width}x{scene.height}, {scene.shape}, "
+                          f"{scene.weight_bits} bits) does not fit the record ({record.width}x{record.height}, "
+                          f"{record.shape}, {record.weight_bits} bits)")
+    base = [torch.from_numpy(lat.astype(np.float32))[None] for lat in scene.latents]
+    return [b + d for b, d in zip(base, latents)], merged_synthesis(scene, record).layers()
+
+
+def merged_synthesis(scene: GridRecord, record: GridRecord) -> GridRecord:
+    """The scene with the record's synthesis differences applied (raises FormatError when one leaves the range)."""
+    qmax = 2 ** (scene.weight_bits - 1) - 1
+    merged = []
+    for base, delta in zip(scene.synthesis or [], record.synthesis_delta or []):
+        values = base.values + delta
+        if len(values) and int(np.abs(values).max()) > qmax:
+            raise FormatError(f"record's synthesis differences leave the {scene.weight_bits}-bit range of scene "
+                              f"{record.scene!r}")
+        merged.append(QuantizedTensor(values.astype(np.int32), base.scale, base.bits))
+    return GridRecord(scene.height, scene.width, scene.shape, scene.weight_bits, [], scene.latents, merged)
