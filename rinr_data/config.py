@@ -12,7 +12,7 @@ PRESETS = ("grid", "paper")
 DEFAULT_PRESET = "grid"
 # Fields left as None take their preset's value (measured in docs/BENCHMARKS.md).
 PRESET_DEFAULTS: dict[str, dict[str, float]] = {
-    "grid": dict(object_psnr=33.0, background_psnr=25.0, max_steps=1500, lr=0.01),
+    "grid": dict(object_psnr=33.0, background_psnr=25.0, max_steps=1500, lr=0.03),
     "paper": dict(object_psnr=35.0, background_psnr=26.0, max_steps=2000, lr=1e-3),
 }
 

@@ -25,8 +25,6 @@ PSNR_MARGIN = 0.15
 INITIAL_WEIGHT = 150.0
 DUAL_STEP = 0.004
 MIN_LAPLACE_SCALE = 0.01
-import os
-_DEBUG = bool(os.environ.get("RINR_DEBUG"))
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,6 @@ class GridFit:
 
     latents: list[torch.Tensor]
     layers: Layers
-    quant_layers: Layers
     steps: int
 
 
@@ -147,14 +144,17 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
         base_lat, steps = None, [(None, None)] * n_layers
         layers = [(wt.requires_grad_(), b.requires_grad_()) for wt, b in init_layers(shape, count, gen, device)]
     trainable = [t for pair in layers for t in pair]
+    # Scene mode ships the synthesis as integer differences to the scene's: their bits count in the rate too.
+    anchors = [(t.detach().clone(), s) for t, s in zip(trainable, (s for pair in steps for s in pair))
+               if s is not None]
+    log_scale_syn = torch.zeros(count, len(anchors), device=device, requires_grad=True)
     log_scale = torch.zeros(count, shape.levels, 2, device=device, requires_grad=True)
     log_weight = torch.full((count, 2), math.log(INITIAL_WEIGHT), device=device)
     # Latents live on the integer grid, far larger than the synthesis weights: they need their own, larger step.
     opt = torch.optim.Adam([{"params": latents, "base": settings.latent_lr},
-                            {"params": [*trainable, log_scale], "base": settings.lr}])
+                            {"params": [*trainable, log_scale, log_scale_syn], "base": settings.lr}])
     noise_gen = torch.Generator(device=device).manual_seed(settings.seed * 7919 + salt)
-    # On a scene base, noise would blur the background the scene already gets right: round from the first step.
-    noise_steps = 0 if bases[0] is not None else int(settings.steps * settings.noise_fraction)
+    noise_steps = int(settings.steps * settings.noise_fraction)
 
     for step in range(settings.steps):
         for g in opt.param_groups:
@@ -174,6 +174,9 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
             sc = torch.exp(log_scale[:, lv])  # [B, 2]: in boxes, outside
             per = sc[:, 0, None, None, None] * m + sc[:, 1, None, None, None] * (1 - m)
             bits = bits + laplace_bits(lat, per).sum(dim=(1, 2, 3))
+        for k, (tensor, (anchor, step_size)) in enumerate(zip(trainable, anchors)):
+            diff = _quantize((tensor - anchor) / step_size.view(-1, 1, 1), noisy, noise_gen)
+            bits = bits + laplace_bits(diff, torch.exp(log_scale_syn[:, k]).view(-1, 1, 1)).sum(dim=(1, 2))
         weight = torch.exp(log_weight) * has
         loss = (bits / (h * w) + (weight * mse).sum(dim=1)).sum()
         opt.zero_grad(set_to_none=True)
@@ -184,15 +187,13 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
             log_weight += DUAL_STEP * (goal - psnr).clamp(-3, 3)
         if on_step is not None:
             on_step(count)
-        if _DEBUG and step % 50 == 0:
-            print(step, psnr[0].tolist(), float(bits[0].detach()) / (h * w), torch.exp(log_weight[0]).tolist(), flush=True)
 
     fits = []
     with torch.no_grad():
         for i in range(count):
             lat = [torch.round(l[i, 0]).detach().cpu() for l in latents]
             lay = [(wt[i:i + 1].detach().cpu(), b[i:i + 1].detach().cpu()) for wt, b in layers]
-            fits.append(GridFit(lat, lay, lay, settings.steps))
+            fits.append(GridFit(lat, lay, settings.steps))
     return fits
 
 

@@ -200,6 +200,20 @@ def rd_plot(results: list[FrameResult], images_by_ds: dict[str, torch.Tensor], o
     fig.savefig(out, dpi=110)
 
 
+def tradeoff_curve(path: Path, config: R.CodecConfig, steps_list: list[int], frames: int) -> str:
+    """Markdown table of bytes and quality against fitting steps (encode time) on the first frames of a dataset."""
+    images, boxes, _ = load_frames(path, frames)
+    lines = ["| max_steps | encode s/frame | bytes/frame | object dB | background dB |", "|---|---|---|---|---|"]
+    for steps in steps_list:
+        t = time.perf_counter()
+        encoded = R.encode_frames(images, boxes, config.replace(max_steps=steps))
+        per_frame = (time.perf_counter() - t) / len(images)
+        lines.append(f"| {steps} | {per_frame:.1f} | {_mean([len(e.blob) for e in encoded]):,.0f} | "
+                     f"{_mean([e.object_psnr for e in encoded]):.2f} | {_mean([e.background_psnr for e in encoded]):.2f} |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def machine() -> str:
     """One line naming the machine the numbers came from."""
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
@@ -227,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=None, help="weight learning rate (default: the preset's)")
     p.add_argument("--scene", action="store_true", help="scene mode (grid preset): frames share scene backgrounds")
     p.add_argument("--scene-window", type=int, default=32, help="frames per scene background median")
+    p.add_argument("--curve", default=None, metavar="STEPS,...",
+                   help="instead of the table: bytes and quality against these max_steps on the first dataset")
     p.add_argument("--section", default=None,
                    help="name of the BENCHMARKS.md section to rewrite (default: preset, plus -scene)")
     p.add_argument("--batch", type=int, default=8, help="frames per fitting call")
@@ -244,7 +260,17 @@ def main(argv: list[str] | None = None) -> int:
                            scene=R.SceneConfig(window=args.scene_window) if args.scene else None,
                            device="cuda" if args.device == "auto" and torch.cuda.is_available() else
                            ("cpu" if args.device == "auto" else args.device))
-    section = args.section or (config.preset + ("-scene" if args.scene else ""))
+    section = args.section or (config.preset + ("-scene" if args.scene else "") + ("-curve" if args.curve else ""))
+    if args.curve:
+        ds = args.datasets.split(",")[0]
+        text = tradeoff_curve(args.data / ds, config, [int(v) for v in args.curve.split(",")], args.frames)
+        report = (f"Measured by `tools/bench_codec.py --curve {args.curve}` on {machine()}, {time.strftime('%Y-%m-%d')}: "
+                  f"preset `{config.preset}`, {args.frames} {ds} frame(s) fitted together, targets object "
+                  f"{config.object_psnr} / background {config.background_psnr} dB.\n\n{text}\n")
+        print(report)
+        if args.write:
+            write_benchmarks(report, Path(args.write), section)
+        return 0
     results, summaries, first_images = [], {}, {}
     for ds in args.datasets.split(","):
         print(f"{ds}: encoding with preset {config.preset}, max_steps {config.max_steps} on {config.device}", flush=True)

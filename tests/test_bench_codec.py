@@ -1,0 +1,31 @@
+"""tools/bench_codec.py end to end on a tiny COCO set: per-frame, scene and trade-off sections."""
+
+from __future__ import annotations
+
+from test_accuracy_tools import tool
+from tiny_datasets import write_coco
+
+
+def test_bench_codec_writes_one_section_per_mode(tmp_path, capsys):
+    write_coco(tmp_path / "data" / "coco")
+    bench = tool("bench_codec")
+    doc = tmp_path / "BENCHMARKS.md"
+    common = ["--data", str(tmp_path / "data"), "--datasets", "coco", "--frames", "0", "--max-steps", "3",
+              "--device", "cpu", "--quiet", "--plot", str(tmp_path / "rd.png"), "--write", str(doc)]
+    assert bench.main(common) == 0
+    assert bench.main([*common, "--scene", "--scene-window", "3"]) == 0
+    assert bench.main([*common, "--curve", "2,3"]) == 0
+    text = doc.read_text()
+    for section in ("grid", "grid-scene", "grid-curve"):
+        begin, end = bench.markers(section)
+        assert text.count(begin) == 1 and text.index(begin) < text.index(end)
+    rows = [line for line in text.splitlines() if line.startswith("| coco |")]
+    assert len(rows) == 2 and all("unreached" in r or "x)" in r for r in rows)
+    assert "scene mode, window 3" in text and "scene bytes shared out" in text
+    curve = [line for line in text.splitlines() if line.startswith("| 2 |") or line.startswith("| 3 |")]
+    assert len(curve) == 2
+    assert (tmp_path / "rd_grid.png").exists() and (tmp_path / "rd_grid-scene.png").exists()
+    capsys.readouterr()
+    # Run again: each section is replaced, not appended.
+    assert bench.main(common) == 0
+    assert doc.read_text().count(bench.markers("grid")[0]) == 1
