@@ -34,6 +34,12 @@ PAPER_OBJECT_CLASSES = (
 )
 PAPER_BACKGROUND = SirenShape(width=28, depth=10)
 DEFAULT_GRID = GridShape(levels=6, hidden=(16, 16))
+# Fields a preset does not read: they do not decide its bytes (resume checks and manifests leave them out).
+UNUSED_FIELDS = {
+    "grid": ("pixels_per_step", "eval_every", "first_layer_bits", "entropy_coder", "w0", "background",
+             "object_classes"),
+    "paper": ("latent_lr", "grid", "scene"),
+}
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,10 @@ class CodecConfig:
             for name in PRESET_DEFAULTS[self.preset]:
                 changes.setdefault(name, None)
         return replace(self, **changes)
+
+    def unused_fields(self) -> tuple[str, ...]:
+        """Names of the fields this config's preset ignores."""
+        return UNUSED_FIELDS[self.preset]
 
     @classmethod
     def preset_default(cls, name: str, preset: str = DEFAULT_PRESET) -> object:

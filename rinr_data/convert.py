@@ -107,6 +107,8 @@ class ConvertConfig:
             return {"quality": self.effective_quality}
         cfg = shards.jsonable(self.codec_config)
         cfg.pop("device")  # where fitting ran is not a property of the data
+        for name in self.codec_config.unused_fields():
+            cfg.pop(name)
         return cfg
 
     def settings(self) -> dict[str, Any]:

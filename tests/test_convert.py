@@ -134,3 +134,14 @@ def test_crash_mid_shard_then_resume_gives_the_uninterrupted_result(tmp_path):
     assert resumed.written == ["shard-000001.tar"] and resumed.already_complete == ["shard-000000.tar"]
     assert (tmp_path / "part" / "manifest.json").read_text() == (tmp_path / "whole" / "manifest.json").read_text()
     assert whole.samples == resumed.samples == 3
+
+
+def test_resume_state_holds_only_what_the_preset_reads():
+    paper = CodecConfig(preset="paper")
+    assert (ConvertConfig(codec_config=paper).settings()
+            == ConvertConfig(codec_config=paper.replace(latent_lr=0.5, scene=None)).settings())
+    grid = CodecConfig(preset="grid")
+    assert (ConvertConfig(codec_config=grid).settings()
+            == ConvertConfig(codec_config=grid.replace(pixels_per_step=7, w0=3.0)).settings())
+    assert (ConvertConfig(codec_config=grid).settings()
+            != ConvertConfig(codec_config=grid.replace(latent_lr=0.5)).settings())
