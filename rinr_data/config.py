@@ -52,7 +52,7 @@ class SceneConfig:
     """
 
     window: int = 32
-    psnr_margin: float = 2.0
+    psnr_margin: float = 5.0
 
     def __post_init__(self) -> None:
         if self.window < 1:

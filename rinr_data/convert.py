@@ -59,7 +59,7 @@ class ConvertConfig:
         shard_size: samples per shard (before failures are dropped).
         batch: frames per encode_frames call (INRs of one shape are fitted together); batches stay in a shard.
         prefix: shard file prefix: `{prefix}-{index:06d}.tar`.
-        scene: "off", or "auto" (scene backgrounds; not implemented yet, falls back to "off").
+        scene: "off", or "auto" (scene backgrounds in shards; not written yet, falls back to "off").
         workers: threads that read images and run classic codecs.
         on_error: "stop" at the first bad sample, or "skip" it (counted and listed in the manifest).
     """

@@ -214,7 +214,7 @@ def test_usage_errors(tmp_path, capsys):
 def test_scene_auto_falls_back_to_off(tmp_path, capsys):
     src = write_coco(tmp_path / "src", {"img_a": TRUTH["img_a"]})
     assert main([str(src), str(tmp_path / "out"), "--codec", "jpeg", "--scene", "auto", "--no-progress"]) == 0
-    assert "scene mode is not implemented yet" in capsys.readouterr().err
+    assert "shards do not carry scene records yet" in capsys.readouterr().err
     assert shards.read_manifest(tmp_path / "out")["scenes"] is None
 
 
