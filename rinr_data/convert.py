@@ -22,6 +22,8 @@ from . import shards
 from .classic import CLASSIC_CODECS, decode_classic, encode_classic, quality_range
 from .config import CodecConfig
 from .encoder import encode_frames
+from .grid_encoder import encode_sequence_frames
+from .grid_record import unpack
 from .frames import to_chw_uint8
 from .metrics import region_psnr
 from .record import FORMAT_VERSION
@@ -59,7 +61,8 @@ class ConvertConfig:
         shard_size: samples per shard (before failures are dropped).
         batch: frames per encode_frames call (INRs of one shape are fitted together); batches stay in a shard.
         prefix: shard file prefix: `{prefix}-{index:06d}.tar`.
-        scene: "off", or "auto" (scene backgrounds in shards; not written yet, falls back to "off").
+        scene: "off", or "auto": scene mode (grid preset): the frames of each encode batch share scene backgrounds
+            (`encode_sequence`), stored in the same shard; keep `batch` large and the source in camera order.
         workers: threads that read images and run classic codecs.
         on_error: "stop" at the first bad sample, or "skip" it (counted and listed in the manifest).
     """
@@ -92,6 +95,9 @@ class ConvertConfig:
             raise ValueError(f"max_side must be >= 1, got {self.max_side}")
         if self.scene not in SCENE_MODES:
             raise ValueError(f"unknown scene mode {self.scene!r}; valid: {', '.join(SCENE_MODES)}")
+        if self.scene == "auto" and (self.codec != "rinr" or self.codec_config.preset != "grid"):
+            raise ValueError(f"scene mode needs codec rinr with the grid preset, not {self.codec} "
+                             f"{self.codec_config.preset if self.codec == 'rinr' else ''}".rstrip())
         if self.on_error not in ON_ERROR:
             raise ValueError(f"unknown on_error {self.on_error!r}; valid: {', '.join(ON_ERROR)}")
         shards.check_prefix(self.prefix)
@@ -188,15 +194,30 @@ def _encode_one(sample: LoadedSample, encode: Encoder, handler: ErrorHandler) ->
         return []
 
 
-def rinr_encoder(config: CodecConfig) -> Encoder:
-    """Residual-INR encoding of a batch of samples through encode_frames."""
+def rinr_encoder(config: CodecConfig, scene: bool = False) -> Encoder:
+    """RINR encoding of a batch of samples: encode_frames, or (scene mode) encode_sequence_frames.
+
+    In scene mode each frame's JSON names its scene and the first frame of each scene carries the scene record.
+    """
 
     def encode(batch: Sequence[LoadedSample]) -> list[shards.ShardSample]:
-        frames = encode_frames([s.image for s in batch], [s.boxes for s in batch], config)
-        return [shards.ShardSample(s.item.key, "rinr", f.blob,
-                                   shards.sample_meta(s.width, s.height, f.boxes, s.labels, s.item.source,
-                                                      f.object_psnr, f.background_psnr))
-                for s, f in zip(batch, frames)]
+        images, boxes = [s.image for s in batch], [s.boxes for s in batch]
+        scenes: dict[str, bytes] = {}
+        if scene:
+            scenes, frames = encode_sequence_frames(images, boxes, config)
+        else:
+            frames = encode_frames(images, boxes, config)
+        out = []
+        for s, f in zip(batch, frames):
+            meta = shards.sample_meta(s.width, s.height, f.boxes, s.labels, s.item.source, f.object_psnr,
+                                      f.background_psnr)
+            carried = {}
+            if scene:
+                meta["scene"] = unpack(f.blob).scene
+                if meta["scene"] in scenes:
+                    carried = {meta["scene"]: scenes.pop(meta["scene"])}
+            out.append(shards.ShardSample(s.item.key, "rinr", f.blob, meta, carried))
+        return out
 
     return encode
 
@@ -352,7 +373,7 @@ def encode_dataset(source: Source, out: str | Path, config: ConvertConfig, *, ra
     written = []
     try:
         with ThreadPoolExecutor(config.workers) as pool:
-            encoder = (rinr_encoder(config.codec_config) if config.codec == "rinr"
+            encoder = (rinr_encoder(config.codec_config, config.scene == "auto") if config.codec == "rinr"
                        else classic_encoder(config.codec, config.effective_quality, pool))
             for i in todo:
 
@@ -419,7 +440,8 @@ def build_manifest(source: Source, config: ConvertConfig, infos: Sequence[shards
         "shard_size": config.shard_size,
         "samples": sum(info.samples for info in infos),
         "skipped": [s for info in infos for s in info.skipped],
-        "scenes": None,  # reserved for shared scene backgrounds (--scene auto), see docs/SHARDS.md
+        # Scene mode: scene records travel inside the shards (docs/SHARDS.md); null otherwise.
+        "scenes": "in-shard" if config.scene == "auto" else None,
         "shards": [info.manifest_entry() for info in infos],
     }
 

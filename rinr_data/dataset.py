@@ -21,11 +21,13 @@ from . import record as record_format
 from .classic import decode_classic
 from .decoder import PackedBatch, pack_records
 from .errors import FormatError
-from .shards import image_member, sample_json
+from .grid_record import GridRecord, SceneTable
+from .shards import image_member, sample_json, scene_members
 from .shardlist import ShardRef, epoch_order, equal_quotas, resolve_shards, split
 from .streaming import FetchPolicy, open_shard
 
 ON_ERROR = ("raise", "warn", "skip")
+SCENES_KEY = "__scenes__"  # where a raw sample carries its shard's SceneTable
 
 
 @dataclass
@@ -39,6 +41,7 @@ class ParsedSample:
     boxes: torch.Tensor  # float32 [N, 4] xyxy pixels
     labels: torch.Tensor  # int64 [N]
     size: tuple[int, int]  # (H, W)
+    scene: GridRecord | None = None  # the scene record a scene-mode record builds on
 
 
 @dataclass
@@ -89,11 +92,15 @@ def parse_sample(sample: dict[str, Any]) -> ParsedSample:
     size = (int(meta["height"]), int(meta["width"]))
     if codec == "rinr":
         rec = record_format.unpack(data)
+        scene = None
+        if isinstance(rec, GridRecord) and rec.scene is not None:
+            table = sample.get(SCENES_KEY) or SceneTable({})
+            scene = table.get(rec.scene)
         if (rec.height, rec.width) != size:
             raise FormatError(f"record is {rec.width}x{rec.height} but its json says {size[1]}x{size[0]}")
         if len(rec.boxes) != len(boxes):
             raise FormatError(f"record has {len(rec.boxes)} boxes but its json {len(boxes)}")
-        return ParsedSample(key, codec, rec, None, boxes, labels, size)
+        return ParsedSample(key, codec, rec, None, boxes, labels, size, scene)
     image = decode_classic(data)
     if tuple(image.shape[1:]) != size:
         raise FormatError(f"image is {image.shape[2]}x{image.shape[1]} but its json says {size[1]}x{size[0]}")
@@ -109,7 +116,8 @@ def collate(samples: Sequence[ParsedSample], epoch: int, index: int, worker: int
     return LoaderBatch(
         keys=[s.key for s in samples], boxes=[s.boxes for s in samples], labels=[s.labels for s in samples],
         sizes=[s.size for s in samples],
-        packed=pack_records([s.record for s in samples]) if rinr else None,  # type: ignore[misc]
+        packed=pack_records([s.record for s in samples],  # type: ignore[misc]
+                            {s.record.scene: s.scene for s in samples if s.scene is not None}) if rinr else None,
         images=None if rinr else [s.image for s in samples],  # type: ignore[misc]
         epoch=epoch, index=index, worker=worker)
 
@@ -217,6 +225,10 @@ class RINRDataset(IterableDataset):
                     raise
                 self._report(f"{exc} (shard skipped)")
                 continue
+            # Scene records ride along as members of some samples; every sample of the shard may use them.
+            scenes = SceneTable(scene_members(raw), ref.url)
+            for sample in raw:
+                sample[SCENES_KEY] = scenes
             if self.shuffle:
                 # Keyed by the shard's file name, not its URL: a mirror or cache gives the same order.
                 random.Random(f"{self.seed}/{self.epoch}/{ref.url.rsplit('/', 1)[-1]}").shuffle(raw)

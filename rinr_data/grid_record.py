@@ -215,3 +215,32 @@ def merged_synthesis(scene: GridRecord, record: GridRecord) -> GridRecord:
                               f"{record.scene!r}")
         merged.append(QuantizedTensor(values.astype(np.int32), base.scale, base.bits))
     return GridRecord(scene.height, scene.width, scene.shape, scene.weight_bits, [], scene.latents, merged)
+
+
+class SceneTable:
+    """Scene records of one shard by id, parsed on first use; a missing or corrupt scene fails only its frames."""
+
+    def __init__(self, blobs: dict[str, bytes], where: str = "this shard") -> None:
+        self.blobs = blobs
+        self.where = where
+        self._parsed: dict[str, GridRecord | FormatError] = {}
+
+    def get(self, name: str) -> GridRecord:
+        """The parsed scene `name` (raises FormatError naming it when absent, corrupt or not the named scene)."""
+        if name not in self._parsed:
+            self._parsed[name] = self._parse(name)
+        found = self._parsed[name]
+        if isinstance(found, FormatError):
+            raise found
+        return found
+
+    def _parse(self, name: str) -> GridRecord | FormatError:
+        blob = self.blobs.get(name)
+        if blob is None:
+            return FormatError(f"record references scene {name!r}, which {self.where} does not hold")
+        if scene_id(blob) != name:
+            return FormatError(f"scene member {name!r} of {self.where} holds the bytes of scene {scene_id(blob)!r}")
+        try:
+            return unpack(blob)
+        except FormatError as exc:
+            return FormatError(f"scene {name!r} of {self.where}: {exc}")

@@ -28,6 +28,7 @@ WORK_DIR = ".rinr-encode"  # resume state, per-shard reports and partial shards 
 IMAGE_EXTENSIONS = {"rinr": "rinr", "jpeg": "jpg", "webp": "webp", "avif": "avif"}
 CODEC_OF_EXTENSION = {v: k for k, v in IMAGE_EXTENSIONS.items()}
 JSON_FIELDS = ("width", "height", "boxes", "labels", "source", "object_psnr", "background_psnr")
+SCENE_EXTENSION = "scene"
 PSNR_LOSSLESS = 999.0
 _KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_/-]*$")
 _SHARD = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{6})\.tar$")
@@ -35,19 +36,27 @@ _SHARD = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{6})\.tar$")
 
 @dataclass
 class ShardSample:
-    """One sample as stored: key, codec ("rinr", "jpeg", ...), image member bytes and its JSON metadata."""
+    """One sample as stored: key, codec ("rinr", "jpeg", ...), image member bytes and its JSON metadata.
+
+    `scenes` (scene mode) are scene records by id, stored as `<key>.<id>.scene` members of the first sample of the
+    shard that uses each scene.
+    """
 
     key: str
     codec: str
     image: bytes
     meta: dict[str, Any]
+    scenes: dict[str, bytes] = field(default_factory=dict)
 
     def members(self) -> dict[str, Any]:
-        """The webdataset sample dict: {"__key__", "<ext>": bytes, "json": bytes}."""
+        """The webdataset sample dict: {"__key__", "<ext>": bytes, "json": bytes, "<id>.scene": bytes...}."""
         if not _KEY.match(self.key) or "." in self.key:
             raise ValueError(f"shard keys must be non-empty and free of dots, got {self.key!r}")
-        return {"__key__": self.key, IMAGE_EXTENSIONS[self.codec]: bytes(self.image),
-                "json": json.dumps(self.meta, sort_keys=True).encode()}
+        members = {"__key__": self.key, IMAGE_EXTENSIONS[self.codec]: bytes(self.image),
+                   "json": json.dumps(self.meta, sort_keys=True).encode()}
+        for scene, blob in sorted(self.scenes.items()):
+            members[f"{scene}.{SCENE_EXTENSION}"] = bytes(blob)
+        return members
 
 
 @dataclass
@@ -250,6 +259,13 @@ def iter_shard(path: str | Path) -> Iterator[dict[str, Any]]:
         raise FormatError(f"{path.name}: not a readable tar file: {exc}") from exc
     if current is not None:
         yield current
+
+
+def scene_members(samples: Iterable[dict[str, Any]]) -> dict[str, bytes]:
+    """Scene records (id -> bytes) carried by the samples of one shard as `<key>.<id>.scene` members."""
+    suffix = "." + SCENE_EXTENSION
+    return {ext[:-len(suffix)]: bytes(data) for sample in samples for ext, data in sample.items()
+            if isinstance(ext, str) and ext.endswith(suffix)}
 
 
 def image_member(sample: dict[str, Any]) -> tuple[str, bytes]:

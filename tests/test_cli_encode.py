@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+import rinr_data as R
 from rinr_data import shards
 from rinr_data.classic import decode_classic
 from rinr_data.cli.encode import main
@@ -211,11 +212,45 @@ def test_usage_errors(tmp_path, capsys):
     assert main([str(tmp_path / "nothing"), str(tmp_path / "o")]) == 2
 
 
-def test_scene_auto_falls_back_to_off(tmp_path, capsys):
+def test_scene_auto_needs_the_grid_preset(tmp_path, capsys):
     src = write_coco(tmp_path / "src", {"img_a": TRUTH["img_a"]})
-    assert main([str(src), str(tmp_path / "out"), "--codec", "jpeg", "--scene", "auto", "--no-progress"]) == 0
-    assert "shards do not carry scene records yet" in capsys.readouterr().err
-    assert shards.read_manifest(tmp_path / "out")["scenes"] is None
+    for extra in (["--codec", "jpeg"], ["--preset", "paper"]):
+        with pytest.raises(SystemExit):
+            main([str(src), str(tmp_path / "out"), *extra, "--scene", "auto", "--no-progress"])
+        assert "scene mode needs codec rinr with the grid preset" in capsys.readouterr().err
+
+
+def test_scene_auto_stores_scene_records_in_the_shards(tmp_path):
+    import torch
+
+    import rinr_data as R
+    from rinr_data.dataset import RINRDataset
+
+    same = {f"f{i}": TRUTH["img_b"] for i in range(5)}  # 5 frames of one static scene
+    src = write_coco(tmp_path / "src", same)
+    out = tmp_path / "out"
+    assert main([str(src), str(out), *FAST, "--scene", "auto", "--batch", "3", "--shard-size", "3"]) == 0
+    assert shards.read_manifest(out)["scenes"] == "in-shard"
+    samples = [s for path in sorted(out.glob("*.tar")) for s in shards.iter_shard(path)]
+    assert [s["__key__"] for s in samples] == [f"f{i}" for i in range(5)]
+    carried = shards.scene_members(samples)
+    names = [json.loads(s["json"])["scene"] for s in samples]
+    assert set(names) == set(carried) and len(carried) >= 2  # batches never share a scene across shards
+    expected = {s["__key__"]: R.decode(s["rinr"], scenes={n: carried[n]}) for s, n in zip(samples, names)}
+    seen = {}
+    for batch in R.RINRLoader(RINRDataset(out, batch_size=2, shuffle=True, device="cpu")):
+        for key, image in zip(batch["keys"], batch["images"]):
+            seen[key] = image
+    assert sorted(seen) == sorted(expected)
+    for key, image in seen.items():
+        assert torch.equal((image * 255).round().to(torch.uint8), expected[key])
+    # The tools resolve the scenes too.
+    from rinr_data.cli.decode import decoded_samples
+    from rinr_data.cli.inspect_shards import inspect
+
+    assert {k: torch.equal(img, expected[k]) for k, img, _ in decoded_samples([out])} == {k: True for k in expected}
+    summary, _ = inspect([out], verify=True)
+    assert summary.decoded == 5 and not summary.failures
 
 
 # ---------------------------------------------------------------------------------------------- resume
@@ -291,3 +326,26 @@ def test_two_rank_torchrun_encode(tmp_path):
         assert {k: v for k, v in dist[key]["json"].items() if "psnr" not in k} == \
                {k: v for k, v in single[key]["json"].items() if "psnr" not in k}
         assert decode(dist[key]["rinr"]).shape == (3, 24, 32)
+
+
+def test_a_frame_whose_scene_is_missing_fails_alone(tmp_path):
+    from rinr_data.dataset import RINRDataset
+
+    same = {f"f{i}": TRUTH["img_b"] for i in range(3)}
+    src = write_coco(tmp_path / "src", same)
+    out = tmp_path / "out"
+    assert main([str(src), str(out), *FAST, "--scene", "auto", "--batch", "2", "--shard-size", "3"]) == 0
+    samples = list(shards.iter_shard(next(out.glob("*.tar"))))
+    lost = next(s for s in samples if any(k.endswith(".scene") for k in s))  # f0 carries the first batch's scene
+    lost_scene = json.loads(lost["json"])["scene"]
+    broken = tmp_path / "broken"
+    kept = [shards.ShardSample(s["__key__"], "rinr", s["rinr"], json.loads(s["json"]),
+                               {k[:-6]: v for k, v in s.items() if k.endswith(".scene") and k[:-6] != lost_scene})
+            for s in samples]
+    shards.write_shard(broken, "shard-000000.tar", kept)
+    orphans = {s["__key__"] for s in samples if json.loads(s["json"])["scene"] == lost_scene}
+    with pytest.raises(R.FormatError, match=f"sample '(f0|f1)'.*{lost_scene}"):
+        list(RINRDataset(str(broken / "shard-000000.tar"), batch_size=1, shuffle=False, device="cpu"))
+    dataset = RINRDataset(str(broken / "shard-000000.tar"), batch_size=1, shuffle=False, device="cpu", on_error="skip")
+    assert {k for batch in dataset for k in batch.keys} == {s["__key__"] for s in samples} - orphans
+    assert dataset.errors == len(orphans)

@@ -11,7 +11,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import FormatError
-from ..shards import find_shards, image_member, iter_shard, sample_json
+from ..shards import find_shards, image_member, iter_shard, sample_json, scene_members
 
 
 def decoded_samples(paths: Sequence[str | Path], device: str = "cpu", batch: int = 16
@@ -22,7 +22,9 @@ def decoded_samples(paths: Sequence[str | Path], device: str = "cpu", batch: int
     shard_paths, _ = find_shards(paths)
     for path in shard_paths:
         pending: list[tuple[str, bytes, dict[str, Any]]] = []
-        for sample in iter_shard(path):
+        samples = list(iter_shard(path))  # whole shard: scene records may ride on any of its samples
+        scenes = scene_members(samples)
+        for sample in samples:
             meta = sample_json(sample)
             codec, data = image_member(sample)
             if codec != "rinr":
@@ -30,24 +32,30 @@ def decoded_samples(paths: Sequence[str | Path], device: str = "cpu", batch: int
                 continue
             pending.append((sample["__key__"], data, meta))
             if len(pending) >= batch:
-                yield from _flush(pending, device, path.name)
+                yield from _flush(pending, device, path.name, scenes)
                 pending = []
-        yield from _flush(pending, device, path.name)
+        yield from _flush(pending, device, path.name, scenes)
 
 
-def _flush(pending: list[tuple[str, bytes, dict[str, Any]]], device: str, shard: str
+def _flush(pending: list[tuple[str, bytes, dict[str, Any]]], device: str, shard: str, scenes: dict[str, bytes]
            ) -> Iterator[tuple[str, Any, dict[str, Any]]]:
     from ..decoder import decode_batch
 
     if not pending:
         return
+
+    def used(items: list[tuple[str, bytes, dict[str, Any]]]) -> dict[str, bytes]:
+        names = {m.get("scene") for _, _, m in items}
+        return {n: scenes[n] for n in names if n in scenes}
+
     try:
-        images = decode_batch([d for _, d, _ in pending], device)
+        images = decode_batch([d for _, d, _ in pending], device, used(pending))
     except FormatError:
-        for key, data, _ in pending:  # name the bad record
+        for item in pending:  # name the bad record
             try:
-                decode_batch([data], device)
+                decode_batch([item[1]], device, used([item]))
             except FormatError as exc:
+                key = item[0]
                 raise FormatError(f"{shard} sample {key}: {exc}") from exc
         raise
     for (key, _, meta), img in zip(pending, images):

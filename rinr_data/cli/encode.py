@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {CodecConfig.pixels_per_step})")
     c.add_argument("--seed", type=int, help=f"fitting seed (default: {CodecConfig.seed})")
     c.add_argument("--scene", choices=SCENE_MODES, default="off",
-                   help="shared scene backgrounds in shards; 'auto' falls back to 'off' until shards carry scene records "
-                        "(scene mode itself: rinr_data.encode_sequence)")
+                   help="'auto': scene mode (grid preset, static cameras): the frames of each --batch share scene "
+                        "background records, stored in their shard; give a large --batch and frames in camera order "
+                        "(default: %(default)s)")
     c.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     c.add_argument("--batch", type=int, default=1, help="frames fitted together per call (default: %(default)s)")
     s = p.add_argument_group("shards")
@@ -107,9 +108,6 @@ def main(argv: Sequence[str] | None = None, *, on_sample: Callable[[int, str], N
     rank, world = init_distributed()
     say = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)
     try:
-        if args.scene == "auto":
-            say("note: shards do not carry scene records yet (rinr_data.encode_sequence does scene mode in Python); "
-                "encoding without scene backgrounds (as --scene off)")
         try:
             source = open_source(args.src, args.format, _classes(args.classes))
         except (SourceError, ValueError) as exc:

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import FormatError
-from ..shards import find_shards, image_member, iter_shard, sample_json, sha256_file, stored_boxes
+from ..grid_record import SceneTable
+from ..shards import find_shards, image_member, iter_shard, sample_json, scene_members, sha256_file, stored_boxes
 
 
 @dataclass
@@ -73,17 +74,22 @@ def _check_record(summary: Summary, shard: str, key: str, data: bytes, meta: dic
     return rec
 
 
-def _decode_group(summary: Summary, shard: str, group: list[tuple[str, Any, dict[str, Any]]], device: str) -> None:
+def _decode_group(summary: Summary, shard: str, group: list[tuple[str, Any, dict[str, Any]]], device: str,
+                  scenes: SceneTable) -> None:
     """Decode parsed records together; on failure decode one by one to name the bad sample."""
     from ..decoder import decode_records
 
+    def used(recs: list[Any]) -> dict[str, Any]:
+        return {r.scene: scenes.get(r.scene) for r in recs if getattr(r, "scene", None) is not None}
+
     try:
-        images = decode_records([rec for _, rec, _ in group], device)
+        recs = [rec for _, rec, _ in group]
+        images = decode_records(recs, device, used(recs))
     except Exception:  # noqa: BLE001 - isolate the failing record below
         images = []
         for key, rec, meta in group:
             try:
-                images.append(decode_records([rec], device)[0])
+                images.append(decode_records([rec], device, used([rec]))[0])
             except Exception as exc:  # noqa: BLE001
                 summary.fail(shard, key, f"decode failed: {type(exc).__name__}: {exc}")
                 images.append(None)
@@ -116,8 +122,11 @@ def inspect(paths: Sequence[str | Path], verify: bool = False, device: str = "cp
             summary.fail(name, None, f"sha256 {sha256_file(path)[:16]}... does not match the manifest's "
                                      f"{entry['sha256'][:16]}...")
         count, pending = 0, []
+        scenes = SceneTable({}, name)
         try:
-            for sample in iter_shard(path):
+            samples = list(iter_shard(path))  # whole shard: scene records may ride on any of its samples
+            scenes = SceneTable(scene_members(samples), name)
+            for sample in samples:
                 count += 1
                 key = sample["__key__"]
                 try:
@@ -141,7 +150,7 @@ def inspect(paths: Sequence[str | Path], verify: bool = False, device: str = "cp
                         if verify:
                             pending.append((key, rec, meta))
                             if len(pending) >= batch:
-                                _decode_group(summary, name, pending, device)
+                                _decode_group(summary, name, pending, device, scenes)
                                 pending = []
                     elif verify:
                         img = decode_classic(data)
@@ -155,7 +164,7 @@ def inspect(paths: Sequence[str | Path], verify: bool = False, device: str = "cp
         except FormatError as exc:
             summary.fail(name, None, str(exc))
         if pending:
-            _decode_group(summary, name, pending, device)
+            _decode_group(summary, name, pending, device, scenes)
         if verify and entry is not None and entry["samples"] != count:
             summary.fail(name, None, f"holds {count} samples, the manifest says {entry['samples']}")
     return summary, manifest
