@@ -13,8 +13,9 @@ from .record import pack as pack_record
 from .record import unpack as unpack_record
 
 __all__ = [
-    "CodecConfig", "SceneConfig", "PRESETS", "encode_sequence", "encode_sequence_frames", "FormatError", "FORMAT_VERSION", "Record", "EncodedFrame",
-    "encode", "encode_batch", "encode_frames", "decode", "decode_batch", "decode_records",
+    "CodecConfig", "SceneConfig", "PRESETS", "FormatError", "FORMAT_VERSION", "Record", "EncodedFrame",
+    "encode", "encode_batch", "encode_frames", "encode_sequence", "encode_sequence_frames",
+    "decode", "decode_batch", "decode_records",
     "pack_record", "unpack_record", "RINRDataset", "RINRLoader", "AugmentConfig",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -209,7 +209,8 @@ def tradeoff_curve(path: Path, config: R.CodecConfig, steps_list: list[int], fra
         encoded = R.encode_frames(images, boxes, config.replace(max_steps=steps))
         per_frame = (time.perf_counter() - t) / len(images)
         lines.append(f"| {steps} | {per_frame:.1f} | {_mean([len(e.blob) for e in encoded]):,.0f} | "
-                     f"{_mean([e.object_psnr for e in encoded]):.2f} | {_mean([e.background_psnr for e in encoded]):.2f} |")
+                     f"{_mean([e.object_psnr for e in encoded]):.2f} | "
+                     f"{_mean([e.background_psnr for e in encoded]):.2f} |")
         print(lines[-1], flush=True)
     return "\n".join(lines)
 
@@ -264,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.curve:
         ds = args.datasets.split(",")[0]
         text = tradeoff_curve(args.data / ds, config, [int(v) for v in args.curve.split(",")], args.frames)
-        report = (f"Measured by `tools/bench_codec.py --curve {args.curve}` on {machine()}, {time.strftime('%Y-%m-%d')}: "
+        report = (f"Measured by `tools/bench_codec.py --curve {args.curve}` on {machine()}, "
+                  f"{time.strftime('%Y-%m-%d')}: "
                   f"preset `{config.preset}`, {args.frames} {ds} frame(s) fitted together, targets object "
                   f"{config.object_psnr} / background {config.background_psnr} dB.\n\n{text}\n")
         print(report)
