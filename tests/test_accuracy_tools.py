@@ -66,3 +66,17 @@ def test_bench_accuracy_rewrites_only_its_own_section(tmp_path):
     text = doc.read_text()
     assert "second" in text and "first" not in text and text.count(bench.HEADING) == 1
     assert text.startswith(before.rstrip("\n"))
+
+
+def test_bench_accuracy_preset_syntax_and_named_sections(tmp_path):
+    bench = tool("bench_accuracy")
+    assert bench.parse_preset("grid") == ("grid", None, None)
+    assert bench.parse_preset(" grid:600@33/30.5 ") == ("grid", 600, (33.0, 30.5))
+    assert bench.parse_preset("paper:1000") == ("paper", 1000, None)
+    doc = tmp_path / "BENCHMARKS.md"
+    bench.write_section("main table", doc)
+    bench.write_section("bg 30 table", doc, "bg30")
+    bench.write_section("main again", doc)
+    text = doc.read_text()
+    assert "main again" in text and "main table" not in text and "bg 30 table" in text
+    assert text.count("<!-- bench_accuracy:bg30:begin -->") == 1

@@ -69,19 +69,20 @@ def prepare(data: Path, args: argparse.Namespace, device: torch.device) -> tuple
     work = args.work / data.name
     max_side = args.max_side or None
     rinr_conditions, encode_s = [], {}
-    for preset, steps in args.presets:
+    for preset, steps, psnr in args.presets:
         t = time.perf_counter()
+        targets = dict(object_psnr=psnr[0], background_psnr=psnr[1]) if psnr else {}
         codec = CodecConfig(preset=preset, max_steps=steps or args.fit_steps, pixels_per_step=args.pixels_per_step,
-                            device=str(device))
+                            device=str(device), **targets)
         rinr_dir = work / (f"rinr-{preset}-s{codec.max_steps}-p{args.pixels_per_step}-m{args.max_side}"
-                           f"-t{len(train.items)}")
+                           f"-t{len(train.items)}" + (f"-o{psnr[0]:g}-b{psnr[1]:g}" if psnr else ""))
         print(f"{data.name}: encoding {len(train.items)} training frames to RINR preset {preset} ({codec.max_steps} "
               f"steps, {args.batch} frames per call, on {device}) ...", flush=True)
         encode_dataset(train, rinr_dir, ConvertConfig(codec_config=codec, max_side=max_side, batch=args.batch,
                                                       shard_size=args.shard_size), progress=not args.quiet)
         encode_s[preset] = time.perf_counter() - t
-        rinr_conditions.append(Condition(f"rinr-{preset}", f"RINR {preset}, {codec.max_steps} steps", rinr_dir,
-                                         RINRDataModule, shard_stats(rinr_dir)))
+        label = f"RINR {preset}, {codec.max_steps} steps" + (f", targets {psnr[0]:g}/{psnr[1]:g} dB" if psnr else "")
+        rinr_conditions.append(Condition(f"rinr-{preset}", label, rinr_dir, RINRDataModule, shard_stats(rinr_dir)))
     rinr = rinr_conditions[0].stats
     scan = QualityScan(load_samples(train, max_side=max_side))
     by_psnr = scan.at_object_psnr(rinr.object_psnr) or scan(100)
@@ -136,9 +137,23 @@ def machine(device: torch.device) -> str:
             f"torch {torch.__version__}")
 
 
-def write_section(text: str, path: Path) -> None:
-    """Put `text` between this tool's markers under the Accuracy parity heading; other sections stay as they are."""
-    replace_section(path, MARK_BEGIN, MARK_END, text, HEADING)
+def write_section(text: str, path: Path, section: str | None = None) -> None:
+    """Put `text` between this tool's markers (of `section`, if named) under the Accuracy parity heading; other
+    sections stay as they are."""
+    begin, end = (MARK_BEGIN, MARK_END) if section is None else (f"<!-- bench_accuracy:{section}:begin -->",
+                                                                 f"<!-- bench_accuracy:{section}:end -->")
+    replace_section(path, begin, end, text, HEADING if section is None else f"### Accuracy parity: {section}")
+
+
+def parse_preset(text: str) -> tuple[str, int | None, tuple[float, float] | None]:
+    """`PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB]` -> (preset, steps or None, PSNR targets or None)."""
+    head, _, targets = text.strip().partition("@")
+    name, _, steps = head.partition(":")
+    psnr = None
+    if targets:
+        obj, _, bg = targets.partition("/")
+        psnr = (float(obj), float(bg))
+    return name, int(steps) if steps else None, psnr
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -155,8 +170,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-3, help="detector AdamW peak learning rate (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="train without flip/scale/colour augmentation")
     p.add_argument("--presets", default="grid,paper",
-                   help="RINR presets, one condition each, optionally PRESET:STEPS to set that preset's fitting steps; "
-                        "JPEG is matched to the first (default: %(default)s)")
+                   help="RINR presets, one condition each, as PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB] to set that "
+                        "preset's fitting steps and PSNR targets; JPEG is matched to the first (default: %(default)s)")
     p.add_argument("--fit-steps", type=int, default=None, help="RINR fitting step budget (default: each preset's)")
     p.add_argument("--pixels-per-step", type=int, default=CodecConfig.pixels_per_step,
                    help="paper preset: RINR pixels per fitting step (default: %(default)s)")
@@ -166,12 +181,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto: fitting, decode and training")
     p.add_argument("--work", type=Path, default=ROOT / "out" / "bench-accuracy", help="shard folder (kept)")
     p.add_argument("--write", action="store_true", help=f"put the table in {DOC.relative_to(ROOT)}")
+    p.add_argument("--section", default=None, help="with --write: a named section of its own, beside the main one")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     args.data = args.data or [ROOT.parent / "shared" / "data" / "vtest-long"]
     args.seeds = [int(s) for s in args.seeds.split(",")]
-    args.presets = [(name.strip(), int(steps) if steps else None) for name, _, steps in
-                    (p.partition(":") for p in args.presets.split(",") if p.strip())]
+    args.presets = [parse_preset(p) for p in args.presets.split(",") if p.strip()]
     return args
 
 
@@ -206,13 +221,13 @@ def main(argv: list[str] | None = None) -> int:
               f"augmentation {'on' if settings.augment else 'off'}; "
               f"seeds {', '.join(map(str, args.seeds))} (paired); every model evaluated on the original validation "
               f"frames (lossless WebP)\n"
-            + f"- RINR: presets {', '.join(p for p, _ in args.presets)} at their default PSNR targets, fitting steps "
-              f"as labelled; paper preset {args.pixels_per_step} pixels per step\n"
+            + f"- RINR: presets {', '.join(p for p, _, _ in args.presets)}, fitting steps and PSNR targets as "
+              f"labelled (else the preset's); paper preset {args.pixels_per_step} pixels per step\n"
               "- mAP: mean ± sample standard deviation over the seeds\n\n"
             + header + "\n" + "\n".join(rows))
     print("\n" + text)
     if args.write:
-        write_section(text, DOC)
+        write_section(text, DOC, args.section)
         print(f"\nwritten to {DOC}")
     return 0
 
