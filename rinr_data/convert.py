@@ -23,7 +23,6 @@ from .classic import CLASSIC_CODECS, decode_classic, encode_classic, quality_ran
 from .config import CodecConfig
 from .encoder import encode_frames
 from .grid_encoder import encode_sequence_frames
-from .grid_record import unpack
 from .frames import to_chw_uint8
 from .metrics import region_psnr
 from .record import FORMAT_VERSION
@@ -213,7 +212,7 @@ def rinr_encoder(config: CodecConfig, scene: bool = False) -> Encoder:
                                       f.background_psnr)
             carried = {}
             if scene:
-                meta["scene"] = unpack(f.blob).scene
+                meta["scene"] = f.scene
                 if meta["scene"] in scenes:
                     carried = {meta["scene"]: scenes.pop(meta["scene"])}
             out.append(shards.ShardSample(s.item.key, "rinr", f.blob, meta, carried))

@@ -36,6 +36,7 @@ class EncodedFrame:
     object_psnr: float
     background_psnr: float
     steps: dict[str, int]
+    scene: str | None = None  # scene mode: the id of the scene record this frame's record builds on
 
 
 def _settings(config: CodecConfig, target: float, salt: int) -> FitSettings:

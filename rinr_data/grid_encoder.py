@@ -53,11 +53,12 @@ def _record(frame: torch.Tensor, boxes: np.ndarray, fit: GridFit, config: CodecC
 def _measure(blobs: list[bytes], frames: list[torch.Tensor], boxes: list[np.ndarray], device: torch.device,
              steps: int, scenes: dict[str, GridRecord] | None = None) -> list[EncodedFrame]:
     """Quality of the records as shipped: parse the bytes back and decode them."""
-    decoded = decode_records([grid_record.unpack(b) for b in blobs], device, scenes)
+    records = [grid_record.unpack(b) for b in blobs]
+    decoded = decode_records(records, device, scenes)
     result = []
-    for blob, f, b, img in zip(blobs, frames, boxes, decoded):
+    for blob, rec, f, b, img in zip(blobs, records, frames, boxes, decoded):
         q = region_psnr(f, img.cpu(), b)
-        result.append(EncodedFrame(blob, b, q.full, q.objects, q.background, {"grid": steps}))
+        result.append(EncodedFrame(blob, b, q.full, q.objects, q.background, {"grid": steps}, rec.scene))
     return result
 
 
@@ -94,8 +95,8 @@ def _fit_scene(frames: list[torch.Tensor], boxes: list[np.ndarray], config: Code
     target = GridTarget(background.to(torch.float32) / 255, torch.zeros(background.shape[1:], dtype=torch.bool),
                         config.object_psnr, config.background_psnr + scene.psnr_margin)
     fit = fit_grids(config.grid, [target], _settings(config, salt), device, on_step)[0]
-    blob = grid_record.pack(_record(background, np.zeros((0, 4)), fit, config))
-    return blob, grid_record.unpack(blob)
+    record = _record(background, np.zeros((0, 4)), fit, config)
+    return grid_record.pack(record), record
 
 
 def encode_sequence(images: Sequence[Any], boxes_list: Sequence[Any], config: CodecConfig | None = None,
