@@ -15,11 +15,10 @@ import torch
 
 from . import record as record_format
 from .devices import resolve_device
-from .errors import FormatError
 from .frames import box_region
 from .grid import GridShape, Layers
 from .grid import render as render_grid
-from .grid_record import GridRecord, resolve
+from .grid_record import GridRecord, SceneTable, resolve
 from .quantize import QuantizedINR, stack_params
 from .siren import Params, SirenShape, render
 
@@ -197,14 +196,8 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
 
 def parse_scenes(scenes: dict[str, bytes] | None) -> dict[str, GridRecord]:
     """Parse scene records given by id, checking each id against the bytes it names (raises FormatError)."""
-    from .grid_record import scene_id, unpack
-
-    parsed = {}
-    for name, blob in (scenes or {}).items():
-        if scene_id(blob) != name:
-            raise FormatError(f"scene {name!r}: the bytes given are scene {scene_id(blob)!r}")
-        parsed[name] = unpack(blob)
-    return parsed
+    table = SceneTable(scenes or {}, "the scenes given")
+    return {name: table.get(name) for name in table.blobs}
 
 
 def decode_records(records: Sequence[AnyRecord], device: str | torch.device = "cpu",

@@ -239,7 +239,7 @@ class SceneTable:
         if blob is None:
             return FormatError(f"record references scene {name!r}, which {self.where} does not hold")
         if scene_id(blob) != name:
-            return FormatError(f"scene member {name!r} of {self.where} holds the bytes of scene {scene_id(blob)!r}")
+            return FormatError(f"scene {name!r} of {self.where}: the bytes given are scene {scene_id(blob)!r}")
         try:
             return unpack(blob)
         except FormatError as exc:
