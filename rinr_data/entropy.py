@@ -6,6 +6,7 @@ import math
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 from .errors import FormatError
 
@@ -170,6 +171,7 @@ def coder_id(name: str) -> int:
 # Laplace-coded chunks (latent-grid records): each chunk is integers in [-bound, bound], one zero-mean Laplace scale
 # per integer. One ANS stack carries all chunks, pushed in reverse so the decoder pops them in order.
 LaplaceChunk = tuple[np.ndarray, np.ndarray, int]  # values (int), per-value scales (float64), bound
+MIN_LAPLACE_SCALE = 0.01
 
 
 def laplace_compress(chunks: Sequence[LaplaceChunk]) -> bytes:
@@ -212,18 +214,26 @@ def laplace_decompress(data: bytes, specs: Sequence[tuple[np.ndarray, int]]) -> 
     return out
 
 
-def laplace_scale(values: np.ndarray, floor: float = 0.01) -> float:
+def laplace_bits(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Bits of integers (or noisy reals) under a zero-mean Laplace of `scale` integrated over unit bins."""
+    scale = scale.clamp_min(MIN_LAPLACE_SCALE)
+    a = values.abs()
+    # P(|x| in bin) written with exp(-(|x|-0.5)/b) so it stays accurate far in the tail.
+    upper = torch.exp(-(a + 0.5) / scale)
+    lower = torch.exp(-(a - 0.5).clamp_min(0) / scale)
+    prob = torch.where(a < 0.5, 1 - upper, 0.5 * (lower - upper))
+    return -torch.log2(prob.clamp_min(1e-12))
+
+
+def laplace_scale(values: np.ndarray, floor: float = MIN_LAPLACE_SCALE) -> float:
     """The float16 Laplace scale that codes `values` in the fewest bits (searched, so encoder-side only)."""
-    values = np.abs(np.asarray(values, np.float64).reshape(-1))
+    values = torch.from_numpy(np.abs(np.asarray(values, np.float64).reshape(-1)))
     if len(values) == 0:
         return 1.0
     best, best_bits = 1.0, math.inf
-    for s in np.float16(np.geomspace(floor, max(4 * values.mean(), 2 * floor), 48)):
+    for s in np.float16(np.geomspace(floor, max(4 * float(values.mean()), 2 * floor), 48)):
         s = max(float(s), floor)
-        upper = np.exp(-(values + 0.5) / s)
-        lower = np.exp(-np.maximum(values - 0.5, 0) / s)
-        p = np.where(values < 0.5, 1 - upper, 0.5 * (lower - upper))
-        bits = -np.log2(np.maximum(p, 1e-12)).sum()
+        bits = float(laplace_bits(values, torch.tensor(s, dtype=torch.float64)).sum())
         if bits < best_bits:
             best, best_bits = s, bits
     return best

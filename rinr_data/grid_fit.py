@@ -14,17 +14,15 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
+from .entropy import laplace_bits
 from .grid import GridShape, Layers, init_layers, level_masks, render
-from .metrics import mse_to_psnr
 
 # Targets are aimed this far above the asked PSNR so uint8 rounding at decode does not pull a region below it.
 PSNR_MARGIN = 0.15
 # Start of both Lagrange weights (1 / lambda of a classic rate-distortion loss) and their log-step per dB of error.
 INITIAL_WEIGHT = 150.0
 DUAL_STEP = 0.004
-MIN_LAPLACE_SCALE = 0.01
 
 
 @dataclass(frozen=True)
@@ -70,17 +68,6 @@ class GridFit:
     latents: list[torch.Tensor]
     layers: Layers
     steps: int
-
-
-def laplace_bits(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Bits of integers (or noisy reals) under a zero-mean Laplace of `scale` integrated over unit bins."""
-    scale = scale.clamp_min(MIN_LAPLACE_SCALE)
-    a = values.abs()
-    # P(|x| in bin) written with exp(-(|x|-0.5)/b) so it stays accurate far in the tail.
-    upper = torch.exp(-(a + 0.5) / scale)
-    lower = torch.exp(-(a - 0.5).clamp_min(0) / scale)
-    prob = torch.where(a < 0.5, 1 - upper, 0.5 * (lower - upper))
-    return -torch.log2(prob.clamp_min(1e-12))
 
 
 def fake_quantize(x: torch.Tensor, bits: int, step: torch.Tensor | None = None) -> torch.Tensor:

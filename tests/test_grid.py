@@ -11,7 +11,7 @@ import torch
 import rinr_data as R
 from rinr_data import entropy, grid_record
 from rinr_data.grid import GridShape, level_masks
-from rinr_data.grid_fit import laplace_bits
+from rinr_data.entropy import laplace_bits
 from rinr_data.metrics import region_psnr
 from rinr_data.quantize import QuantizedTensor
 
