@@ -59,11 +59,8 @@ def encode_frames(images: Sequence[Any], boxes_list: Sequence[Any], config: Code
         from .grid_encoder import encode_grid_frames  # builds on this module's EncodedFrame
 
         return encode_grid_frames(images, boxes_list, config, progress)
-    if len(images) != len(boxes_list):
-        raise ValueError(f"{len(images)} images but {len(boxes_list)} box lists")
     device = resolve_device(config.device)
-    frames = [to_chw_uint8(img) for img in images]
-    boxes = [clip_boxes(b, f.shape[1], f.shape[2]) for f, b in zip(frames, boxes_list)]
+    frames, boxes = prepare_frames(images, boxes_list)
     bar = ProgressBar(progress, len(frames))
 
     bg_targets = []
@@ -100,12 +97,27 @@ def encode_frames(images: Sequence[Any], boxes_list: Sequence[Any], config: Code
     bar.close()
 
     blobs = [record_format.pack(r) for r in records]
-    # Quality is measured on the records as shipped: parse the bytes back and decode them.
-    decoded = decode_records([record_format.unpack(b) for b in blobs], device)
+    return measure_records(blobs, frames, boxes, device, [steps[fi] for fi in range(len(frames))])
+
+
+def prepare_frames(images: Sequence[Any], boxes_list: Sequence[Any]) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+    """Frames as uint8 [3, H, W] and their boxes clipped to them (raises for mismatched or bad input)."""
+    if len(images) != len(boxes_list):
+        raise ValueError(f"{len(images)} images but {len(boxes_list)} box lists")
+    frames = [to_chw_uint8(img) for img in images]
+    return frames, [clip_boxes(b, f.shape[1], f.shape[2]) for f, b in zip(frames, boxes_list)]
+
+
+def measure_records(blobs: Sequence[bytes], frames: Sequence[torch.Tensor], boxes: Sequence[np.ndarray],
+                    device: torch.device, steps: Sequence[dict[str, int]], scenes: dict | None = None,
+                    ) -> list[EncodedFrame]:
+    """What each record achieves as shipped: parse the bytes back, decode them (with `scenes`), measure PSNR."""
+    records = [record_format.unpack(b) for b in blobs]
+    decoded = decode_records(records, device, scenes)
     result = []
-    for fi, (blob, f, b, img) in enumerate(zip(blobs, frames, boxes, decoded)):
+    for blob, rec, f, b, img, st in zip(blobs, records, frames, boxes, decoded, steps):
         q = region_psnr(f, img.cpu(), b)
-        result.append(EncodedFrame(blob, b, q.full, q.objects, q.background, steps[fi]))
+        result.append(EncodedFrame(blob, b, q.full, q.objects, q.background, st, getattr(rec, "scene", None)))
     return result
 
 

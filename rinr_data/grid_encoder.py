@@ -11,11 +11,11 @@ from . import grid_record
 from .config import CodecConfig, SceneConfig
 from .decoder import decode_records
 from .devices import resolve_device
-from .encoder import EncodedFrame, ProgressBar
-from .frames import box_mask, clip_boxes, to_chw_uint8
+from .encoder import EncodedFrame, ProgressBar, measure_records, prepare_frames
+from .frames import box_mask
 from .grid_fit import GridFit, GridFitSettings, GridTarget, SceneBase, fit_grids
 from .grid_record import GridRecord, quantize_synthesis, scene_id
-from .metrics import psnr, region_psnr
+from .metrics import psnr
 
 
 def _settings(config: CodecConfig, salt: int = 0) -> GridFitSettings:
@@ -24,13 +24,9 @@ def _settings(config: CodecConfig, salt: int = 0) -> GridFitSettings:
 
 
 def _prepare(images: Sequence[Any], boxes_list: Sequence[Any]) -> tuple[list[torch.Tensor], list[np.ndarray]]:
-    if len(images) != len(boxes_list):
-        raise ValueError(f"{len(images)} images but {len(boxes_list)} box lists")
-    frames = [to_chw_uint8(img) for img in images]
+    frames, boxes = prepare_frames(images, boxes_list)
     # Boxes are stored as float32: round them first so encoder and decoder derive the same box masks.
-    boxes = [clip_boxes(b, f.shape[1], f.shape[2]).astype(np.float32).astype(np.float64)
-             for f, b in zip(frames, boxes_list)]
-    return frames, boxes
+    return frames, [b.astype(np.float32).astype(np.float64) for b in boxes]
 
 
 def _record(frame: torch.Tensor, boxes: np.ndarray, fit: GridFit, config: CodecConfig,
@@ -50,18 +46,6 @@ def _record(frame: torch.Tensor, boxes: np.ndarray, fit: GridFit, config: CodecC
     return GridRecord(h, w, config.grid, config.weight_bits, box_list, latents, None, name, deltas)
 
 
-def _measure(blobs: list[bytes], frames: list[torch.Tensor], boxes: list[np.ndarray], device: torch.device,
-             steps: int, scenes: dict[str, GridRecord] | None = None) -> list[EncodedFrame]:
-    """Quality of the records as shipped: parse the bytes back and decode them."""
-    records = [grid_record.unpack(b) for b in blobs]
-    decoded = decode_records(records, device, scenes)
-    result = []
-    for blob, rec, f, b, img in zip(blobs, records, frames, boxes, decoded):
-        q = region_psnr(f, img.cpu(), b)
-        result.append(EncodedFrame(blob, b, q.full, q.objects, q.background, {"grid": steps}, rec.scene))
-    return result
-
-
 def _targets(frames: list[torch.Tensor], boxes: list[np.ndarray], config: CodecConfig,
              base: SceneBase | None = None) -> list[GridTarget]:
     return [GridTarget(f.to(torch.float32) / 255, box_mask(b, f.shape[1], f.shape[2]), config.object_psnr,
@@ -78,7 +62,7 @@ def encode_grid_frames(images: Sequence[Any], boxes_list: Sequence[Any], config:
                      on_step=bar.step("latent grids"))
     bar.close()
     blobs = [grid_record.pack(_record(f, b, fit, config)) for f, b, fit in zip(frames, boxes, fits)]
-    return _measure(blobs, frames, boxes, device, config.max_steps)
+    return measure_records(blobs, frames, boxes, device, [{"grid": config.max_steps}] * len(frames))
 
 
 def _scene_background(frames: list[torch.Tensor], boxes: list[np.ndarray]) -> torch.Tensor:
@@ -153,8 +137,8 @@ def encode_sequence_frames(images: Sequence[Any], boxes_list: Sequence[Any], con
                                                base), _settings(config, 1), device, bar.step(f"frames of {name}"))
         blobs = [grid_record.pack(_record(frames[i], boxes[i], fit, config, (name, scene)))
                  for i, fit in zip(members, fits)]
-        measured = _measure(blobs, [frames[i] for i in members], [boxes[i] for i in members], device,
-                            config.max_steps, parsed)
+        measured = measure_records(blobs, [frames[i] for i in members], [boxes[i] for i in members], device,
+                                   [{"grid": config.max_steps}] * len(members), parsed)
         for i, m in zip(members, measured):
             encoded[i] = m
     bar.close()
