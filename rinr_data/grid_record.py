@@ -73,11 +73,12 @@ def quantize_synthesis(layers: Layers, bits: int) -> list[QuantizedTensor]:
     return [quantize_tensor(t[0], bits) for pair in layers for t in pair]
 
 
-def _latent_specs(shape: GridShape, height: int, width: int, boxes: list, scales: np.ndarray,
-                  bounds: list[int]) -> list[tuple[np.ndarray, int]]:
-    masks = level_masks(box_mask(boxes, height, width), shape)
-    return [(np.where(m.numpy(), scales[lv, 0], scales[lv, 1]).astype(np.float64), bounds[lv])
-            for lv, m in enumerate(masks)]
+def _level_masks(shape: GridShape, height: int, width: int, boxes: list) -> list[np.ndarray]:
+    return [m.numpy() for m in level_masks(box_mask(boxes, height, width), shape)]
+
+
+def _latent_specs(masks: list[np.ndarray], scales: np.ndarray, bounds: list[int]) -> list[tuple[np.ndarray, int]]:
+    return [(np.where(m, scales[lv, 0], scales[lv, 1]).astype(np.float64), bounds[lv]) for lv, m in enumerate(masks)]
 
 
 def pack(record: GridRecord) -> bytes:
@@ -92,17 +93,15 @@ def pack(record: GridRecord) -> bytes:
         name = record.scene.encode("ascii")
         parts.append(struct.pack("<B", len(name)) + name)
     parts += [_BOX.pack(*b) for b in record.boxes]
-    masks = level_masks(box_mask(record.boxes, record.height, record.width), shape)
+    masks = _level_masks(shape, record.height, record.width, record.boxes)
     scales = np.zeros((shape.levels, 2))
     bounds = []
     for lv, (lat, m) in enumerate(zip(record.latents, masks)):
-        m = m.numpy()
         scales[lv] = [entropy.laplace_scale(lat[m]), entropy.laplace_scale(lat[~m])]
         bounds.append(int(np.abs(lat).max(initial=0)))
         parts.append(_LEVEL.pack(*scales[lv], bounds[-1]))
     scales = scales.astype(np.float16).astype(np.float64)
-    chunks = [(lat, s, b) for lat, (s, b) in zip(record.latents, _latent_specs(
-        shape, record.height, record.width, record.boxes, scales, bounds))]
+    chunks = [(lat, s, b) for lat, (s, b) in zip(record.latents, _latent_specs(masks, scales, bounds))]
     qmax = 2 ** (record.weight_bits - 1) - 1
     if record.scene is None:
         for t in record.synthesis or []:
@@ -161,7 +160,7 @@ def unpack(blob: bytes) -> GridRecord:
     bounds = [int(r[2]) for r in level_rows]
     if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
         raise FormatError("latent level table holds a non-positive or non-finite scale")
-    specs = _latent_specs(shape, h, w, boxes, scales, bounds)
+    specs = _latent_specs(_level_masks(shape, h, w, boxes), scales, bounds)
     sizes = shape.level_sizes(h, w)
     counts = [n for fi, fo in shape.layer_dims() for n in (fi * fo, fo)]
     qmax = 2 ** (bits - 1) - 1
