@@ -8,7 +8,6 @@ before allocating and raises FormatError naming what is wrong.
 from __future__ import annotations
 
 import hashlib
-import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from .errors import FormatError
 from .frames import box_mask
 from .grid import GridShape, Layers, level_masks
 from .quantize import QuantizedTensor, quantize_tensor
-from .record import _CRC, _HEADER, _LENGTH, CODEC_IDS, FORMAT_VERSION, MAGIC, MAX_BOXES, MAX_SIDE, Reader, read_header
+from .record import _CRC, _HEADER, _LENGTH, CODEC_IDS, FORMAT_VERSION, MAGIC, Reader, check_box, check_frame, read_header
 
 CODEC = "latent-grid"
 FLAG_SCENE_REF = 1
@@ -126,12 +125,9 @@ def unpack(blob: bytes) -> GridRecord:
         raise FormatError(f"codec {head['codec']!r} is not {CODEC!r}")
     body = Reader.checked_body(blob)
     h, w, n_boxes, flags = head["height"], head["width"], head["n_boxes"], head["flags"]
-    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
-        raise FormatError(f"image size {w}x{h} out of bounds (1..{MAX_SIDE})")
+    check_frame(h, w, n_boxes)
     if h * w > MAX_PIXELS:
         raise FormatError(f"image size {w}x{h} exceeds the latent-grid limit of {MAX_PIXELS} pixels")
-    if n_boxes > MAX_BOXES:
-        raise FormatError(f"{n_boxes} boxes exceed the limit of {MAX_BOXES}")
     if flags & ~FLAG_SCENE_REF or head["w0"] != 0.0 or head["coder"] != ANS:
         raise FormatError(f"latent-grid header has flags {flags}, w0 {head['w0']}, coder {head['coder']}; "
                           f"expected flags <= {FLAG_SCENE_REF}, w0 0, coder {ANS} (ans)")
@@ -152,9 +148,8 @@ def unpack(blob: bytes) -> GridRecord:
             raise FormatError(f"scene id {raw!r} is not 1..{MAX_SCENE_ID} ASCII letters and digits")
         scene = raw.decode()
     boxes = [reader.unpack(_BOX, "box table") for _ in range(n_boxes)]
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-            raise FormatError(f"box {i}: {[x0, y0, x1, y1]} is not a positive-area box inside {w}x{h}")
+    for i, box in enumerate(boxes):
+        check_box(i, box, h, w)
     level_rows = [reader.unpack(_LEVEL, "latent level table") for _ in range(levels)]
     scales = np.asarray([r[:2] for r in level_rows], np.float64)
     bounds = [int(r[2]) for r in level_rows]

@@ -152,6 +152,23 @@ def _parse_shape(width: int, depth: int, bits: int, what: str) -> tuple[SirenSha
     return SirenShape(width=width, depth=depth), first, rest
 
 
+def check_frame(height: int, width: int, n_boxes: int) -> None:
+    """Frame size and box count bounds shared by every codec (raises FormatError)."""
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise FormatError(f"image size {width}x{height} out of bounds (1..{MAX_SIDE})")
+    if n_boxes > MAX_BOXES:
+        raise FormatError(f"{n_boxes} boxes exceed the limit of {MAX_BOXES}")
+
+
+def check_box(index: int, box: tuple[float, float, float, float], height: int, width: int) -> None:
+    """A stored box must be finite, ordered and inside the frame (raises FormatError)."""
+    if not all(math.isfinite(v) for v in box):
+        raise FormatError(f"box {index}: non-finite coordinate")
+    x0, y0, x1, y1 = box
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise FormatError(f"box {index}: {list(box)} is not a positive-area box inside {width}x{height}")
+
+
 def unpack(blob: bytes) -> "Record | GridRecord":
     """Parse and validate a record of any codec (raises FormatError for anything malformed)."""
     head = read_header(blob)
@@ -161,10 +178,7 @@ def unpack(blob: bytes) -> "Record | GridRecord":
         return unpack_grid(blob)
     body = Reader.checked_body(blob)
     h, w, n_boxes = head["height"], head["width"], head["n_boxes"]
-    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
-        raise FormatError(f"image size {w}x{h} out of bounds (1..{MAX_SIDE})")
-    if n_boxes > MAX_BOXES:
-        raise FormatError(f"{n_boxes} boxes exceed the limit of {MAX_BOXES}")
+    check_frame(h, w, n_boxes)
     if not (math.isfinite(head["w0"]) and 0 < head["w0"] <= 1000):
         raise FormatError(f"w0 {head['w0']} out of bounds")
     reader = Reader(body, _HEADER.size)
@@ -174,11 +188,8 @@ def unpack(blob: bytes) -> "Record | GridRecord":
               for i in range(n_boxes + 1)]
     boxes = [reader.unpack(_BOX, "box table") for _ in range(n_boxes)]
     for i, (x0, y0, x1, y1, q) in enumerate(boxes):
-        if not all(math.isfinite(v) for v in (x0, y0, x1, y1, q)):
-            raise FormatError(f"box {i}: non-finite coordinate or scale")
-        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-            raise FormatError(f"box {i}: {[x0, y0, x1, y1]} is not a positive-area box inside {w}x{h}")
-        if not 0 < q <= 2:
+        check_box(i, (x0, y0, x1, y1), h, w)
+        if not (math.isfinite(q) and 0 < q <= 2):
             raise FormatError(f"box {i}: residual scale {q} out of bounds (0, 2]")
     bits = [b for shape, first, rest in shapes for b in tensor_bits(shape, rest, first)]
     counts = [n for shape, _, _ in shapes for fi, fo in shape.layer_dims() for n in (fi * fo, fo)]
