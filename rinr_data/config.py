@@ -11,7 +11,7 @@ from .siren import SirenShape
 PRESETS = ("grid", "paper")
 DEFAULT_PRESET = "grid"
 # Fields left as None take their preset's value (measured in docs/BENCHMARKS.md).
-PRESET_DEFAULTS: dict[str, dict[str, float]] = {
+PRESET_DEFAULTS: dict[str, dict[str, float | int]] = {
     "grid": dict(object_psnr=33.0, background_psnr=25.0, max_steps=1500, lr=0.03),
     "paper": dict(object_psnr=35.0, background_psnr=26.0, max_steps=2000, lr=1e-3),
 }
@@ -108,7 +108,7 @@ class CodecConfig:
             raise ValueError(f"unknown preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
         for name, value in PRESET_DEFAULTS[self.preset].items():
             if getattr(self, name) is None:
-                object.__setattr__(self, name, type(value)(value) if name != "max_steps" else int(value))
+                object.__setattr__(self, name, value)
         if self.max_steps < 1 or self.eval_every < 1 or self.pixels_per_step < 1:
             raise ValueError("max_steps, eval_every and pixels_per_step must be >= 1")
         for name in ("weight_bits", "first_layer_bits"):

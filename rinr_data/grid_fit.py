@@ -67,7 +67,6 @@ class GridFit:
 
     latents: list[torch.Tensor]
     layers: Layers
-    steps: int
 
 
 def fake_quantize(x: torch.Tensor, bits: int, step: torch.Tensor | None = None) -> torch.Tensor:
@@ -180,7 +179,7 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
         for i in range(count):
             lat = [torch.round(l[i, 0]).detach().cpu() for l in latents]
             lay = [(wt[i:i + 1].detach().cpu(), b[i:i + 1].detach().cpu()) for wt, b in layers]
-            fits.append(GridFit(lat, lay, settings.steps))
+            fits.append(GridFit(lat, lay))
     return fits
 
 

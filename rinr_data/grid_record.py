@@ -20,7 +20,8 @@ from .errors import FormatError
 from .frames import box_mask
 from .grid import GridShape, Layers, level_masks
 from .quantize import QuantizedTensor, quantize_tensor
-from .record import _CRC, _HEADER, _LENGTH, CODEC_IDS, FORMAT_VERSION, MAGIC, Reader, check_box, check_frame, read_header
+from .record import (_CRC, _HEADER, _LENGTH, CODEC_IDS, FORMAT_VERSION, MAGIC, Reader, check_box, check_frame,
+                     read_header)
 
 CODEC = "latent-grid"
 FLAG_SCENE_REF = 1
