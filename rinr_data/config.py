@@ -33,7 +33,7 @@ PAPER_OBJECT_CLASSES = (
     ObjectSizeClass(float("inf"), SirenShape(width=24, depth=5)),
 )
 PAPER_BACKGROUND = SirenShape(width=28, depth=10)
-DEFAULT_GRID = GridShape(levels=6, hidden=(16, 16))
+DEFAULT_GRID = GridShape(levels=6, hidden=(16, 16), box_levels=2)
 # Fields a preset does not read: they do not decide its bytes (resume checks and manifests leave them out).
 UNUSED_FIELDS = {
     "grid": ("pixels_per_step", "eval_every", "first_layer_bits", "entropy_coder", "w0", "background",

@@ -168,60 +168,77 @@ def coder_id(name: str) -> int:
 
 
 
-# Laplace-coded chunks (latent-grid records): each chunk is integers in [-bound, bound], one zero-mean Laplace scale
-# per integer. One ANS stack carries all chunks, pushed in reverse so the decoder pops them in order.
-LaplaceChunk = tuple[np.ndarray, np.ndarray, int]  # values (int), per-value scales (float64), bound
+# Laplace-coded chunks (latent-grid records): each chunk is integers in [-bound, bound], one Laplace scale (and,
+# optionally, one mean) per integer. One ANS stack carries all chunks, pushed in reverse so the decoder pops them in
+# order; `LaplaceReader` pops them one at a time, so a chunk's models may depend on the chunks decoded before it.
+LaplaceChunk = tuple  # (values, per-value scales, bound) or (values, per-value scales, bound, per-value means)
 MIN_LAPLACE_SCALE = 0.01
 
 
 def laplace_compress(chunks: Sequence[LaplaceChunk]) -> bytes:
-    """Range-code integer chunks, each under per-value zero-mean Laplace models over [-bound, bound]."""
+    """Range-code integer chunks, each under per-value Laplace models (zero-mean unless given) over [-bound, bound]."""
     import constriction
 
     coder = constriction.stream.stack.AnsCoder()
-    for values, scales, bound in reversed(chunks):
+    for values, scales, bound, *mean in reversed(chunks):
         values = np.asarray(values, np.int32).reshape(-1)
         if len(values) == 0 or bound == 0:
             continue
+        means = np.asarray(mean[0], np.float64).reshape(-1) if mean else np.zeros(len(values))
         model = constriction.stream.model.QuantizedLaplace(-bound, bound)
-        coder.encode_reverse(values, model, np.zeros(len(values)), np.asarray(scales, np.float64).reshape(-1))
+        coder.encode_reverse(values, model, means, np.asarray(scales, np.float64).reshape(-1))
     return coder.get_compressed().astype("<u4").tobytes()
 
 
-def laplace_decompress(data: bytes, specs: Sequence[tuple[np.ndarray, int]]) -> list[np.ndarray]:
-    """Inverse of `laplace_compress` given each chunk's (per-value scales, bound); a bound of 0 means all zeros."""
-    import constriction
+class LaplaceReader:
+    """Pops the chunks of a `laplace_compress` stream in order; every failure is a FormatError."""
 
-    if len(data) % 4:
-        raise FormatError(f"latent stream has {len(data)} bytes, not a whole number of 32-bit words")
-    try:
-        coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, "<u4").astype(np.uint32))
-    except ValueError as exc:  # e.g. a stream ending in a zero word, which no encoder writes
-        raise FormatError(f"latent stream is corrupt: {exc}") from None
-    out = []
-    for scales, bound in specs:
+    def __init__(self, data: bytes) -> None:
+        import constriction
+
+        self._model = constriction.stream.model.QuantizedLaplace
+        if len(data) % 4:
+            raise FormatError(f"latent stream has {len(data)} bytes, not a whole number of 32-bit words")
+        try:
+            self._coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, "<u4").astype(np.uint32))
+        except ValueError as exc:  # e.g. a stream ending in a zero word, which no encoder writes
+            raise FormatError(f"latent stream is corrupt: {exc}") from None
+
+    def read(self, scales: np.ndarray, bound: int, means: np.ndarray | None = None) -> np.ndarray:
+        """The next chunk: as many integers as `scales` has values; a bound of 0 means all zeros (nothing coded)."""
         scales = np.asarray(scales, np.float64).reshape(-1)
         if len(scales) == 0 or bound == 0:
-            out.append(np.zeros(len(scales), np.int32))
-            continue
-        model = constriction.stream.model.QuantizedLaplace(-bound, bound)
+            return np.zeros(len(scales), np.int32)
+        means = np.zeros(len(scales)) if means is None else np.asarray(means, np.float64).reshape(-1)
         try:
-            out.append(np.asarray(coder.decode(model, np.zeros(len(scales)), scales), np.int32))
+            return np.asarray(self._coder.decode(self._model(-bound, bound), means, scales), np.int32)
         except Exception as exc:  # constriction raises its own error types on exhausted or invalid words
             raise FormatError(f"latent stream is corrupt: {exc}") from None
-    if not coder.is_empty():
-        raise FormatError("latent stream has trailing data")
+
+    def finish(self) -> None:
+        """Check that every word of the stream was used."""
+        if not self._coder.is_empty():
+            raise FormatError("latent stream has trailing data")
+
+
+def laplace_decompress(data: bytes, specs: Sequence[tuple[np.ndarray, int]]) -> list[np.ndarray]:
+    """Inverse of `laplace_compress` for zero-mean chunks given each chunk's (per-value scales, bound)."""
+    reader = LaplaceReader(data)
+    out = [reader.read(scales, bound) for scales, bound in specs]
+    reader.finish()
     return out
 
 
-def laplace_bits(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Bits of integers (or noisy reals) under a zero-mean Laplace of `scale` integrated over unit bins."""
+def laplace_bits(values: torch.Tensor, scale: torch.Tensor, mean: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Bits of integers (or noisy reals) under a Laplace of `mean`, `scale` integrated over the unit bin around them."""
     scale = scale.clamp_min(MIN_LAPLACE_SCALE)
-    a = values.abs()
-    # P(|x| in bin) written with exp(-(|x|-0.5)/b) so it stays accurate far in the tail.
-    upper = torch.exp(-(a + 0.5) / scale)
-    lower = torch.exp(-(a - 0.5).clamp_min(0) / scale)
-    prob = torch.where(a < 0.5, 1 - upper, 0.5 * (lower - upper))
+    x = values - mean
+    a = x.abs()
+    # Written with exp of non-positive arguments only, so it stays accurate (and finite) far in the tail.
+    far = torch.exp(-(a + 0.5) / scale)
+    inner = 1 - 0.5 * torch.exp(-(0.5 - a).clamp_min(0) / scale) - 0.5 * far
+    outer = 0.5 * (torch.exp(-(a - 0.5).clamp_min(0) / scale) - far)
+    prob = torch.where(a < 0.5, inner, outer)
     return -torch.log2(prob.clamp_min(1e-12))
 
 

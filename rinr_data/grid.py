@@ -19,11 +19,20 @@ Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: weight [B, in, ou
 
 @dataclass(frozen=True, order=True)
 class GridShape:
-    """Latent levels (each 1 channel, level l at 1/2^l resolution) and the synthesis MLP's hidden widths."""
+    """Latent levels (each 1 channel, level l at 1/2^l resolution) and the synthesis MLP's hidden widths.
+
+    `box_levels`: the finest levels that hold latents only where they touch a box (zero elsewhere, not coded): the
+    background is then drawn from levels of 1/2^box_levels resolution and coarser.
+    """
 
     levels: int = 6
     hidden: tuple[int, ...] = (16, 16)
     out_features: int = 3
+    box_levels: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.box_levels < self.levels:
+            raise ValueError(f"box_levels must be in 0..{self.levels - 1} (levels - 1), got {self.box_levels}")
 
     def layer_dims(self) -> list[tuple[int, int]]:
         """(fan_in, fan_out) of every synthesis layer."""

@@ -36,14 +36,14 @@ def _record(frame: torch.Tensor, boxes: np.ndarray, fit: GridFit, config: CodecC
     h, w = frame.shape[1:]
     if scene is None:
         synthesis = quantize_synthesis(fit.layers, config.weight_bits)
-        return GridRecord(h, w, config.grid, config.weight_bits, box_list, latents, synthesis)
+        return GridRecord(h, w, config.grid, config.weight_bits, box_list, latents, synthesis, context=fit.context)
     name, parsed = scene
     qmax = 2 ** (config.weight_bits - 1) - 1
     deltas = []
     for base, tensor in zip(parsed.synthesis or [], (t[0] for pair in fit.layers for t in pair)):
         ints = np.clip(np.rint(tensor.reshape(-1).numpy() / np.float32(base.scale)), -qmax, qmax).astype(np.int32)
         deltas.append(ints - base.values)
-    return GridRecord(h, w, config.grid, config.weight_bits, box_list, latents, None, name, deltas)
+    return GridRecord(h, w, config.grid, config.weight_bits, box_list, latents, None, name, deltas, fit.context)
 
 
 def _targets(frames: list[torch.Tensor], boxes: list[np.ndarray], config: CodecConfig,

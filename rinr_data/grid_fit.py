@@ -15,8 +15,10 @@ from typing import Callable, Sequence
 
 import torch
 
+from . import grid_context
 from .entropy import laplace_bits
 from .grid import GridShape, Layers, init_layers, level_masks, render
+from .grid_context import LevelContext
 
 # Targets are aimed this far above the asked PSNR so uint8 rounding at decode does not pull a region below it.
 PSNR_MARGIN = 0.15
@@ -35,6 +37,7 @@ class GridFitSettings:
     seed: int
     latent_lr: float = 0.1
     noise_fraction: float = 0.6
+    context: bool = True  # code latents under the checkerboard context model (else one scale per level and region)
 
 
 @dataclass
@@ -63,10 +66,12 @@ class GridTarget:
 
 @dataclass
 class GridFit:
-    """Integer latents per level [h_l, w_l] and float synthesis layers (quantised by the caller's record writer)."""
+    """Integer latents per level [h_l, w_l], float synthesis layers (quantised by the caller's record writer) and the
+    quantised context model of each level (None when fitted without one)."""
 
     latents: list[torch.Tensor]
     layers: Layers
+    context: list[LevelContext] | None = None
 
 
 def fake_quantize(x: torch.Tensor, bits: int, step: torch.Tensor | None = None) -> torch.Tensor:
@@ -134,11 +139,15 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
     anchors = [(t.detach().clone(), s) for t, s in zip(trainable, (s for pair in steps for s in pair))
                if s is not None]
     log_scale_syn = torch.zeros(count, len(anchors), device=device, requires_grad=True)
-    log_scale = torch.zeros(count, shape.levels, 2, device=device, requires_grad=True)
+    # Entropy model per level: base scales [pass, region]; with the context model also mean weights and spreads.
+    log_scale = torch.zeros(count, shape.levels, grid_context.PASSES, 2, device=device, requires_grad=True)
+    ctx_weights = torch.zeros(count, shape.levels, grid_context.WEIGHTS, device=device, requires_grad=True)
+    ctx_spreads = torch.zeros(count, shape.levels, grid_context.PASSES, device=device, requires_grad=True)
     log_weight = torch.full((count, 2), math.log(INITIAL_WEIGHT), device=device)
     # Latents live on the integer grid, far larger than the synthesis weights: they need their own, larger step.
     opt = torch.optim.Adam([{"params": latents, "base": settings.latent_lr},
-                            {"params": [*trainable, log_scale, log_scale_syn], "base": settings.lr}])
+                            {"params": [*trainable, log_scale, log_scale_syn, ctx_weights, ctx_spreads],
+                             "base": settings.lr}])
     noise_gen = torch.Generator(device=device).manual_seed(settings.seed * 7919 + salt)
     noise_steps = int(settings.steps * settings.noise_fraction)
 
@@ -147,6 +156,8 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
             g["lr"] = _cosine(step, settings.steps, g["base"])
         noisy = step < noise_steps
         q = [_quantize(lat, noisy, noise_gen) for lat in latents]
+        # Box-only levels: latents off the boxes do not exist (the record does not code them).
+        q[:shape.box_levels] = [lat * m for lat, m in zip(q[:shape.box_levels], masks)]
         synth = layers if noisy else [(fake_quantize(wt, settings.weight_bits, sw),
                                        fake_quantize(b, settings.weight_bits, sb))
                                       for (wt, b), (sw, sb) in zip(layers, steps)]
@@ -157,9 +168,14 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
                            (err * (1 - inside)).sum(dim=(1, 2, 3)) / n_out.clamp_min(1)], dim=1)
         bits = torch.zeros(count, device=device)
         for lv, (lat, m) in enumerate(zip(q, masks)):
-            sc = torch.exp(log_scale[:, lv])  # [B, 2]: in boxes, outside
-            per = sc[:, 0, None, None, None] * m + sc[:, 1, None, None, None] * (1 - m)
-            bits = bits + laplace_bits(lat, per).sum(dim=(1, 2, 3))
+            sc = torch.exp(log_scale[:, lv])  # [B, pass, region (in boxes, outside)]
+            if settings.context:
+                feats = grid_context.features(lat[:, 0], q[lv + 1][:, 0] if lv + 1 < shape.levels else None)
+                mean, per = grid_context.distribution(feats, m[:, 0], ctx_weights[:, lv], ctx_spreads[:, lv], sc)
+                bits = bits + laplace_bits(lat[:, 0], per, mean).sum(dim=(1, 2))
+            else:
+                per = sc[:, 0, 0, None, None, None] * m + sc[:, 0, 1, None, None, None] * (1 - m)
+                bits = bits + laplace_bits(lat, per).sum(dim=(1, 2, 3))
         for k, (tensor, (anchor, step_size)) in enumerate(zip(trainable, anchors)):
             diff = _quantize((tensor - anchor) / step_size.view(-1, 1, 1), noisy, noise_gen)
             bits = bits + laplace_bits(diff, torch.exp(log_scale_syn[:, k]).view(-1, 1, 1)).sum(dim=(1, 2))
@@ -177,9 +193,12 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
     fits = []
     with torch.no_grad():
         for i in range(count):
-            lat = [torch.round(l[i, 0]).detach().cpu() for l in latents]
+            lat = [torch.round(l[i, 0] * (masks[lv][i, 0] if lv < shape.box_levels else 1)).detach().cpu()
+                   for lv, l in enumerate(latents)]
             lay = [(wt[i:i + 1].detach().cpu(), b[i:i + 1].detach().cpu()) for wt, b in layers]
-            fits.append(GridFit(lat, lay))
+            context = [grid_context.quantize(ctx_weights[i, lv], ctx_spreads[i, lv], torch.exp(log_scale[i, lv]))
+                       for lv in range(shape.levels)] if settings.context else None
+            fits.append(GridFit(lat, lay, context))
     return fits
 
 

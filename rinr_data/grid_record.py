@@ -15,16 +15,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import entropy
+from . import entropy, grid_context
 from .errors import FormatError
 from .frames import box_mask
 from .grid import GridShape, Layers, level_masks
+from .grid_context import LevelContext
 from .quantize import QuantizedTensor, quantize_tensor
 from .record import (_CRC, _HEADER, _LENGTH, CODEC_IDS, FORMAT_VERSION, MAGIC, Reader, check_box, check_frame,
                      read_header)
 
 CODEC = "latent-grid"
 FLAG_SCENE_REF = 1
+FLAG_CONTEXT = 2  # latents coded under the checkerboard context model (grid_context); else one scale per region
+FLAG_BOX_LEVELS = 4  # a box-levels byte follows the weight bits (GridShape.box_levels); absent means 0
+FLAGS = FLAG_SCENE_REF | FLAG_CONTEXT | FLAG_BOX_LEVELS
 MAX_LEVELS = 12
 MAX_HIDDEN_LAYERS = 8
 MAX_SCENE_ID = 64
@@ -32,6 +36,8 @@ MAX_PIXELS = 1 << 26  # latents and entropy-model tables are allocated per pixel
 ANS = entropy.CODER_IDS["ans"]
 _BOX = struct.Struct("<4f")
 _LEVEL = struct.Struct("<eeH")  # Laplace scale in boxes, outside boxes (f16), largest |latent| (u16)
+# With FLAG_CONTEXT: base scales [pass][region] (f16), largest |latent| (u16), mean weights and spreads (int8).
+_LEVEL_CONTEXT = struct.Struct(f"<4eH{grid_context.WEIGHTS}b{grid_context.PASSES}b")
 _TENSOR = struct.Struct("<ee")  # quantisation step, Laplace scale of the integers (f16)
 _DELTA = struct.Struct("<e")  # Laplace scale of a tensor's integer differences to the scene's (f16)
 
@@ -50,6 +56,8 @@ class GridRecord:
     scene: str | None = None
     # Scene-referencing records: integer differences to the scene's synthesis, tensor by tensor (its steps apply).
     synthesis_delta: list[np.ndarray] | None = None
+    # Per level, the context model its latents are coded with; None: one zero-mean scale per level and region.
+    context: list[LevelContext] | None = None
     codec: str = field(default=CODEC)
 
     def layers(self) -> Layers:
@@ -77,31 +85,66 @@ def _level_masks(shape: GridShape, height: int, width: int, boxes: list) -> list
     return [m.numpy() for m in level_masks(box_mask(boxes, height, width), shape)]
 
 
-def _latent_specs(masks: list[np.ndarray], scales: np.ndarray, bounds: list[int]) -> list[tuple[np.ndarray, int]]:
-    return [(np.where(m, scales[lv, 0], scales[lv, 1]).astype(np.float64), bounds[lv]) for lv, m in enumerate(masks)]
+def _coded(shape: GridShape, masks: list[np.ndarray]) -> list[np.ndarray | None]:
+    """Per level, where latents are coded: box-only levels at box-touching latents (mask), the others everywhere."""
+    return [m if lv < shape.box_levels else None for lv, m in enumerate(masks)]
+
+
+def _latent_specs(masks: list[np.ndarray], coded: list[np.ndarray | None], scales: np.ndarray, bounds: list[int]
+                  ) -> list[tuple[np.ndarray, int]]:
+    specs = []
+    for lv, (m, where) in enumerate(zip(masks, coded)):
+        per = np.where(m, scales[lv, 0], scales[lv, 1]).astype(np.float64)
+        specs.append((per if where is None else per[where], bounds[lv]))
+    return specs
+
+
+def _scatter(values: np.ndarray, size: tuple[int, int], where: np.ndarray | None) -> np.ndarray:
+    if where is None:
+        return values.reshape(size)
+    out = np.zeros(size, np.int32)
+    out[where] = values
+    return out
 
 
 def pack(record: GridRecord) -> bytes:
     """Serialise a latent-grid record (deterministic)."""
     shape = record.shape
-    flags = FLAG_SCENE_REF if record.scene is not None else 0
+    flags = ((FLAG_SCENE_REF if record.scene is not None else 0) | (FLAG_CONTEXT if record.context is not None else 0)
+             | (FLAG_BOX_LEVELS if shape.box_levels else 0))
     parts = [_HEADER.pack(MAGIC, FORMAT_VERSION, CODEC_IDS[CODEC], flags, record.height, record.width, 0.0,
                           len(record.boxes), ANS, 0),
              struct.pack(f"<BB{len(shape.hidden)}BB", shape.levels, len(shape.hidden), *shape.hidden,
                          record.weight_bits)]
+    if shape.box_levels:
+        parts.append(struct.pack("<B", shape.box_levels))
     if record.scene is not None:
         name = record.scene.encode("ascii")
         parts.append(struct.pack("<B", len(name)) + name)
     parts += [_BOX.pack(*b) for b in record.boxes]
     masks = _level_masks(shape, record.height, record.width, record.boxes)
-    scales = np.zeros((shape.levels, 2))
-    bounds = []
-    for lv, (lat, m) in enumerate(zip(record.latents, masks)):
-        scales[lv] = [entropy.laplace_scale(lat[m]), entropy.laplace_scale(lat[~m])]
-        bounds.append(int(np.abs(lat).max(initial=0)))
-        parts.append(_LEVEL.pack(*scales[lv], bounds[-1]))
-    scales = scales.astype(np.float16).astype(np.float64)
-    chunks = [(lat, s, b) for lat, (s, b) in zip(record.latents, _latent_specs(masks, scales, bounds))]
+    coded = _coded(shape, masks)
+    for lv, (lat, where) in enumerate(zip(record.latents, coded)):
+        if where is not None and np.any(lat[~where]):
+            raise ValueError(f"level {lv} holds latents off the boxes, but the grid codes it only on boxes "
+                             f"(box_levels {shape.box_levels})")
+    bounds = [int(np.abs(lat).max(initial=0)) for lat in record.latents]
+    if record.context is None:
+        scales = np.zeros((shape.levels, 2))
+        for lv, (lat, m) in enumerate(zip(record.latents, masks)):
+            scales[lv] = [entropy.laplace_scale(lat[m]), entropy.laplace_scale(lat[~m])]
+            parts.append(_LEVEL.pack(*scales[lv], bounds[lv]))
+        scales = scales.astype(np.float16).astype(np.float64)
+        chunks = [(lat if where is None else lat[where], s, b) for lat, where, (s, b) in
+                  zip(record.latents, coded, _latent_specs(masks, coded, scales, bounds))]
+    else:
+        if len(record.context) != shape.levels:
+            raise ValueError(f"record has {len(record.context)} level contexts for {shape.levels} levels")
+        for ctx, bound in zip(record.context, bounds):
+            parts.append(_LEVEL_CONTEXT.pack(*np.asarray(ctx.scales, np.float16).reshape(-1), bound,
+                                             *ctx.weights, *ctx.spreads))
+        chunks = [(values, scales, bounds[lv], means) for lv, values, means, scales in
+                  grid_context.models(record.latents, masks, record.context, bounds, coded)]
     qmax = 2 ** (record.weight_bits - 1) - 1
     if record.scene is None:
         for t in record.synthesis or []:
@@ -129,9 +172,9 @@ def unpack(blob: bytes) -> GridRecord:
     check_frame(h, w, n_boxes)
     if h * w > MAX_PIXELS:
         raise FormatError(f"image size {w}x{h} exceeds the latent-grid limit of {MAX_PIXELS} pixels")
-    if flags & ~FLAG_SCENE_REF or head["w0"] != 0.0 or head["coder"] != ANS:
+    if flags & ~FLAGS or head["w0"] != 0.0 or head["coder"] != ANS:
         raise FormatError(f"latent-grid header has flags {flags}, w0 {head['w0']}, coder {head['coder']}; "
-                          f"expected flags <= {FLAG_SCENE_REF}, w0 0, coder {ANS} (ans)")
+                          f"expected flags <= {FLAGS}, w0 0, coder {ANS} (ans)")
     reader = Reader(body, _HEADER.size)
     levels, n_hidden = reader.unpack(struct.Struct("<BB"), "grid descriptor")
     if not (1 <= levels <= MAX_LEVELS and n_hidden <= MAX_HIDDEN_LAYERS):
@@ -140,7 +183,10 @@ def unpack(blob: bytes) -> GridRecord:
     (bits,) = reader.unpack(struct.Struct("<B"), "weight bits")
     if 0 in hidden or not 2 <= bits <= 16:
         raise FormatError(f"synthesis hidden widths {hidden} / {bits} bits out of bounds")
-    shape = GridShape(levels, hidden)
+    box_levels = reader.unpack(struct.Struct("<B"), "box levels")[0] if flags & FLAG_BOX_LEVELS else 0
+    if flags & FLAG_BOX_LEVELS and not 0 < box_levels < levels:
+        raise FormatError(f"box levels {box_levels} out of bounds for {levels} levels (1..{levels - 1})")
+    shape = GridShape(levels, hidden, box_levels=box_levels)
     scene = None
     if flags & FLAG_SCENE_REF:
         (length,) = reader.unpack(struct.Struct("<B"), "scene id length")
@@ -151,34 +197,64 @@ def unpack(blob: bytes) -> GridRecord:
     boxes = [reader.unpack(_BOX, "box table") for _ in range(n_boxes)]
     for i, box in enumerate(boxes):
         check_box(i, box, h, w)
-    level_rows = [reader.unpack(_LEVEL, "latent level table") for _ in range(levels)]
-    scales = np.asarray([r[:2] for r in level_rows], np.float64)
-    bounds = [int(r[2]) for r in level_rows]
+    masks = _level_masks(shape, h, w, boxes)
+    coded = _coded(shape, masks)
+    sizes = shape.level_sizes(h, w)
+    if flags & FLAG_CONTEXT:
+        rows = [reader.unpack(_LEVEL_CONTEXT, "latent context table") for _ in range(levels)]
+        scales = np.asarray([r[:4] for r in rows], np.float64)
+        bounds = [int(r[4]) for r in rows]
+        context = [LevelContext(np.asarray(r[:4], np.float16).reshape(2, 2), np.asarray(r[5:5 + grid_context.WEIGHTS],
+                                np.int8), np.asarray(r[5 + grid_context.WEIGHTS:], np.int8)) for r in rows]
+    else:
+        rows = [reader.unpack(_LEVEL, "latent level table") for _ in range(levels)]
+        scales = np.asarray([r[:2] for r in rows], np.float64)
+        bounds = [int(r[2]) for r in rows]
+        context = None
     if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
         raise FormatError("latent level table holds a non-positive or non-finite scale")
-    specs = _latent_specs(_level_masks(shape, h, w, boxes), scales, bounds)
-    sizes = shape.level_sizes(h, w)
     counts = [n for fi, fo in shape.layer_dims() for n in (fi * fo, fo)]
     qmax = 2 ** (bits - 1) - 1
     if scene is None:
-        rows = [reader.unpack(_TENSOR, "synthesis table") for _ in counts]
+        syn_rows = [reader.unpack(_TENSOR, "synthesis table") for _ in counts]
         bound = qmax
     else:
-        rows = [(1.0, *reader.unpack(_DELTA, "synthesis difference table")) for _ in counts]
+        syn_rows = [(1.0, *reader.unpack(_DELTA, "synthesis difference table")) for _ in counts]
         bound = 2 * qmax
-    if not np.all(np.isfinite(rows)) or np.any(np.asarray(rows) <= 0):
+    if not np.all(np.isfinite(syn_rows)) or np.any(np.asarray(syn_rows) <= 0):
         raise FormatError("synthesis table holds a non-positive or non-finite step or scale")
-    specs += [(np.full(n, float(lap)), bound) for n, (_, lap) in zip(counts, rows)]
     (length,) = reader.unpack(_LENGTH, "payload length")
     payload = bytes(reader.take(length, "payload"))
     if reader.pos != len(body):
         raise FormatError(f"record has {len(body) - reader.pos} unexpected trailing bytes")
-    streams = entropy.laplace_decompress(payload, specs)
-    latents = [s.reshape(size) for s, size in zip(streams[:levels], sizes)]
+    stream = entropy.LaplaceReader(payload)
+    if context is None:
+        latents = [_scatter(stream.read(s, b), size, where) for (s, b), size, where in
+                   zip(_latent_specs(masks, coded, scales, bounds), sizes, coded)]
+    else:
+        latents = _read_context_latents(stream, sizes, masks, coded, context, bounds)
+    weights = [stream.read(np.full(n, float(lap)), bound) for n, (_, lap) in zip(counts, syn_rows)]
+    stream.finish()
+    box_list = [tuple(b) for b in boxes]
     if scene is None:
-        synthesis = [QuantizedTensor(s, float(step), bits) for s, (step, _) in zip(streams[levels:], rows)]
-        return GridRecord(h, w, shape, bits, [tuple(b) for b in boxes], latents, synthesis)
-    return GridRecord(h, w, shape, bits, [tuple(b) for b in boxes], latents, None, scene, streams[levels:])
+        synthesis = [QuantizedTensor(s, float(step), bits) for s, (step, _) in zip(weights, syn_rows)]
+        return GridRecord(h, w, shape, bits, box_list, latents, synthesis, context=context)
+    return GridRecord(h, w, shape, bits, box_list, latents, None, scene, weights, context)
+
+
+def _read_context_latents(stream: entropy.LaplaceReader, sizes: list[tuple[int, int]], masks: list[np.ndarray],
+                          coded: list[np.ndarray | None], contexts: list[LevelContext], bounds: list[int],
+                          ) -> list[np.ndarray]:
+    """Latents decoded coarsest level first, anchors before the others, each pass's models from what is decoded."""
+    latents: list[np.ndarray] = [np.zeros(0, np.int32)] * len(sizes)
+    for lv in reversed(range(len(sizes))):
+        level = np.zeros(sizes[lv], np.int32)
+        coarser = latents[lv + 1] if lv + 1 < len(sizes) else None
+        for sel in grid_context.passes(sizes[lv], coded[lv]):
+            means, scales = grid_context.level_models(level, coarser, masks[lv], contexts[lv], bounds[lv])
+            level[sel] = stream.read(scales[sel], bounds[lv], means[sel])
+        latents[lv] = level
+    return latents
 
 
 def resolve(record: GridRecord, scenes: dict[str, GridRecord] | None) -> tuple[list[torch.Tensor], Layers]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -10,7 +13,9 @@ import torch
 
 import rinr_data as R
 from rinr_data import entropy, grid_record
+from rinr_data.frames import box_mask
 from rinr_data.grid import GridShape, level_masks
+from rinr_data.grid_context import LevelContext
 from rinr_data.entropy import laplace_bits
 from rinr_data.metrics import region_psnr
 from rinr_data.quantize import QuantizedTensor
@@ -187,3 +192,87 @@ def test_scene_mode_needs_the_grid_preset(sequence):
     frames, boxes, *_ = sequence
     with pytest.raises(ValueError, match="grid"):
         R.encode_sequence(frames, boxes, R.CodecConfig(preset="paper"))
+
+
+def record_header_size() -> int:
+    from rinr_data.record import _HEADER
+
+    return _HEADER.size
+
+
+def _with_crc(blob: bytes) -> bytes:
+    return blob[:-4] + struct.pack("<I", zlib.crc32(blob[:-4]))
+
+
+# --- box-only levels ----------------------------------------------------------------------------------------------
+
+def _box_level_record(box_levels: int, context: bool) -> grid_record.GridRecord:
+    rec = _reference_grid_record()
+    shape = GridShape(levels=3, hidden=(4,), box_levels=box_levels)
+    masks = level_masks(box_mask(np.asarray(rec.boxes), 12, 16), shape)
+    latents = [lat * m.numpy() if lv < box_levels else lat for lv, (lat, m) in enumerate(zip(rec.latents, masks))]
+    ctx = [LevelContext(np.full((2, 2), 1.5, np.float16), np.array([8, 10, 10, 10, 10, 0], np.int8),
+                        np.array([2, 1], np.int8))] * 3 if context else None
+    return dataclasses.replace(rec, shape=shape, latents=[lat.astype(np.int32) for lat in latents], context=ctx)
+
+
+@pytest.mark.parametrize("context", [False, True])
+def test_box_only_levels_code_nothing_off_the_boxes(context):
+    full = _box_level_record(0, context)
+    boxed = _box_level_record(2, context)
+    assert not boxed.latents[0][0, 0] and full.latents[0].any()
+    blob = R.pack_record(boxed)
+    parsed = R.unpack_record(blob)
+    assert parsed.shape.box_levels == 2 and R.pack_record(parsed) == blob
+    assert all(np.array_equal(a, b) for a, b in zip(parsed.latents, boxed.latents))
+    # Coded everywhere, the known zeros cost bits: under the context model their means follow the neighbours; without
+    # it a tiny out-of-box scale makes them nearly free, so only the box-levels byte remains.
+    everywhere = len(R.pack_record(dataclasses.replace(boxed, shape=full.shape)))
+    assert len(blob) < everywhere if context else len(blob) <= everywhere + 1
+
+
+def test_box_only_levels_refuse_latents_off_the_boxes_and_bad_counts():
+    rec = _box_level_record(2, True)
+    rec.latents[1][0, 0] = 3  # the box (1, 2)-(6.5, 9) does not reach latent (0, 0) of level 1
+    with pytest.raises(ValueError, match="level 1 holds latents off the boxes"):
+        R.pack_record(rec)
+    with pytest.raises(ValueError, match="box_levels"):
+        GridShape(levels=3, box_levels=3)
+    blob = bytearray(R.pack_record(_box_level_record(2, True)))
+    pos = record_header_size() + 2 + 1 + 1  # levels, hidden count, hidden width, bits: then the box-levels byte
+    blob[pos] = 3
+    with pytest.raises(R.FormatError, match="box levels 3 out of bounds"):
+        R.unpack_record(_with_crc(bytes(blob)))
+
+
+def test_default_grid_fits_background_from_coarse_levels_only():
+    frame = smooth_frame(24, 32, seed=5)
+    box = [[4, 4, 14, 12]]
+    rec = R.unpack_record(R.encode(frame, box, FAST))
+    assert rec.shape.box_levels == FAST.grid.box_levels == 2
+    masks = level_masks(box_mask(np.asarray(rec.boxes), 24, 32), rec.shape)
+    for lv in range(2):
+        assert not rec.latents[lv][~masks[lv].numpy()].any()
+
+
+def _reference_context_record(scene: str | None) -> grid_record.GridRecord:
+    """The 0.3 layout (context model, box-only levels) from fixed integers."""
+    rec = _box_level_record(2, True)
+    if scene is None:
+        return rec
+    return dataclasses.replace(rec, synthesis=None, scene=scene,
+                               synthesis_delta=_reference_grid_record(scene).synthesis_delta)
+
+
+REFERENCE_CONTEXT_SHA256 = {
+    None: "ad0a71b643b3626aec2e1be37ef00ebfd7a271088576dd3766839804c9ead31b",  # 175 bytes
+    "s0123456789abcde": "2e0a8c5d77bf8d86e98e59ef09243f9281d385a8f24e6d056a9e9efb3fd4c8c1",  # 172 bytes
+}
+
+
+@pytest.mark.parametrize("scene", sorted(REFERENCE_CONTEXT_SHA256, key=str))
+def test_reference_context_bitstreams_are_stable(scene):
+    """Context means and scales are exact dyadic numbers: these bytes must be the same on every machine."""
+    blob = R.pack_record(_reference_context_record(scene))
+    assert hashlib.sha256(blob).hexdigest() == REFERENCE_CONTEXT_SHA256[scene]
+    assert R.pack_record(R.unpack_record(blob)) == blob
