@@ -58,11 +58,11 @@ def features(level: torch.Tensor, coarser: torch.Tensor | None) -> torch.Tensor:
     """
     b, h, w = level.shape
     if coarser is None:
-        up = level.new_zeros(b, h, w)
+        parent = level.new_zeros(b, h, w)
     else:
-        up = coarser.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)[:, :h, :w]
+        parent = coarser.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)[:, :h, :w]
     padded = F.pad(level[:, None], (1, 1, 1, 1))[:, 0]
-    return torch.stack([padded[:, :-2, 1:-1], padded[:, 2:, 1:-1], padded[:, 1:-1, :-2], padded[:, 1:-1, 2:], up],
+    return torch.stack([padded[:, :-2, 1:-1], padded[:, 2:, 1:-1], padded[:, 1:-1, :-2], padded[:, 1:-1, 2:], parent],
                        dim=1)
 
 
@@ -85,14 +85,11 @@ def distribution(feats: torch.Tensor, inside: torch.Tensor, weights: torch.Tenso
     return torch.where(anchor, mean_a, mean_o), torch.where(anchor, scale_a, scale_o)
 
 
-def level_tensors(contexts: list[LevelContext]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Exact float64 (weights [1, 6], spreads [1, 2], scales [1, 2, 2]) of quantised level contexts."""
-    out = []
-    for ctx in contexts:
-        out.append((torch.from_numpy(np.asarray(ctx.weights, np.float64) * PARAM_STEP)[None],
-                    torch.from_numpy(np.asarray(ctx.spreads, np.float64) * PARAM_STEP)[None],
-                    torch.from_numpy(np.asarray(ctx.scales, np.float16).astype(np.float64))[None]))
-    return out
+def _exact(ctx: LevelContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact float64 (weights [1, 6], spreads [1, 2], scales [1, 2, 2]) of a quantised level context."""
+    return (torch.from_numpy(np.asarray(ctx.weights, np.float64) * PARAM_STEP)[None],
+            torch.from_numpy(np.asarray(ctx.spreads, np.float64) * PARAM_STEP)[None],
+            torch.from_numpy(np.asarray(ctx.scales, np.float16).astype(np.float64))[None])
 
 
 def quantize(weights: torch.Tensor, spreads: torch.Tensor, scales: torch.Tensor) -> LevelContext:
@@ -127,7 +124,7 @@ def models(latents: list[np.ndarray], masks: list[np.ndarray], contexts: list[Le
 def level_models(level: np.ndarray, coarser: np.ndarray | None, mask: np.ndarray, ctx: LevelContext, bound: int,
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Exact (means, scales) float64 [h, w] of one level; only anchor positions are valid until anchors are known."""
-    weights, spreads, scales = level_tensors([ctx])[0]
+    weights, spreads, scales = _exact(ctx)
     lvl = torch.from_numpy(np.asarray(level, np.float64))[None]
     crs = None if coarser is None else torch.from_numpy(np.asarray(coarser, np.float64))[None]
     mean, scale = distribution(features(lvl, crs), torch.from_numpy(np.asarray(mask))[None], weights, spreads, scales)

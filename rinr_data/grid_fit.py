@@ -155,9 +155,7 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
         for g in opt.param_groups:
             g["lr"] = _cosine(step, settings.steps, g["base"])
         noisy = step < noise_steps
-        q = [_quantize(lat, noisy, noise_gen) for lat in latents]
-        # Box-only levels: latents off the boxes do not exist (the record does not code them).
-        q[:shape.box_levels] = [lat * m for lat, m in zip(q[:shape.box_levels], masks)]
+        q = _box_only([_quantize(lat, noisy, noise_gen) for lat in latents], masks, shape.box_levels)
         synth = layers if noisy else [(fake_quantize(wt, settings.weight_bits, sw),
                                        fake_quantize(b, settings.weight_bits, sb))
                                       for (wt, b), (sw, sb) in zip(layers, steps)]
@@ -192,14 +190,19 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
 
     fits = []
     with torch.no_grad():
+        final = _box_only([torch.round(lat) for lat in latents], masks, shape.box_levels)
         for i in range(count):
-            lat = [torch.round(l[i, 0] * (masks[lv][i, 0] if lv < shape.box_levels else 1)).detach().cpu()
-                   for lv, l in enumerate(latents)]
+            lat = [l[i, 0].detach().cpu() for l in final]
             lay = [(wt[i:i + 1].detach().cpu(), b[i:i + 1].detach().cpu()) for wt, b in layers]
             context = [grid_context.quantize(ctx_weights[i, lv], ctx_spreads[i, lv], torch.exp(log_scale[i, lv]))
                        for lv in range(shape.levels)] if settings.context else None
             fits.append(GridFit(lat, lay, context))
     return fits
+
+
+def _box_only(levels: list[torch.Tensor], masks: list[torch.Tensor], box_levels: int) -> list[torch.Tensor]:
+    """Zero the latents of box-only levels off the boxes: they do not exist (the record does not code them)."""
+    return [lat * m if lv < box_levels else lat for lv, (lat, m) in enumerate(zip(levels, masks))]
 
 
 def _quantize(lat: torch.Tensor, noisy: bool, gen: torch.Generator) -> torch.Tensor:
