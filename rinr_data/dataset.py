@@ -22,7 +22,7 @@ from .classic import decode_classic
 from .decoder import PackedBatch, pack_records
 from .errors import FormatError
 from .grid_record import GridRecord, SceneTable
-from .shards import image_member, sample_json, scene_members
+from .shards import image_member, sample_json, scene_members, tar_samples
 from .shardlist import ShardRef, epoch_order, equal_quotas, resolve_shards, split
 from .streaming import FetchPolicy, open_shard
 
@@ -71,14 +71,12 @@ class LoaderBatch:
 
 def _read_shard(ref: ShardRef, policy: FetchPolicy) -> Iterator[dict[str, Any]]:
     """Raw webdataset samples ({"__key__", ext: bytes}) of one shard."""
-    from webdataset.tariterators import group_by_keys, tar_file_expander
-
     try:
         with open_shard(ref.url, policy) as stream:
-            yield from group_by_keys(tar_file_expander([{"url": ref.url, "stream": stream}]))
+            yield from tar_samples(stream, ref.url)
     except FormatError:
         raise
-    except Exception as exc:  # tarfile, OSError, webdataset's grouping errors: name the shard
+    except Exception as exc:  # fetching or opening (OSError, HTTP errors): name the shard
         raise FormatError(f"{ref.url}: cannot read shard: {exc}") from exc
 
 

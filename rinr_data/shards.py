@@ -11,10 +11,9 @@ import json
 import math
 import os
 import re
-import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
 import numpy as np
 import webdataset
@@ -227,38 +226,29 @@ def jsonable(value: Any) -> Any:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def split_member(name: str) -> tuple[str, str] | None:
-    """(key, extension) of a tar member name, split at the first dot of the base name as webdataset does."""
-    m = re.match(r"^((?:.*/|)[^.]+)[.]([^/]*)$", name)
-    return (m.group(1), m.group(2)) if m else None
+def tar_samples(stream: BinaryIO, name: str) -> Iterator[dict[str, Any]]:
+    """Samples {"__key__", "__url__", ext: bytes} of one tar stream, grouped by webdataset's own tar iterators.
+
+    Every reader of shards (the dataset, the inspect and decode tools) goes through here, so they group members
+    exactly as plain webdataset does; any failure becomes a FormatError naming `name`.
+    """
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    try:
+        yield from group_by_keys(tar_file_expander([{"url": name, "stream": stream}]))
+    except FormatError:
+        raise
+    except Exception as exc:  # tarfile, EOF, webdataset's duplicate-member ValueError
+        raise FormatError(f"{name}: cannot read shard: {exc}") from exc
 
 
 def iter_shard(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Samples of one shard as {"__key__", "__shard__", ext: bytes}; raises FormatError for a broken tar."""
+    """Samples of one local shard as {"__key__", "__shard__", ext: bytes}; raises FormatError for a broken tar."""
     path = Path(path)
-    current: dict[str, Any] | None = None
-    try:
-        with tarfile.open(path, "r:") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                parts = split_member(member.name)
-                if parts is None:
-                    raise FormatError(f"{path.name}: member {member.name!r} has no key.extension name")
-                key, ext = parts
-                f = tar.extractfile(member)
-                data = f.read() if f is not None else b""
-                if current is None or current["__key__"] != key:
-                    if current is not None:
-                        yield current
-                    current = {"__key__": key, "__shard__": path.name}
-                if ext in current:
-                    raise FormatError(f"{path.name}: sample {key!r} has two {ext!r} members")
-                current[ext] = data
-    except (tarfile.TarError, EOFError) as exc:
-        raise FormatError(f"{path.name}: not a readable tar file: {exc}") from exc
-    if current is not None:
-        yield current
+    with open(path, "rb") as stream:
+        for sample in tar_samples(stream, path.name):
+            sample["__shard__"] = path.name
+            yield sample
 
 
 def scene_members(samples: Iterable[dict[str, Any]]) -> dict[str, bytes]:

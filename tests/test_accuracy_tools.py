@@ -70,9 +70,19 @@ def test_bench_accuracy_rewrites_only_its_own_section(tmp_path):
 
 def test_bench_accuracy_preset_syntax_and_named_sections(tmp_path):
     bench = tool("bench_accuracy")
-    assert bench.parse_preset("grid") == ("grid", None, None)
-    assert bench.parse_preset(" grid:600@33/30.5 ") == ("grid", 600, (33.0, 30.5))
-    assert bench.parse_preset("paper:1000") == ("paper", 1000, None)
+    V = bench.RinrVariant
+    assert bench.parse_preset("grid") == V("grid")
+    assert bench.parse_preset(" grid:600@33/30.5 ") == V("grid", 600, (33.0, 30.5))
+    assert bench.parse_preset("paper:1000") == V("paper", 1000)
+    variant = bench.parse_preset("grid:400@30/29+box0")
+    assert variant == V("grid", 400, (30.0, 29.0), 0) and variant.name == "grid@30/29+box0"
+    codec = variant.codec(fit_steps=999, device="cpu")
+    assert (codec.max_steps, codec.object_psnr, codec.background_psnr, codec.grid.box_levels) == (400, 30, 29, 0)
+    paper = bench.parse_preset("paper").codec(fit_steps=77)
+    assert (paper.preset, paper.max_steps, paper.object_psnr) == ("paper", 77, 35.0)
+    for bad in ("grid:x", "grid@30", "paper+box1", "grid+boxz"):
+        with pytest.raises(ValueError, match="bad --presets entry"):
+            bench.parse_preset(bad)
     doc = tmp_path / "BENCHMARKS.md"
     bench.write_section("main table", doc)
     bench.write_section("bg 30 table", doc, "bg30")

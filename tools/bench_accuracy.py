@@ -24,7 +24,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from lightning_modules.data import JPEGDataModule, RINRDataModule  # noqa: E402
 from lightning_modules.experiment import RunResult, TrainSettings, train_and_evaluate  # noqa: E402
-from rinr_data import CodecConfig  # noqa: E402
+from rinr_data import CodecConfig, __version__  # noqa: E402
 from rinr_data.compare import (QualityScan, ShardStats, load_samples, shard_stats, split_source,  # noqa: E402
                                write_lossless_shards)
 from rinr_data.convert import ConvertConfig, encode_dataset  # noqa: E402
@@ -69,20 +69,19 @@ def prepare(data: Path, args: argparse.Namespace, device: torch.device) -> tuple
     work = args.work / data.name
     max_side = args.max_side or None
     rinr_conditions, encode_s = [], {}
-    for preset, steps, psnr in args.presets:
+    for variant in args.presets:
         t = time.perf_counter()
-        targets = dict(object_psnr=psnr[0], background_psnr=psnr[1]) if psnr else {}
-        codec = CodecConfig(preset=preset, max_steps=steps or args.fit_steps, pixels_per_step=args.pixels_per_step,
-                            device=str(device), **targets)
-        rinr_dir = work / (f"rinr-{preset}-s{codec.max_steps}-p{args.pixels_per_step}-m{args.max_side}"
-                           f"-t{len(train.items)}" + (f"-o{psnr[0]:g}-b{psnr[1]:g}" if psnr else ""))
-        print(f"{data.name}: encoding {len(train.items)} training frames to RINR preset {preset} ({codec.max_steps} "
+        codec = variant.codec(args.fit_steps, pixels_per_step=args.pixels_per_step, device=str(device))
+        # The codec version is in the folder name: shards of an older codec are never reused as this one's.
+        rinr_dir = work / (f"rinr{__version__}-{variant.name}-s{codec.max_steps}-p{args.pixels_per_step}"
+                           f"-m{args.max_side}-t{len(train.items)}")
+        print(f"{data.name}: encoding {len(train.items)} training frames to RINR {variant.name} ({codec.max_steps} "
               f"steps, {args.batch} frames per call, on {device}) ...", flush=True)
         encode_dataset(train, rinr_dir, ConvertConfig(codec_config=codec, max_side=max_side, batch=args.batch,
                                                       shard_size=args.shard_size), progress=not args.quiet)
-        encode_s[preset] = time.perf_counter() - t
-        label = f"RINR {preset}, {codec.max_steps} steps" + (f", targets {psnr[0]:g}/{psnr[1]:g} dB" if psnr else "")
-        rinr_conditions.append(Condition(f"rinr-{preset}", label, rinr_dir, RINRDataModule, shard_stats(rinr_dir)))
+        encode_s[variant.name] = time.perf_counter() - t
+        rinr_conditions.append(Condition(f"rinr-{variant.name}", variant.label(codec), rinr_dir, RINRDataModule,
+                                         shard_stats(rinr_dir)))
     rinr = rinr_conditions[0].stats
     scan = QualityScan(load_samples(train, max_side=max_side))
     by_psnr = scan.at_object_psnr(rinr.object_psnr) or scan(100)
@@ -145,15 +144,55 @@ def write_section(text: str, path: Path, section: str | None = None) -> None:
     replace_section(path, begin, end, text, HEADING if section is None else f"### Accuracy parity: {section}")
 
 
-def parse_preset(text: str) -> tuple[str, int | None, tuple[float, float] | None]:
-    """`PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB]` -> (preset, steps or None, PSNR targets or None)."""
-    head, _, targets = text.strip().partition("@")
-    name, _, steps = head.partition(":")
-    psnr = None
-    if targets:
-        obj, _, bg = targets.partition("/")
-        psnr = (float(obj), float(bg))
-    return name, int(steps) if steps else None, psnr
+@dataclass(frozen=True)
+class RinrVariant:
+    """One RINR condition: a preset and what the command line changed of it."""
+
+    preset: str
+    steps: int | None = None
+    psnr: tuple[float, float] | None = None
+    box_levels: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The spec without its step count (steps are in the label): `grid`, `grid@30/30+box0`."""
+        return (self.preset + (f"@{self.psnr[0]:g}/{self.psnr[1]:g}" if self.psnr else "")
+                + (f"+box{self.box_levels}" if self.box_levels is not None else ""))
+
+    def codec(self, fit_steps: int | None = None, **fields: object) -> CodecConfig:
+        """The CodecConfig of this variant (its steps, else `fit_steps`, else the preset's) with `fields` set."""
+        if self.psnr:
+            fields.update(object_psnr=self.psnr[0], background_psnr=self.psnr[1])
+        codec = CodecConfig(preset=self.preset, max_steps=self.steps or fit_steps, **fields)  # type: ignore[arg-type]
+        if self.box_levels is not None:
+            codec = codec.replace(grid=replace(codec.grid, box_levels=self.box_levels))
+        return codec
+
+    def label(self, codec: CodecConfig) -> str:
+        """Table label: preset, steps, and what differs from the preset's defaults."""
+        return (f"RINR {self.preset}, {codec.max_steps} steps"
+                + (f", targets {self.psnr[0]:g}/{self.psnr[1]:g} dB" if self.psnr else "")
+                + (f", {self.box_levels} box-only levels" if self.box_levels is not None else ""))
+
+
+def parse_preset(text: str) -> RinrVariant:
+    """`PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN]` -> RinrVariant (ValueError naming the spec if malformed)."""
+    spec = text.strip()
+    try:
+        rest, _, box = spec.partition("+box")
+        head, _, targets = rest.partition("@")
+        name, _, steps = head.partition(":")
+        psnr = None
+        if targets:
+            obj, _, bg = targets.partition("/")
+            psnr = (float(obj), float(bg))
+        variant = RinrVariant(name, int(steps) if steps else None, psnr, int(box) if box else None)
+    except ValueError as exc:
+        raise ValueError(f"bad --presets entry {spec!r} (want PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN]): "
+                         f"{exc}") from None
+    if variant.box_levels is not None and variant.preset != "grid":
+        raise ValueError(f"bad --presets entry {spec!r}: +boxN applies to the grid preset only")
+    return variant
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -170,8 +209,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-3, help="detector AdamW peak learning rate (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="train without flip/scale/colour augmentation")
     p.add_argument("--presets", default="grid,paper",
-                   help="RINR presets, one condition each, as PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB] to set that "
-                        "preset's fitting steps and PSNR targets; JPEG is matched to the first (default: %(default)s)")
+                   help="RINR presets, one condition each, as PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN] to set "
+                        "that preset's fitting steps, PSNR targets and (grid) box-only levels; JPEG is matched to "
+                        "the first (default: %(default)s)")
     p.add_argument("--fit-steps", type=int, default=None, help="RINR fitting step budget (default: each preset's)")
     p.add_argument("--pixels-per-step", type=int, default=CodecConfig.pixels_per_step,
                    help="paper preset: RINR pixels per fitting step (default: %(default)s)")
@@ -221,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
               f"augmentation {'on' if settings.augment else 'off'}; "
               f"seeds {', '.join(map(str, args.seeds))} (paired); every model evaluated on the original validation "
               f"frames (lossless WebP)\n"
-            + f"- RINR: presets {', '.join(p for p, _, _ in args.presets)}, fitting steps and PSNR targets as "
+            + f"- RINR: presets {', '.join(v.name for v in args.presets)}, fitting steps and PSNR targets as "
               f"labelled (else the preset's); paper preset {args.pixels_per_step} pixels per step\n"
               "- mAP: mean ± sample standard deviation over the seeds\n\n"
             + header + "\n" + "\n".join(rows))
