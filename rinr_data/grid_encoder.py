@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -78,6 +79,9 @@ def _fit_scene(frames: list[torch.Tensor], boxes: list[np.ndarray], config: Code
     background = _scene_background(frames, boxes)
     target = GridTarget(background.to(torch.float32) / 255, torch.zeros(background.shape[1:], dtype=torch.bool),
                         config.object_psnr, config.background_psnr + scene.psnr_margin)
+    # The scene keeps every level (its bytes are shared by all its frames); frames keep box-only fine levels, so
+    # their background is the scene's full-resolution one plus coarse corrections.
+    config = config.replace(grid=replace(config.grid, box_levels=0))
     fit = fit_grids(config.grid, [target], _settings(config, salt), device, on_step)[0]
     record = _record(background, np.zeros((0, 4)), fit, config)
     return grid_record.pack(record), record

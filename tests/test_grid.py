@@ -164,6 +164,9 @@ def test_scene_mode_round_trip(sequence):
     for blob in blobs:
         rec = R.unpack_record(blob)
         assert rec.scene in scenes and rec.synthesis is None and len(rec.synthesis_delta) == 6
+        # Frames keep the preset's box-only levels; the shared scene background keeps every level.
+        assert rec.shape == config.grid and config.grid.box_levels > 0
+        assert R.unpack_record(scenes[rec.scene]).shape == dataclasses.replace(config.grid, box_levels=0)
 
 
 def test_a_changed_background_starts_a_new_scene(sequence):
