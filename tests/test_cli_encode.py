@@ -212,6 +212,19 @@ def test_usage_errors(tmp_path, capsys):
     assert main([str(tmp_path / "nothing"), str(tmp_path / "o")]) == 2
 
 
+def test_box_levels_flag_sets_the_grid_records_and_is_checked(tmp_path, capsys):
+    src = write_coco(tmp_path / "src", {"img_a": TRUTH["img_a"]})
+    assert main([str(src), str(tmp_path / "out"), "--box-levels", "0", "--max-steps", "5", "--no-progress"]) == 0
+    record = R.unpack_record(next(iter(read_out(tmp_path / "out").values()))["rinr"])
+    assert record.shape.box_levels == 0 != R.CodecConfig().grid.box_levels
+    for extra, message in ((["--box-levels", "9"], "box_levels must be in"),
+                           (["--preset", "paper", "--box-levels", "1"], "grid preset only"),
+                           (["--codec", "jpeg", "--box-levels", "1"], "apply to --codec rinr only")):
+        with pytest.raises(SystemExit):
+            main([str(src), str(tmp_path / "other"), *extra, "--no-progress"])
+        assert message in capsys.readouterr().err
+
+
 def test_scene_auto_needs_the_grid_preset(tmp_path, capsys):
     src = write_coco(tmp_path / "src", {"img_a": TRUTH["img_a"]})
     for extra in (["--codec", "jpeg"], ["--preset", "paper"]):

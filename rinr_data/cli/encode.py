@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--pixels-per-step", type=int,
                    help=f"paper preset: pixels sampled per INR and fitting step, speed vs. quality "
                         f"(default: {CodecConfig.pixels_per_step})")
+    c.add_argument("--box-levels", type=int,
+                   help=f"grid preset: finest latent levels coded only where they touch a box; the background then "
+                        f"comes from 1/2^N resolution (default: {CodecConfig.grid.box_levels}; 0 keeps a "
+                        f"full-resolution background, which detectors trained on the frames want: "
+                        f"docs/BENCHMARKS.md, Accuracy parity)")
     c.add_argument("--seed", type=int, help=f"fitting seed (default: {CodecConfig.seed})")
     c.add_argument("--scene", choices=SCENE_MODES, default="off",
                    help="'auto': scene mode (grid preset, static cameras): the frames of each --batch share scene "
@@ -88,6 +94,11 @@ def build_config(args: argparse.Namespace) -> ConvertConfig:
     overrides = {name: getattr(args, name) for name in ("preset", "object_psnr", "background_psnr", "max_steps",
                                                          "pixels_per_step", "seed") if getattr(args, name) is not None}
     codec_config = CodecConfig(device=_device(args.device), **overrides)
+    if args.box_levels is not None:
+        if codec_config.preset != "grid":
+            raise ValueError("--box-levels applies to the grid preset only")
+        codec_config = codec_config.replace(grid=replace(codec_config.grid, box_levels=args.box_levels))
+        overrides["box_levels"] = args.box_levels
     if args.codec != "rinr" and overrides:
         raise ValueError(f"--{'/--'.join(k.replace('_', '-') for k in overrides)} apply to --codec rinr only")
     if args.size is not None and args.max_side is not None:
