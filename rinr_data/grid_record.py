@@ -107,6 +107,61 @@ def _scatter(values: np.ndarray, size: tuple[int, int], where: np.ndarray | None
     return out
 
 
+@dataclass
+class _CodingPlan:
+    """What follows a record's boxes: its tables, and the Laplace chunks of its one ANS stream in coding order."""
+
+    tables: list[bytes]
+    chunks: list[tuple]
+    inside: list[np.ndarray | None]  # per chunk: which of its values lie in boxes (None: synthesis)
+
+
+def _plan(record: GridRecord) -> _CodingPlan:
+    """Tables and chunks of a record (raises ValueError for latents a box-only level cannot hold)."""
+    shape = record.shape
+    masks = _level_masks(shape, record.height, record.width, record.boxes)
+    coded = _coded(shape, masks)
+    for lv, (lat, where) in enumerate(zip(record.latents, coded)):
+        if where is not None and np.any(lat[~where]):
+            raise ValueError(f"level {lv} holds latents off the boxes, but the grid codes it only on boxes "
+                             f"(box_levels {shape.box_levels})")
+    bounds = [int(np.abs(lat).max(initial=0)) for lat in record.latents]
+    tables: list[bytes] = []
+    if record.context is None:
+        scales = np.zeros((shape.levels, 2))
+        for lv, (lat, m) in enumerate(zip(record.latents, masks)):
+            scales[lv] = [entropy.laplace_scale(lat[m]), entropy.laplace_scale(lat[~m])]
+            tables.append(_LEVEL.pack(*scales[lv], bounds[lv]))
+        scales = scales.astype(np.float16).astype(np.float64)
+        chunks = [(lat if where is None else lat[where], s, b) for lat, where, (s, b) in
+                  zip(record.latents, coded, _latent_specs(masks, coded, scales, bounds))]
+        inside: list[np.ndarray | None] = [m if where is None else m[where] for m, where in zip(masks, coded)]
+    else:
+        if len(record.context) != shape.levels:
+            raise ValueError(f"record has {len(record.context)} level contexts for {shape.levels} levels")
+        for ctx, bound in zip(record.context, bounds):
+            tables.append(_LEVEL_CONTEXT.pack(*np.asarray(ctx.scales, np.float16).reshape(-1), bound,
+                                              *ctx.weights, *ctx.spreads))
+        chunks = [(values, scales, bounds[lv], means) for lv, values, means, scales in
+                  grid_context.models(record.latents, masks, record.context, bounds, coded)]
+        inside = [masks[lv][sel] for lv in reversed(range(shape.levels))
+                  for sel in grid_context.passes(masks[lv].shape, coded[lv])]
+    qmax = 2 ** (record.weight_bits - 1) - 1
+    if record.scene is None:
+        for t in record.synthesis or []:
+            lap = np.float16(entropy.laplace_scale(t.values))
+            tables.append(_TENSOR.pack(t.scale, lap))
+            chunks.append((t.values, np.full(len(t.values), float(lap)), qmax))
+            inside.append(None)
+    else:
+        for delta in record.synthesis_delta or []:
+            lap = np.float16(entropy.laplace_scale(delta))
+            tables.append(_DELTA.pack(lap))
+            chunks.append((delta, np.full(len(delta), float(lap)), 2 * qmax))
+            inside.append(None)
+    return _CodingPlan(tables, chunks, inside)
+
+
 def pack(record: GridRecord) -> bytes:
     """Serialise a latent-grid record (deterministic)."""
     shape = record.shape
@@ -122,44 +177,28 @@ def pack(record: GridRecord) -> bytes:
         name = record.scene.encode("ascii")
         parts.append(struct.pack("<B", len(name)) + name)
     parts += [_BOX.pack(*b) for b in record.boxes]
-    masks = _level_masks(shape, record.height, record.width, record.boxes)
-    coded = _coded(shape, masks)
-    for lv, (lat, where) in enumerate(zip(record.latents, coded)):
-        if where is not None and np.any(lat[~where]):
-            raise ValueError(f"level {lv} holds latents off the boxes, but the grid codes it only on boxes "
-                             f"(box_levels {shape.box_levels})")
-    bounds = [int(np.abs(lat).max(initial=0)) for lat in record.latents]
-    if record.context is None:
-        scales = np.zeros((shape.levels, 2))
-        for lv, (lat, m) in enumerate(zip(record.latents, masks)):
-            scales[lv] = [entropy.laplace_scale(lat[m]), entropy.laplace_scale(lat[~m])]
-            parts.append(_LEVEL.pack(*scales[lv], bounds[lv]))
-        scales = scales.astype(np.float16).astype(np.float64)
-        chunks = [(lat if where is None else lat[where], s, b) for lat, where, (s, b) in
-                  zip(record.latents, coded, _latent_specs(masks, coded, scales, bounds))]
-    else:
-        if len(record.context) != shape.levels:
-            raise ValueError(f"record has {len(record.context)} level contexts for {shape.levels} levels")
-        for ctx, bound in zip(record.context, bounds):
-            parts.append(_LEVEL_CONTEXT.pack(*np.asarray(ctx.scales, np.float16).reshape(-1), bound,
-                                             *ctx.weights, *ctx.spreads))
-        chunks = [(values, scales, bounds[lv], means) for lv, values, means, scales in
-                  grid_context.models(record.latents, masks, record.context, bounds, coded)]
-    qmax = 2 ** (record.weight_bits - 1) - 1
-    if record.scene is None:
-        for t in record.synthesis or []:
-            lap = np.float16(entropy.laplace_scale(t.values))
-            parts.append(_TENSOR.pack(t.scale, lap))
-            chunks.append((t.values, np.full(len(t.values), float(lap)), qmax))
-    else:
-        for delta in record.synthesis_delta or []:
-            lap = np.float16(entropy.laplace_scale(delta))
-            parts.append(_DELTA.pack(lap))
-            chunks.append((delta, np.full(len(delta), float(lap)), 2 * qmax))
-    payload = entropy.laplace_compress(chunks)
-    parts += [_LENGTH.pack(len(payload)), payload]
+    plan = _plan(record)
+    payload = entropy.laplace_compress(plan.chunks)
+    parts += [*plan.tables, _LENGTH.pack(len(payload)), payload]
     body = b"".join(parts)
     return body + _CRC.pack(zlib.crc32(body))
+
+
+def byte_budget(record: GridRecord) -> dict[str, float]:
+    """Where a record's bytes go: the model's code length of its latents in and outside its boxes and of its
+    synthesis, and the rest of the packed record (header, boxes, tables, coder flush)."""
+    plan = _plan(record)
+    out = {"latents in boxes": 0.0, "latents outside boxes": 0.0, "synthesis": 0.0}
+    for (values, scales, _bound, *mean), inside in zip(plan.chunks, plan.inside):
+        bits = entropy.laplace_bits(torch.from_numpy(np.asarray(values, np.float64)), torch.from_numpy(scales),
+                                    torch.from_numpy(mean[0]) if mean else 0.0).numpy()
+        if inside is None:
+            out["synthesis"] += bits.sum() / 8
+        else:
+            out["latents in boxes"] += bits[inside].sum() / 8
+            out["latents outside boxes"] += bits[~inside].sum() / 8
+    out["other"] = len(pack(record)) - sum(out.values())
+    return out
 
 
 def unpack(blob: bytes) -> GridRecord:

@@ -54,7 +54,10 @@ def test_inspect_reports_counts_shapes_and_classes(encoded, capsys):
     code, rep, err = run_inspect(capsys, str(encoded), "--verify")
     assert code == 0 and rep["verify"] == {"ok": True, "decoded": 3, "failures": []}
     assert rep["shards"] == 2 and rep["samples"] == 3 and rep["codecs"] == {"rinr": 3}
-    assert rep["inr_shapes"]["background"] == {"grid 6 levels, mlp 16-16": 3}  # the default preset
+    assert rep["inr_shapes"]["background"] == {"grid 6 levels (2 box-only), mlp 16-16": 3}  # the default preset
+    budget = rep["grid_bytes_per_record"]
+    assert set(budget) == {"latents in boxes", "latents outside boxes", "synthesis", "other"}
+    assert sum(budget.values()) == pytest.approx(rep["image_bytes"]["mean"])
     assert rep["inr_shapes"]["objects"] == {}
     assert rep["classes"] == {"cat": 3, "dog": 3}
     assert rep["object_psnr"]["n"] == 3 and rep["image_sizes"] == {"32x24": 3}
@@ -64,7 +67,9 @@ def test_inspect_reports_counts_shapes_and_classes(encoded, capsys):
 def test_inspect_human_readable_output_and_shard_files(encoded, capsys):
     assert inspect_shards.main([str(encoded / "shard-000001.tar")]) == 0
     out = capsys.readouterr().out
-    assert "samples: 1" in out and "INR shapes (SIREN width x depth, or grid): background grid 6 levels, mlp 16-16: 1" in out
+    assert "samples: 1" in out and ("INR shapes (SIREN width x depth, or grid): background grid 6 levels "
+                                    "(2 box-only), mlp 16-16: 1") in out
+    assert "grid record bytes (mean, by the coding models): latents in boxes" in out
     assert "boxes per class: cat (1), dog (2)" in out and "object PSNR: min" in out
 
 

@@ -276,3 +276,19 @@ REFERENCE_CONTEXT_SHA256 = {
     None: "ad0a71b643b3626aec2e1be37ef00ebfd7a271088576dd3766839804c9ead31b",  # 175 bytes
     "s0123456789abcde": "2e0a8c5d77bf8d86e98e59ef09243f9281d385a8f24e6d056a9e9efb3fd4c8c1",  # 172 bytes
 }
+
+
+@pytest.mark.parametrize("context", [False, True])
+def test_byte_budget_splits_the_record_by_region(context):
+    rec = _box_level_record(2, context)
+    blob = R.pack_record(rec)
+    budget = grid_record.byte_budget(rec)
+    assert sum(budget.values()) == pytest.approx(len(blob))
+    assert all(v > 0 for v in budget.values())
+    # Model code lengths match the ANS payload closely: the rest is header, boxes, tables and the coder's flush.
+    tables = 3 * (grid_record._LEVEL_CONTEXT.size if context else grid_record._LEVEL.size) + 4 * 4
+    assert tables < budget["other"] - record_header_size() < tables + 40
+    # The same latents without boxes are all background.
+    bare = dataclasses.replace(rec, boxes=[], shape=dataclasses.replace(rec.shape, box_levels=0))
+    moved = grid_record.byte_budget(bare)
+    assert moved["latents in boxes"] == 0 and moved["latents outside boxes"] > budget["latents outside boxes"]

@@ -35,6 +35,8 @@ class Summary:
     sizes: Counter = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     decoded: int = 0
+    grid_budget: Counter = field(default_factory=Counter)  # summed grid_record.byte_budget of the grid records
+    grid_records: int = 0
 
     def fail(self, shard: str, key: str | None, message: str) -> None:
         """Record a verification failure naming the shard and sample."""
@@ -59,6 +61,7 @@ def _shape(inr: Any) -> str:
 
 def _check_record(summary: Summary, shard: str, key: str, data: bytes, meta: dict[str, Any]) -> Any:
     from .. import unpack_record
+    from ..grid_record import byte_budget
 
     rec = unpack_record(data)
     if (rec.width, rec.height) != (meta["width"], meta["height"]):
@@ -66,7 +69,10 @@ def _check_record(summary: Summary, shard: str, key: str, data: bytes, meta: dic
     if [list(b) for b in rec.boxes] != stored_boxes(meta["boxes"]):
         summary.fail(shard, key, f"record boxes {[list(b) for b in rec.boxes]} differ from json boxes")
     if rec.codec == "latent-grid":
-        summary.background_shapes[f"grid {rec.shape.levels} levels, mlp {'-'.join(map(str, rec.shape.hidden))}"] += 1
+        summary.background_shapes[f"grid {rec.shape.levels} levels ({rec.shape.box_levels} box-only), mlp "
+                                  f"{'-'.join(map(str, rec.shape.hidden))}"] += 1
+        summary.grid_budget.update(byte_budget(rec))
+        summary.grid_records += 1
         return rec
     summary.background_shapes[_shape(rec.background)] += 1
     for obj in rec.objects:
@@ -187,6 +193,8 @@ def report(summary: Summary, manifest: dict[str, Any] | None, verify: bool) -> d
         "background_psnr": _distribution(summary.background_psnr),
         "inr_shapes": {"background": dict(summary.background_shapes), "objects": dict(summary.object_shapes)},
         "classes": {name(i): n for i, n in sorted(summary.boxes_per_class.items())},
+        "grid_bytes_per_record": ({k: v / summary.grid_records for k, v in summary.grid_budget.items()}
+                                  if summary.grid_records else None),
     }
     if verify:
         out["verify"] = {"ok": not summary.failures, "decoded": summary.decoded, "failures": summary.failures}
@@ -216,6 +224,11 @@ def print_report(out: dict[str, Any]) -> None:
         print("INR shapes (SIREN width x depth, or grid): background "
               + ", ".join(f"{k}: {v}" for k, v in sorted(shapes["background"].items()))
               + "; objects " + (", ".join(f"{k}: {v}" for k, v in sorted(shapes["objects"].items())) or "none"))
+    if out["grid_bytes_per_record"]:
+        budget = out["grid_bytes_per_record"]
+        total = sum(budget.values())
+        print("grid record bytes (mean, by the coding models): "
+              + ", ".join(f"{k} {v:,.0f} ({100 * v / total:.0f}%)" for k, v in budget.items()))
     print(f"boxes per class: {', '.join(f'{k} ({v})' for k, v in out['classes'].items()) or 'none'}")
     if "verify" in out:
         v = out["verify"]
