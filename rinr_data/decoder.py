@@ -108,7 +108,8 @@ def pack_records(records: Sequence[AnyRecord], scenes: dict[str, GridRecord] | N
     grid_parts: dict[int, tuple[list[torch.Tensor], Layers]] = {}
     for fi, rec in enumerate(records):
         if isinstance(rec, GridRecord):
-            grid_members[(rec.height, rec.width, rec.shape)].append(fi)
+            # Box-only levels only say where latents were coded: frames that differ in them decode together.
+            grid_members[(rec.height, rec.width, rec.shape.dense)].append(fi)
             grid_parts[fi] = resolve(rec, scenes)
             continue
         inrs.append(rec.background)

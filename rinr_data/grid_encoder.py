@@ -14,6 +14,7 @@ from .decoder import decode_records
 from .devices import resolve_device
 from .encoder import EncodedFrame, ProgressBar, measure_records, prepare_frames
 from .frames import box_mask
+from .grid import frame_box_levels
 from .grid_fit import GridFit, GridFitSettings, GridTarget, SceneBase, fit_grids
 from .grid_record import GridRecord, quantize_synthesis, scene_id
 from .metrics import psnr
@@ -35,22 +36,28 @@ def _record(frame: torch.Tensor, boxes: np.ndarray, fit: GridFit, config: CodecC
     latents = [lat.numpy().astype(np.int32) for lat in fit.latents]
     box_list = [tuple(float(v) for v in b) for b in boxes]
     h, w = frame.shape[1:]
+    shape = replace(config.grid, box_levels=fit.box_levels)
     if scene is None:
         synthesis = quantize_synthesis(fit.layers, config.weight_bits)
-        return GridRecord(h, w, config.grid, config.weight_bits, box_list, latents, synthesis, context=fit.context)
+        return GridRecord(h, w, shape, config.weight_bits, box_list, latents, synthesis, context=fit.context)
     name, parsed = scene
     qmax = 2 ** (config.weight_bits - 1) - 1
     deltas = []
     for base, tensor in zip(parsed.synthesis or [], (t[0] for pair in fit.layers for t in pair)):
         ints = np.clip(np.rint(tensor.reshape(-1).numpy() / np.float32(base.scale)), -qmax, qmax).astype(np.int32)
         deltas.append(ints - base.values)
-    return GridRecord(h, w, config.grid, config.weight_bits, box_list, latents, None, name, deltas, fit.context)
+    return GridRecord(h, w, shape, config.weight_bits, box_list, latents, None, name, deltas, fit.context)
 
 
 def _targets(frames: list[torch.Tensor], boxes: list[np.ndarray], config: CodecConfig,
              base: SceneBase | None = None) -> list[GridTarget]:
-    return [GridTarget(f.to(torch.float32) / 255, box_mask(b, f.shape[1], f.shape[2]), config.object_psnr,
-                       config.background_psnr, base) for f, b in zip(frames, boxes)]
+    targets = []
+    for f, b in zip(frames, boxes):
+        image, mask = f.to(torch.float32) / 255, box_mask(b, f.shape[1], f.shape[2])
+        # On a scene the background comes from the scene's full-resolution levels: frames keep every box-only level.
+        levels = None if base is not None else frame_box_levels(image, mask, config.grid, config.background_psnr)
+        targets.append(GridTarget(image, mask, config.object_psnr, config.background_psnr, base, levels))
+    return targets
 
 
 def encode_grid_frames(images: Sequence[Any], boxes_list: Sequence[Any], config: CodecConfig,
@@ -81,7 +88,7 @@ def _fit_scene(frames: list[torch.Tensor], boxes: list[np.ndarray], config: Code
                         config.object_psnr, config.background_psnr + scene.psnr_margin)
     # The scene keeps every level (its bytes are shared by all its frames); frames keep box-only fine levels, so
     # their background is the scene's full-resolution one plus coarse corrections.
-    config = config.replace(grid=replace(config.grid, box_levels=0))
+    config = config.replace(grid=config.grid.dense)
     fit = fit_grids(config.grid, [target], _settings(config, salt), device, on_step)[0]
     record = _record(background, np.zeros((0, 4)), fit, config)
     return grid_record.pack(record), record

@@ -62,6 +62,7 @@ class GridTarget:
     object_psnr: float
     background_psnr: float
     base: SceneBase | None = None
+    box_levels: int | None = None  # this frame's box-only levels (None: the shape's)
 
 
 @dataclass
@@ -72,6 +73,7 @@ class GridFit:
     latents: list[torch.Tensor]
     layers: Layers
     context: list[LevelContext] | None = None
+    box_levels: int = 0
 
 
 def fake_quantize(x: torch.Tensor, bits: int, step: torch.Tensor | None = None) -> torch.Tensor:
@@ -120,6 +122,12 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
     goal = torch.tensor([[t.object_psnr, t.background_psnr] for t in targets], device=device) + PSNR_MARGIN
     masks = [torch.stack(ms).to(device)[:, None].float() for ms in
              zip(*(level_masks(t.box_mask, shape) for t in targets))]
+    box_levels = [shape.box_levels if t.box_levels is None else t.box_levels for t in targets]
+    if not all(0 <= b <= shape.box_levels for b in box_levels):
+        raise ValueError(f"target box levels {box_levels} must be in 0..{shape.box_levels} (the shape's)")
+    # Where latents exist: box-only levels of a frame only at its boxes, every other level everywhere.
+    exists = [torch.stack([m[i] if lv < b else torch.ones_like(m[i]) for i, b in enumerate(box_levels)])
+              for lv, m in enumerate(masks)]
 
     latents = [torch.zeros(count, 1, hl, wl, device=device, requires_grad=True)
                for hl, wl in shape.level_sizes(h, w)]
@@ -155,7 +163,7 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
         for g in opt.param_groups:
             g["lr"] = _cosine(step, settings.steps, g["base"])
         noisy = step < noise_steps
-        q = _box_only([_quantize(lat, noisy, noise_gen) for lat in latents], masks, shape.box_levels)
+        q = [_quantize(lat, noisy, noise_gen) * e for lat, e in zip(latents, exists)]
         synth = layers if noisy else [(fake_quantize(wt, settings.weight_bits, sw),
                                        fake_quantize(b, settings.weight_bits, sb))
                                       for (wt, b), (sw, sb) in zip(layers, steps)]
@@ -190,19 +198,14 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
 
     fits = []
     with torch.no_grad():
-        final = _box_only([torch.round(lat) for lat in latents], masks, shape.box_levels)
+        final = [torch.round(lat) * e for lat, e in zip(latents, exists)]
         for i in range(count):
             lat = [l[i, 0].detach().cpu() for l in final]
             lay = [(wt[i:i + 1].detach().cpu(), b[i:i + 1].detach().cpu()) for wt, b in layers]
             context = [grid_context.quantize(ctx_weights[i, lv], ctx_spreads[i, lv], torch.exp(log_scale[i, lv]))
                        for lv in range(shape.levels)] if settings.context else None
-            fits.append(GridFit(lat, lay, context))
+            fits.append(GridFit(lat, lay, context, box_levels[i]))
     return fits
-
-
-def _box_only(levels: list[torch.Tensor], masks: list[torch.Tensor], box_levels: int) -> list[torch.Tensor]:
-    """Zero the latents of box-only levels off the boxes: they do not exist (the record does not code them)."""
-    return [lat * m if lv < box_levels else lat for lv, (lat, m) in enumerate(zip(levels, masks))]
 
 
 def _quantize(lat: torch.Tensor, noisy: bool, gen: torch.Generator) -> torch.Tensor:

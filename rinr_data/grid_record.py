@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -306,8 +306,8 @@ def resolve(record: GridRecord, scenes: dict[str, GridRecord] | None) -> tuple[l
         raise FormatError(f"record references scene {record.scene!r}, which was not given "
                           f"(pass scenes={{'{record.scene}': scene_bytes}})")
     # Box-only levels may differ: they only decide where each record carries latents, not how they are summed.
-    if scene.scene is not None or (scene.height, scene.width, replace(scene.shape, box_levels=0), scene.weight_bits) != (
-            record.height, record.width, replace(record.shape, box_levels=0), record.weight_bits):
+    if scene.scene is not None or (scene.height, scene.width, scene.shape.dense, scene.weight_bits) != (
+            record.height, record.width, record.shape.dense, record.weight_bits):
         raise FormatError(f"scene {record.scene!r} ({scene.width}x{scene.height}, {scene.shape}, "
                           f"{scene.weight_bits} bits) does not fit the record ({record.width}x{record.height}, "
                           f"{record.shape}, {record.weight_bits} bits)")

@@ -14,6 +14,7 @@ import torch
 import rinr_data as R
 from rinr_data import entropy, grid_record
 from rinr_data.frames import box_mask
+from rinr_data import grid as grid_mod
 from rinr_data.grid import GridShape, level_masks
 from rinr_data.grid_context import LevelContext
 from rinr_data.entropy import laplace_bits
@@ -292,3 +293,32 @@ def test_byte_budget_splits_the_record_by_region(context):
     bare = dataclasses.replace(rec, boxes=[], shape=dataclasses.replace(rec.shape, box_levels=0))
     moved = grid_record.byte_budget(bare)
     assert moved["latents in boxes"] == 0 and moved["latents outside boxes"] > budget["latents outside boxes"]
+
+
+def test_frame_box_levels_follow_what_the_coarse_levels_can_reproduce():
+    shape = GridShape(levels=4, box_levels=3)
+    smooth = torch.from_numpy(smooth_frame(32, 48, seed=3)).permute(2, 0, 1).float() / 255
+    noisy = torch.rand(3, 32, 48, generator=torch.Generator().manual_seed(0))
+    mask = box_mask(np.array([[4.0, 4.0, 12.0, 12.0]]), 32, 48)
+    assert grid_mod.lowpass_psnr(noisy, mask, 0) == float("inf")
+    lowpass = [grid_mod.lowpass_psnr(smooth, mask, lv) for lv in (1, 2, 3)]
+    assert lowpass[0] > lowpass[1] > lowpass[2]
+    assert grid_mod.frame_box_levels(smooth, mask, shape, 0.0) == 3
+    assert grid_mod.frame_box_levels(noisy, mask, shape, 20.0) == 0  # white noise: no coarser level holds it
+    # Between two levels' low-pass PSNRs, the coarsest level still within tolerance of the goal is taken.
+    goal = (lowpass[1] + lowpass[2]) / 2 + grid_mod.BOX_LEVEL_TOLERANCE_DB
+    assert grid_mod.frame_box_levels(smooth, mask, shape, goal) == 2
+    assert grid_mod.frame_box_levels(smooth, torch.ones(32, 48, dtype=torch.bool), shape, 99.0) == 3  # all boxes
+
+
+def test_frames_of_one_batch_get_their_own_box_levels_and_decode_together():
+    smooth = smooth_frame(24, 32, seed=5)
+    busy = (np.random.default_rng(1).random((24, 32, 3)) * 255).astype(np.uint8)
+    boxes = [[[4, 4, 14, 12]], [[4, 4, 14, 12]]]
+    blobs = R.encode_batch([smooth, busy], boxes, FAST)
+    levels = [R.unpack_record(b).shape.box_levels for b in blobs]
+    assert levels == [FAST.grid.box_levels, 0]
+    batched = R.decode_batch(blobs)
+    assert all(torch.equal(img, R.decode(b)) for img, b in zip(batched, blobs))
+    rec = R.unpack_record(blobs[1])
+    assert rec.latents[0][~level_masks(box_mask(np.asarray(rec.boxes), 24, 32), rec.shape)[0].numpy()].any()

@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"paper preset: pixels sampled per INR and fitting step, speed vs. quality "
                         f"(default: {CodecConfig.pixels_per_step})")
     c.add_argument("--box-levels", type=int,
-                   help=f"grid preset: finest latent levels coded only where they touch a box; the background then "
-                        f"comes from 1/2^N resolution (default: {CodecConfig.grid.box_levels}; 0 keeps a "
+                   help=f"grid preset: at most N finest latent levels coded only where they touch a box, so the "
+                        f"background comes from 1/2^N resolution; frames whose background that cannot reproduce "
+                        f"get fewer (default: {CodecConfig.grid.box_levels}; 0 keeps a "
                         f"full-resolution background, which detectors trained on the frames want: "
                         f"docs/BENCHMARKS.md, Accuracy parity)")
     c.add_argument("--seed", type=int, help=f"fitting seed (default: {CodecConfig.seed})")
