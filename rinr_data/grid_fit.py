@@ -173,15 +173,16 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
         mse = torch.stack([(err * inside).sum(dim=(1, 2, 3)) / n_in.clamp_min(1),
                            (err * (1 - inside)).sum(dim=(1, 2, 3)) / n_out.clamp_min(1)], dim=1)
         bits = torch.zeros(count, device=device)
-        for lv, (lat, m) in enumerate(zip(q, masks)):
+        for lv, (lat, m, e) in enumerate(zip(q, masks, exists)):
             sc = torch.exp(log_scale[:, lv])  # [B, pass, region (in boxes, outside)]
+            # Only latents that exist are coded: the known zeros off the boxes of box-only levels cost nothing.
             if settings.context:
                 feats = grid_context.features(lat[:, 0], q[lv + 1][:, 0] if lv + 1 < shape.levels else None)
                 mean, per = grid_context.distribution(feats, m[:, 0], ctx_weights[:, lv], ctx_spreads[:, lv], sc)
-                bits = bits + laplace_bits(lat[:, 0], per, mean).sum(dim=(1, 2))
+                bits = bits + (laplace_bits(lat[:, 0], per, mean) * e[:, 0]).sum(dim=(1, 2))
             else:
                 per = sc[:, 0, 0, None, None, None] * m + sc[:, 0, 1, None, None, None] * (1 - m)
-                bits = bits + laplace_bits(lat, per).sum(dim=(1, 2, 3))
+                bits = bits + (laplace_bits(lat, per) * e).sum(dim=(1, 2, 3))
         for k, (tensor, (anchor, step_size)) in enumerate(zip(trainable, anchors)):
             diff = _quantize((tensor - anchor) / step_size.view(-1, 1, 1), noisy, noise_gen)
             bits = bits + laplace_bits(diff, torch.exp(log_scale_syn[:, k]).view(-1, 1, 1)).sum(dim=(1, 2))
