@@ -22,6 +22,8 @@ def test_bench_codec_writes_one_section_per_mode(tmp_path, capsys):
     rows = [line for line in text.splitlines() if line.startswith("| coco |")]
     assert len(rows) == 2 and all("unreached" in r or "x)" in r for r in rows)
     assert "scene mode, window 3" in text and "scene bytes shared out" in text
+    budgets = [line for line in text.splitlines() if line.startswith("- coco: frame records (mean bytes) latents in")]
+    assert len(budgets) == 2 and "scene records latents in boxes 0," in budgets[1] and "box-only levels:" in budgets[0]
     curve = [line for line in text.splitlines() if line.startswith("| 2 |") or line.startswith("| 3 |")]
     assert len(curve) == 2
     assert (tmp_path / "rd_grid.png").exists() and (tmp_path / "rd_grid-scene.png").exists()

@@ -15,6 +15,7 @@ import platform
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from benchdoc import replace_section  # noqa: E402
 import rinr_data as R  # noqa: E402
 from rinr_data.classic import quality_sweep  # noqa: E402
 from rinr_data.frames import box_mask  # noqa: E402
+from rinr_data.grid_record import GridRecord, byte_budget  # noqa: E402
 from rinr_data.metrics import region_psnr  # noqa: E402
 from rinr_data.sources import load_sample, open_source  # noqa: E402
 
@@ -51,6 +53,8 @@ class FrameResult:
     background: float
     n_boxes: int
     baselines: dict[str, int | None] = field(default_factory=dict)
+    budget: dict[str, float] | None = None  # grid records: grid_record.byte_budget (the record alone)
+    box_levels: int | None = None  # grid records: the frame's box-only levels
 
 
 def load_frames(path: Path, limit: int) -> tuple[list[torch.Tensor], list[np.ndarray], list[str]]:
@@ -134,6 +138,9 @@ def run_dataset(name: str, path: Path, config: R.CodecConfig, args: argparse.Nam
             blobs.append(enc.blob)
             results.append(FrameResult(name, nm, round(len(enc.blob) + share), enc.full_psnr, enc.object_psnr,
                                        enc.background_psnr, len(enc.boxes)))
+            record = R.unpack_record(enc.blob)
+            if isinstance(record, GridRecord):
+                results[-1].budget, results[-1].box_levels = byte_budget(record), record.shape.box_levels
     encode_s = (time.perf_counter() - t0) / len(images)
     single_ms, batch_ms = time_decode(blobs, args.device if args.device != "auto" else config.device, scenes)
     decoded = R.decode_batch(blobs, scenes=scenes)
@@ -143,7 +150,8 @@ def run_dataset(name: str, path: Path, config: R.CodecConfig, args: argparse.Nam
         res.baselines = baseline_bytes(img, bx, res.objects, res.background)
     summary = dict(encode_s=encode_s, decode_single_ms=single_ms, decode_batch_ms=batch_ms,
                    macs_per_pixel=macs(config, boxes, [tuple(i.shape[1:]) for i in images]), scenes=len(scenes),
-                   scene_bytes=sum(len(b) for b in scenes.values()))
+                   scene_bytes=sum(len(b) for b in scenes.values()),
+                   scene_budget=[byte_budget(R.unpack_record(b)) for b in scenes.values()])
     return results, summary
 
 
@@ -175,6 +183,24 @@ def table(results: list[FrameResult], summaries: dict[str, dict], preset: str) -
             f"{summ['encode_s']:.1f} | {summ['decode_single_ms']:.1f} / {summ['decode_batch_ms']:.1f} | "
             f"{summ['macs_per_pixel']:,.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def budget_lines(results: list[FrameResult], summaries: dict[str, dict]) -> str:
+    """Where the grid records' bytes go, per dataset (mean per frame record; scene records apart)."""
+    def fmt(budgets: list[dict[str, float]]) -> str:
+        mean = {k: statistics.fmean(b[k] for b in budgets) for k in budgets[0]}
+        return ", ".join(f"{k} {v:,.0f}" for k, v in mean.items())
+
+    lines = []
+    for ds, summ in summaries.items():
+        rows = [r for r in results if r.dataset == ds and r.budget]
+        if not rows:
+            continue
+        levels = ", ".join(f"{n} frame(s) {b}" for b, n in sorted(Counter(r.box_levels for r in rows).items()))
+        lines.append(f"- {ds}: frame records (mean bytes) {fmt([r.budget for r in rows])}; box-only levels: {levels}"
+                     + (f"; scene records {fmt(summ['scene_budget'])}" if summ.get("scene_budget") else ""))
+    return ("Where the bytes go (`grid_record.byte_budget`: the coding models' code lengths; other = header, boxes, "
+            "tables, coder flush):\n\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 def rd_plot(results: list[FrameResult], images_by_ds: dict[str, torch.Tensor], out: Path) -> None:
@@ -307,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     report = (f"Measured by `tools/bench_codec.py` on {machine()}, {time.strftime('%Y-%m-%d')}.\n\n{settings}\n\n"
               f"Baseline bytes are for the cheapest quality reaching the INR's own PSNR on each frame (object PSNR "
               f"for full-frame codecs; object and background PSNR for ROI); (x) = baseline bytes / INR bytes, "
-              f"above 1 means the INR is smaller.\n\n{text}\n")
+              f"above 1 means the INR is smaller.\n\n{text}\n\n{budget_lines(results, summaries)}")
     print(report)
     if args.plot:
         plot = args.plot.with_name(f"{args.plot.stem}_{section}{args.plot.suffix}")
