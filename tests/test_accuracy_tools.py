@@ -32,10 +32,16 @@ def coco(tmp_path) -> Path:
 def test_demo_prints_one_table(coco, tmp_path, capsys):
     out = tmp_path / "kept"
     args = ["--data", str(coco), "--train-frames", "4", "--val-frames", "2", "--max-side", "0", "--train-steps", "2",
-            "--batch-size", "2", "--device", "cpu", "--out", str(out), *FAST_CODEC]
+            "--batch-size", "2", "--device", "cpu", "--out", str(out), "--object-psnr", "28", "--background-psnr",
+            "26", "--box-levels", "0", *FAST_CODEC]
     assert tool("demo").main(args) == 0
     text = capsys.readouterr().out
     assert "frames 0-3 train, 4-5 validate" in text
+    assert "targets: objects 28 dB, background 26 dB), 4 fitting steps, at most 0 box-only levels" in text
+    from rinr_data import shards, unpack_record
+
+    records = [unpack_record(s["rinr"]) for tar in sorted((out / "rinr").glob("*.tar")) for s in shards.iter_shard(tar)]
+    assert len(records) == 4 and all(r.shape.box_levels == 0 for r in records)
     rows = [line for line in text.splitlines() if line.startswith("| RINR") or line.startswith("| JPEG q")]
     assert len(rows) == 2 and all(len(r.split("|")) == 10 for r in rows)
     assert {p.name for p in out.iterdir()} == {"rinr", "jpeg", "val"}

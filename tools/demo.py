@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,6 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fit-steps", type=int, default=None,
                    help=f"INR fitting step budget (default: {DEMO_FIT_STEPS}; the presets' own defaults are "
                         + ", ".join(f"{p} {CodecConfig.preset_default('max_steps', p)}" for p in PRESETS) + ")")
+    p.add_argument("--object-psnr", type=float, help="RINR object PSNR target in dB (default: the preset's)")
+    p.add_argument("--background-psnr", type=float, help="RINR background PSNR target in dB (default: the preset's)")
+    p.add_argument("--box-levels", type=int,
+                   help="grid preset: at most N box-only latent levels (default: the preset's; 0 with targets 30/30 "
+                        "is the setting that trains detectors within 0.02 mAP of JPEG, docs/BENCHMARKS.md)")
     p.add_argument("--pixels-per-step", type=int, default=2048,
                    help="paper preset: pixels sampled per INR and fitting step (default: %(default)s)")
     p.add_argument("--train-steps", type=int, default=150,
@@ -83,14 +89,21 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--out {args.out} is not empty; give a new folder")
         quiet = {"progress": False, "log": lambda message: print(message, file=sys.stderr)}
 
+        targets = {k: v for k, v in (("object_psnr", args.object_psnr), ("background_psnr", args.background_psnr))
+                   if v is not None}
         codec = CodecConfig(preset=args.preset, max_steps=args.fit_steps or DEMO_FIT_STEPS[args.preset],
-                            pixels_per_step=args.pixels_per_step, seed=args.seed, device=str(device))
+                            pixels_per_step=args.pixels_per_step, seed=args.seed, device=str(device), **targets)
+        if args.box_levels is not None:
+            if codec.preset != "grid":
+                raise SystemExit("--box-levels applies to the grid preset only")
+            codec = codec.replace(grid=replace(codec.grid, box_levels=args.box_levels))
         t = time.perf_counter()
         encode_dataset(train_src, out / "rinr", ConvertConfig(codec_config=codec, max_side=max_side, batch=n_train,
                                                               shard_size=n_train), **quiet)
         encode_s = time.perf_counter() - t
         rinr = shard_stats(out / "rinr")
-        per_step = "" if codec.preset == "grid" else f" of {codec.pixels_per_step} pixels"
+        per_step = (f", at most {codec.grid.box_levels} box-only levels" if codec.preset == "grid"
+                    else f" of {codec.pixels_per_step} pixels")
         print(f"RINR: preset '{codec.preset}' (targets: objects {codec.object_psnr:g} dB, background "
               f"{codec.background_psnr:g} dB), {codec.max_steps} fitting steps{per_step}, {n_train} frames per "
               f"fitting call, on {device}: {encode_s:.0f} s", flush=True)
