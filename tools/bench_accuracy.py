@@ -24,7 +24,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -164,9 +164,7 @@ class RinrVariant:
         if self.psnr:
             fields.update(object_psnr=self.psnr[0], background_psnr=self.psnr[1])
         codec = CodecConfig(preset=self.preset, max_steps=self.steps or fit_steps, **fields)  # type: ignore[arg-type]
-        if self.box_levels is not None:
-            codec = codec.replace(grid=replace(codec.grid, box_levels=self.box_levels))
-        return codec
+        return codec if self.box_levels is None else codec.with_box_levels(self.box_levels)
 
     def label(self, codec: CodecConfig) -> str:
         """Table label: preset, steps, and what differs from the preset's defaults."""

@@ -15,7 +15,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -94,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         codec = CodecConfig(preset=args.preset, max_steps=args.fit_steps or DEMO_FIT_STEPS[args.preset],
                             pixels_per_step=args.pixels_per_step, seed=args.seed, device=str(device), **targets)
         if args.box_levels is not None:
-            if codec.preset != "grid":
-                raise SystemExit("--box-levels applies to the grid preset only")
-            codec = codec.replace(grid=replace(codec.grid, box_levels=args.box_levels))
+            try:
+                codec = codec.with_box_levels(args.box_levels)
+            except ValueError as exc:
+                raise SystemExit(f"--box-levels: {exc}") from None
         t = time.perf_counter()
         encode_dataset(train_src, out / "rinr", ConvertConfig(codec_config=codec, max_side=max_side, batch=n_train,
                                                               shard_size=n_train), **quiet)

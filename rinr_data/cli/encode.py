@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -96,9 +95,7 @@ def build_config(args: argparse.Namespace) -> ConvertConfig:
                                                          "pixels_per_step", "seed") if getattr(args, name) is not None}
     codec_config = CodecConfig(device=_device(args.device), **overrides)
     if args.box_levels is not None:
-        if codec_config.preset != "grid":
-            raise ValueError("--box-levels applies to the grid preset only")
-        codec_config = codec_config.replace(grid=replace(codec_config.grid, box_levels=args.box_levels))
+        codec_config = codec_config.with_box_levels(args.box_levels)
         overrides["box_levels"] = args.box_levels
     if args.codec != "rinr" and overrides:
         raise ValueError(f"--{'/--'.join(k.replace('_', '-') for k in overrides)} apply to --codec rinr only")
