@@ -164,6 +164,10 @@ def _plan(record: GridRecord) -> _CodingPlan:
 
 def pack(record: GridRecord) -> bytes:
     """Serialise a latent-grid record (deterministic)."""
+    return _pack(record, _plan(record))
+
+
+def _pack(record: GridRecord, plan: _CodingPlan) -> bytes:
     shape = record.shape
     flags = ((FLAG_SCENE_REF if record.scene is not None else 0) | (FLAG_CONTEXT if record.context is not None else 0)
              | (FLAG_BOX_LEVELS if shape.box_levels else 0))
@@ -177,7 +181,6 @@ def pack(record: GridRecord) -> bytes:
         name = record.scene.encode("ascii")
         parts.append(struct.pack("<B", len(name)) + name)
     parts += [_BOX.pack(*b) for b in record.boxes]
-    plan = _plan(record)
     payload = entropy.laplace_compress(plan.chunks)
     parts += [*plan.tables, _LENGTH.pack(len(payload)), payload]
     body = b"".join(parts)
@@ -197,7 +200,7 @@ def byte_budget(record: GridRecord) -> dict[str, float]:
         else:
             out["latents in boxes"] += bits[inside].sum() / 8
             out["latents outside boxes"] += bits[~inside].sum() / 8
-    out["other"] = len(pack(record)) - sum(out.values())
+    out["other"] = len(_pack(record, plan)) - sum(out.values())
     return out
 
 
