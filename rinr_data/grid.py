@@ -65,11 +65,12 @@ def level_masks(box_mask: torch.Tensor, shape: GridShape) -> list[torch.Tensor]:
     """Per level, which latents cover a box pixel (bool [h_l, w_l]); the entropy model codes those apart."""
     h, w = box_mask.shape
     m = box_mask[None, None].float()
-    out = []
-    for lv, (hl, wl) in enumerate(shape.level_sizes(h, w)):
-        k = 2 ** lv
-        pooled = F.max_pool2d(F.pad(m, (0, wl * k - w, 0, hl * k - h)), k) if k > 1 else m
-        out.append(pooled[0, 0] > 0)
+    out = [m[0, 0] > 0]
+    # A latent of level l covers the 2x2 latents of level l-1 under it: pooling the level above reads 4x less
+    # than pooling the frame's mask by 2**l (the decoder runs this for every record).
+    for hl, wl in shape.level_sizes(h, w)[1:]:
+        m = F.max_pool2d(F.pad(m, (0, 2 * wl - m.shape[-1], 0, 2 * hl - m.shape[-2])), 2)
+        out.append(m[0, 0] > 0)
     return out
 
 

@@ -10,6 +10,7 @@ the entropy coder identical models on any machine.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,13 +86,6 @@ def distribution(feats: torch.Tensor, inside: torch.Tensor, weights: torch.Tenso
     return torch.where(anchor, mean_a, mean_o), torch.where(anchor, scale_a, scale_o)
 
 
-def _exact(ctx: LevelContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Exact float64 (weights [1, 6], spreads [1, 2], scales [1, 2, 2]) of a quantised level context."""
-    return (torch.from_numpy(np.asarray(ctx.weights, np.float64) * PARAM_STEP)[None],
-            torch.from_numpy(np.asarray(ctx.spreads, np.float64) * PARAM_STEP)[None],
-            torch.from_numpy(np.asarray(ctx.scales, np.float16).astype(np.float64))[None])
-
-
 def quantize(weights: torch.Tensor, spreads: torch.Tensor, scales: torch.Tensor) -> LevelContext:
     """Round fitted float parameters of one level (weights [6], spreads [2], scales [2, 2]) to the stored grid."""
     def ints(t: torch.Tensor) -> np.ndarray:
@@ -101,12 +95,28 @@ def quantize(weights: torch.Tensor, spreads: torch.Tensor, scales: torch.Tensor)
     return LevelContext(base, ints(weights), ints(spreads))
 
 
-def passes(shape: tuple[int, int], coded: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Positions coded in each pass of a level: anchors, then the others, within `coded` (None: everywhere)."""
-    anchor = anchors(*shape).numpy()
+Positions = tuple[np.ndarray, np.ndarray]  # (rows, cols), row-major
+
+
+@functools.lru_cache(maxsize=64)
+def _checkerboard_positions(shape: tuple[int, int]) -> tuple[Positions, Positions]:
+    rows, cols = np.indices(shape).reshape(2, -1)
+    return _split_by_parity(rows, cols)
+
+
+def _split_by_parity(rows: np.ndarray, cols: np.ndarray) -> tuple[Positions, Positions]:
+    anchor = (rows + cols) % 2 == 0
+    out = ((rows[anchor], cols[anchor]), (rows[~anchor], cols[~anchor]))
+    for arr in (a for pos in out for a in pos):
+        arr.flags.writeable = False  # cached and shared between calls
+    return out
+
+
+def pass_positions(shape: tuple[int, int], coded: np.ndarray | None) -> tuple[Positions, Positions]:
+    """Positions (row-major) coded in each pass of a level: anchors, then the others, within `coded` (None: all)."""
     if coded is None:
-        return anchor, ~anchor
-    return anchor & coded, ~anchor & coded
+        return _checkerboard_positions(tuple(shape))
+    return _split_by_parity(*np.nonzero(coded))
 
 
 def models(latents: list[np.ndarray], masks: list[np.ndarray], contexts: list[LevelContext], bounds: list[int],
@@ -115,18 +125,34 @@ def models(latents: list[np.ndarray], masks: list[np.ndarray], contexts: list[Le
     out = []
     for lv in reversed(range(len(latents))):
         coarser = latents[lv + 1] if lv + 1 < len(latents) else None
-        mean, scale = level_models(latents[lv], coarser, masks[lv], contexts[lv], bounds[lv])
-        for sel in passes(latents[lv].shape, coded[lv]):
-            out.append((lv, latents[lv][sel], mean[sel], scale[sel]))
+        for first, (rows, cols) in zip((True, False), pass_positions(latents[lv].shape, coded[lv])):
+            mean, scale = pass_models(latents[lv], coarser, masks[lv], contexts[lv], bounds[lv], rows, cols, first)
+            out.append((lv, latents[lv][rows, cols], mean, scale))
     return out
 
 
-def level_models(level: np.ndarray, coarser: np.ndarray | None, mask: np.ndarray, ctx: LevelContext, bound: int,
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact (means, scales) float64 [h, w] of one level; only anchor positions are valid until anchors are known."""
-    weights, spreads, scales = _exact(ctx)
-    lvl = torch.from_numpy(np.asarray(level, np.float64))[None]
-    crs = None if coarser is None else torch.from_numpy(np.asarray(coarser, np.float64))[None]
-    mean, scale = distribution(features(lvl, crs), torch.from_numpy(np.asarray(mask))[None], weights, spreads, scales)
+def pass_models(level: np.ndarray, coarser: np.ndarray | None, mask: np.ndarray, ctx: LevelContext, bound: int,
+                rows: np.ndarray, cols: np.ndarray, first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Exact float64 (means, scales) of one pass at (rows, cols): `distribution` evaluated there and nowhere else.
+
+    The first pass (anchors) reads only the coarser level, the second also the four anchor neighbours of `level`,
+    so a decoder calls it after filling in the anchors. Every product is an integer times a dyadic number and every
+    sum stays far below 2**53, so any evaluation order gives the same bits as the training model.
+    """
+    weights = np.asarray(ctx.weights, np.float64) * PARAM_STEP
+    spreads = np.asarray(ctx.spreads, np.float64) * PARAM_STEP
+    scales = np.asarray(ctx.scales, np.float16).astype(np.float64)
+    parent = np.zeros(len(rows)) if coarser is None else np.asarray(coarser, np.float64)[rows // 2, cols // 2]
+    p = 0 if first else 1
+    base = np.where(np.asarray(mask)[rows, cols], scales[p, 0], scales[p, 1])
+    if first:
+        mean = weights[0] * parent
+        scale = base + spreads[0] * np.abs(parent)
+    else:
+        padded = np.pad(level, 1)
+        near = tuple(padded[r, c].astype(np.float64) for r, c in
+                     ((rows, cols + 1), (rows + 2, cols + 1), (rows + 1, cols), (rows + 1, cols + 2)))
+        mean = sum(w * f for w, f in zip(weights[1:5], near)) + weights[5] * parent
+        scale = base + spreads[1] * (sum(np.abs(f) for f in near) + np.abs(parent))
     # The entropy coder's support is [-bound, bound]: a mean outside it adds nothing but risk.
-    return mean[0].clamp(-bound, bound).numpy(), scale[0].clamp_min(MIN_LAPLACE_SCALE).numpy()
+    return np.clip(mean, -bound, bound), np.maximum(scale, MIN_LAPLACE_SCALE)

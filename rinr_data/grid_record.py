@@ -144,8 +144,8 @@ def _plan(record: GridRecord) -> _CodingPlan:
                                               *ctx.weights, *ctx.spreads))
         chunks = [(values, scales, bounds[lv], means) for lv, values, means, scales in
                   grid_context.models(record.latents, masks, record.context, bounds, coded)]
-        inside = [masks[lv][sel] for lv in reversed(range(shape.levels))
-                  for sel in grid_context.passes(masks[lv].shape, coded[lv])]
+        inside = [masks[lv][rows, cols] for lv in reversed(range(shape.levels))
+                  for rows, cols in grid_context.pass_positions(masks[lv].shape, coded[lv])]
     qmax = 2 ** (record.weight_bits - 1) - 1
     if record.scene is None:
         for t in record.synthesis or []:
@@ -292,9 +292,10 @@ def _read_context_latents(stream: entropy.LaplaceReader, sizes: list[tuple[int, 
     for lv in reversed(range(len(sizes))):
         level = np.zeros(sizes[lv], np.int32)
         coarser = latents[lv + 1] if lv + 1 < len(sizes) else None
-        for sel in grid_context.passes(sizes[lv], coded[lv]):
-            means, scales = grid_context.level_models(level, coarser, masks[lv], contexts[lv], bounds[lv])
-            level[sel] = stream.read(scales[sel], bounds[lv], means[sel])
+        for first, (rows, cols) in zip((True, False), grid_context.pass_positions(sizes[lv], coded[lv])):
+            means, scales = grid_context.pass_models(level, coarser, masks[lv], contexts[lv], bounds[lv], rows, cols,
+                                                     first)
+            level[rows, cols] = stream.read(scales, bounds[lv], means)
         latents[lv] = level
     return latents
 

@@ -64,6 +64,30 @@ def test_models_are_exact_dyadic_numbers():
         assert len(values) == len(means) == len(scales)
 
 
+@pytest.mark.parametrize("top", [False, True])
+def test_pass_models_are_the_training_model_where_they_are_evaluated(top):
+    shape = GridShape(levels=3, hidden=(4,))
+    latents = _smooth_latents(shape, 13, 17, seed=6)
+    level, coarser = latents[0], None if top else latents[1]
+    rng = np.random.default_rng(0)
+    ctx = LevelContext(np.array([[0.7, 2.5], [0.3, 1.25]], np.float16), rng.integers(-127, 128, 6).astype(np.int8),
+                       rng.integers(0, 40, 2).astype(np.int8))
+    mask = np.zeros(level.shape, bool)
+    mask[2:8, 3:11] = True
+    bound = 6  # small enough that some means are clamped
+    as64 = (lambda a: torch.from_numpy(np.asarray(a, np.float64))[None])
+    mean, scale = grid_context.distribution(
+        grid_context.features(as64(level), None if coarser is None else as64(coarser)), torch.from_numpy(mask)[None],
+        as64(ctx.weights) / 64, as64(ctx.spreads) / 64, as64(ctx.scales.astype(np.float64)))
+    mean, scale = mean[0].clamp(-bound, bound).numpy(), scale[0].clamp_min(entropy.MIN_LAPLACE_SCALE).numpy()
+    assert np.abs(mean).max() == bound
+    decoded = np.zeros_like(level)  # what a decoder holds: anchors known before the second pass, nothing else
+    for first, (rows, cols) in zip((True, False), grid_context.pass_positions(level.shape, None)):
+        m, s = grid_context.pass_models(decoded, coarser, mask, ctx, bound, rows, cols, first)
+        assert np.array_equal(m, mean[rows, cols]) and np.array_equal(s, scale[rows, cols])
+        decoded[rows, cols] = level[rows, cols]
+
+
 @pytest.mark.parametrize("boxes", [None, [(0.0, 0.0, 40.0, 30.0)], [(3.0, 4.0, 20.5, 17.0), (22.0, 1.0, 39.0, 9.0)]])
 def test_context_records_round_trip_and_beat_factorized_on_correlated_latents(boxes):
     shape = GridShape(levels=4, hidden=(4,))
