@@ -19,6 +19,7 @@ from lightning_modules.data import CodecDataset, JPEGDataModule, JPEGDeviceLoade
 from rinr_data.errors import FormatError
 from rinr_data.loader import RINRLoader
 
+from conftest import smooth_frame
 from shard_fixtures import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -269,6 +270,11 @@ def test_encoded_jpeg_path_matches_pillow(folders):
         assert all(torch.equal(ta["boxes"], tb["boxes"]) for ta, tb in zip(a["targets"], b["targets"]))
 
 
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of float images in [0, 1]."""
+    return float(10 * torch.log10(1 / torch.mean((a - b) ** 2)))
+
+
 @pytest.mark.gpu
 def test_gpu_decode_on_cuda(folders):
     dm = JPEGDataModule(folders["jpeg"], val=folders["jpeg"], batch_size=4, num_workers=0, gpu_decode=True,
@@ -276,4 +282,9 @@ def test_gpu_decode_on_cuda(folders):
     batch = next(iter(dm.val_dataloader()))
     reference = next(iter(module("jpeg", folders["jpeg"]).val_dataloader()))
     assert batch["images"].is_cuda and batch["keys"] == reference["keys"]
-    torch.testing.assert_close(batch["images"].cpu(), reference["images"], atol=3 / 255, rtol=0)
+    # nvJPEG upsamples 4:2:0 chroma differently from libjpeg (measured on an H200: up to 21 levels apart on these
+    # 16x20 frames), so compare both decoders with the frames they came from rather than with each other.
+    originals = torch.stack([torch.from_numpy(smooth_frame(16, 20, seed=int(k.rsplit("_", 1)[1]))).permute(2, 0, 1)
+                             for k in batch["keys"]]).float() / 255
+    gpu, cpu = psnr(batch["images"].cpu(), originals), psnr(reference["images"], originals)
+    assert gpu > 30 and gpu > cpu - 3, (gpu, cpu)  # a wrong colour conversion or channel order gives < 20 dB

@@ -142,13 +142,19 @@ def run_dataset(name: str, path: Path, config: R.CodecConfig, args: argparse.Nam
             if isinstance(record, GridRecord):
                 results[-1].budget, results[-1].box_levels = byte_budget(record), record.shape.box_levels
     encode_s = (time.perf_counter() - t0) / len(images)
-    single_ms, batch_ms = time_decode(blobs, args.device if args.device != "auto" else config.device, scenes)
+    device = args.device if args.device != "auto" else config.device
+    single_ms, batch_ms = time_decode(blobs, device, scenes)
+    # The GPU figure means little without the CPU one beside it, from the same process and records.
+    cpu_batch_ms = time_decode(blobs, "cpu", scenes)[1] if device != "cpu" else None
     decoded = R.decode_batch(blobs, scenes=scenes)
     for res, img, bx, dec in zip(results, images, boxes, decoded):
         q = region_psnr(img, dec, bx)
-        assert abs(q.full - res.full) < 1e-6, "decode_batch disagrees with the encoder's own measurement"
+        # Fitted on a GPU, the encoder measured a GPU decode: a pixel may round to the next level on the CPU.
+        tolerance = 1e-6 if device == "cpu" else 0.02
+        assert abs(q.full - res.full) < tolerance, "decode_batch disagrees with the encoder's own measurement"
         res.baselines = baseline_bytes(img, bx, res.objects, res.background)
     summary = dict(encode_s=encode_s, decode_single_ms=single_ms, decode_batch_ms=batch_ms,
+                   decode_cpu_ms=cpu_batch_ms,
                    macs_per_pixel=macs(config, boxes, [tuple(i.shape[1:]) for i in images]), scenes=len(scenes),
                    scene_bytes=sum(len(b) for b in scenes.values()),
                    scene_budget=[byte_budget(R.unpack_record(b)) for b in scenes.values()])
@@ -158,6 +164,12 @@ def run_dataset(name: str, path: Path, config: R.CodecConfig, args: argparse.Nam
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return statistics.fmean(finite) if finite else math.nan
+
+
+def cpu_note(summary: dict) -> str:
+    """When decoding on a GPU: the CPU's batched decode of the same records, and how many times slower it is."""
+    cpu = summary.get("decode_cpu_ms")
+    return f" (CPU batched {cpu:.1f}, {cpu / summary['decode_batch_ms']:.1f}x)" if cpu else ""
 
 
 def table(results: list[FrameResult], summaries: dict[str, dict], preset: str) -> str:
@@ -180,7 +192,8 @@ def table(results: list[FrameResult], summaries: dict[str, dict], preset: str) -
         lines.append(
             f"| {ds} | {preset} | {len(rows)} | {nbytes:,.0f} | {_mean([r.full for r in rows]):.2f} | "
             f"{_mean([r.objects for r in rows]):.2f} | {_mean([r.background for r in rows]):.2f} | "
-            f"{summ['encode_s']:.1f} | {summ['decode_single_ms']:.1f} / {summ['decode_batch_ms']:.1f} | "
+            f"{summ['encode_s']:.1f} | {summ['decode_single_ms']:.1f} / {summ['decode_batch_ms']:.1f}"
+            f"{cpu_note(summ)} | "
             f"{summ['macs_per_pixel']:,.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

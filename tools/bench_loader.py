@@ -28,10 +28,11 @@ from rinr_data.sources import open_source
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_shards(data: Path, out: Path, codec: str, max_steps: int, shard_size: int) -> Path:
-    """Convert `data` into shards of `codec` under `out` (resumes if already there)."""
+def make_shards(data: Path, out: Path, codec: str, max_steps: int, shard_size: int, device: torch.device) -> Path:
+    """Convert `data` into shards of `codec` under `out` (resumes if already there), fitting on `device`."""
     config = ConvertConfig(codec=codec, shard_size=shard_size, batch=16,
-                           codec_config=CodecConfig(max_steps=max_steps, eval_every=max(1, max_steps // 4)))
+                           codec_config=CodecConfig(max_steps=max_steps, eval_every=max(1, max_steps // 4),
+                                                    device=str(device)))
     encode_dataset(open_source(data), out, config, progress=False, log=lambda m: None)
     return out
 
@@ -64,7 +65,9 @@ class Step:
 
 def run(shards: Path, workers: int, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     """Images/s and mean wait per step over the timed epochs."""
-    loader = RINRLoader(RINRDataset(shards, batch_size=args.batch_size, device=device), num_workers=workers,
+    # Listing the shards `repeat` times makes an epoch long enough that worker start-up does not dominate it.
+    source = sorted(str(s) for s in shards.glob("*.tar")) * args.repeat if args.repeat > 1 else shards
+    loader = RINRLoader(RINRDataset(source, batch_size=args.batch_size, device=device), num_workers=workers,
                         image_size=None)
     step = Step(device, args.step_ms)
     for _ in loader:  # warm-up epoch: worker start, page cache
@@ -100,13 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step-ms", type=float, default=20.0, help="length of the simulated training step")
     p.add_argument("--epochs", type=int, default=2, help="timed epochs after one warm-up epoch")
     p.add_argument("--device", default="auto")
+    p.add_argument("--repeat", type=int, default=1, help="read every shard this many times per epoch")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
 
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory(prefix="rinr-bench-loader-") as tmp:
-        rinr = args.rinr or make_shards(args.data, Path(tmp) / "rinr", "rinr", args.max_steps, args.shard_size)
-        jpeg = args.jpeg or make_shards(args.data, Path(tmp) / "jpeg", "jpeg", args.max_steps, args.shard_size)
+        rinr = args.rinr or make_shards(args.data, Path(tmp) / "rinr", "rinr", args.max_steps, args.shard_size, device)
+        jpeg = args.jpeg or make_shards(args.data, Path(tmp) / "jpeg", "jpeg", args.max_steps, args.shard_size, device)
         rows = []
         for workers in (int(w) for w in args.workers.split(",")):
             r = run(rinr, workers, args, device)
@@ -115,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{r['images_s'] / j['images_s']:.2f}x | {r['wait_ms']:.1f} | {j['wait_ms']:.1f} |")
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU decode"
     print(f"Loader benchmark on {platform.machine()}, {torch.get_num_threads()} torch threads, {dev}; "
-          f"batch {args.batch_size}, {args.step_ms:g} ms step, {args.epochs} timed epochs.\n")
+          f"batch {args.batch_size}, {args.step_ms:g} ms step, {args.epochs} timed epochs"
+          f"{f' of every shard {args.repeat} times' if args.repeat > 1 else ''}.\n")
     print("| workers | RINR img/s | JPEG img/s | RINR/JPEG | RINR wait ms/step | JPEG wait ms/step |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
