@@ -282,9 +282,10 @@ def test_gpu_decode_on_cuda(folders):
     batch = next(iter(dm.val_dataloader()))
     reference = next(iter(module("jpeg", folders["jpeg"]).val_dataloader()))
     assert batch["images"].is_cuda and batch["keys"] == reference["keys"]
-    # nvJPEG upsamples 4:2:0 chroma differently from libjpeg (measured on an H200: up to 21 levels apart on these
-    # 16x20 frames), so compare both decoders with the frames they came from rather than with each other.
+    # nvJPEG upsamples 4:2:0 chroma differently from libjpeg: on an H200 (torchvision 0.26) these 16x20 frames came
+    # out up to 21 levels apart, 32.5 dB from the originals against Pillow's 37.6. So the test checks what would be
+    # our bug (a wrong colour conversion or channel order: far below 30 dB), not equality with Pillow.
     originals = torch.stack([torch.from_numpy(smooth_frame(16, 20, seed=int(k.rsplit("_", 1)[1]))).permute(2, 0, 1)
                              for k in batch["keys"]]).float() / 255
     gpu, cpu = psnr(batch["images"].cpu(), originals), psnr(reference["images"], originals)
-    assert gpu > 30 and gpu > cpu - 3, (gpu, cpu)  # a wrong colour conversion or channel order gives < 20 dB
+    assert gpu > 30 and cpu > 30, (gpu, cpu)
