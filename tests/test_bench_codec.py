@@ -31,3 +31,13 @@ def test_bench_codec_writes_one_section_per_mode(tmp_path, capsys):
     # Run again: each section is replaced, not appended.
     assert bench.main(common) == 0
     assert doc.read_text().count(bench.markers("grid")[0]) == 1
+
+
+def test_frames_are_spread_or_consecutive(tmp_path):
+    truth = {f"f{i}": ([[1, 1, 6, 6]], [0]) for i in range(6)}
+    write_coco(tmp_path / "coco", truth)
+    bench = tool("bench_codec")
+    everything = bench.load_frames(tmp_path / "coco", 0)[2]
+    assert len(everything) == 6
+    assert bench.load_frames(tmp_path / "coco", 2)[2] == [everything[0], everything[3]]
+    assert bench.load_frames(tmp_path / "coco", 2, consecutive=True)[2] == everything[:2]

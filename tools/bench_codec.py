@@ -57,10 +57,11 @@ class FrameResult:
     box_levels: int | None = None  # grid records: the frame's box-only levels
 
 
-def load_frames(path: Path, limit: int) -> tuple[list[torch.Tensor], list[np.ndarray], list[str]]:
-    """Up to `limit` frames (evenly spaced) of a dataset folder, with xyxy boxes."""
+def load_frames(path: Path, limit: int, consecutive: bool = False,
+                ) -> tuple[list[torch.Tensor], list[np.ndarray], list[str]]:
+    """Up to `limit` frames (evenly spaced, or the first ones) of a dataset folder, with xyxy boxes."""
     items = open_source(path).items
-    step = max(1, len(items) // limit) if limit else 1
+    step = max(1, len(items) // limit) if limit and not consecutive else 1
     loaded = [load_sample(item) for item in (items[::step][:limit] if limit else items)]
     images = [R.frames.to_chw_uint8(s.image) for s in loaded]
     return images, [np.asarray(s.boxes, np.float64).reshape(-1, 4) for s in loaded], [s.item.source for s in loaded]
@@ -118,7 +119,7 @@ def macs(config: R.CodecConfig, boxes_per_frame: list[np.ndarray], sizes: list[t
 
 def run_dataset(name: str, path: Path, config: R.CodecConfig, args: argparse.Namespace) -> tuple[list[FrameResult], dict]:
     """Encode one dataset in batches, decode it, and match baselines."""
-    images, boxes, names = load_frames(path, args.frames)
+    images, boxes, names = load_frames(path, args.frames, args.consecutive)
     results, blobs = [], []
     scenes: dict[str, bytes] = {}
     t0 = time.perf_counter()
@@ -283,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder holding vtest-dev/ and aerial-voc/ (default: ../shared/data beside the checkout)")
     p.add_argument("--datasets", default="vtest-dev,aerial-voc", help="comma-separated subfolders of --data")
     p.add_argument("--frames", type=int, default=8, help="frames per dataset, evenly spaced (0 = all)")
+    p.add_argument("--consecutive", action="store_true",
+                   help="take the first --frames frames instead of spreading them (scene mode on a dense sequence)")
     p.add_argument("--preset", default=R.CodecConfig.preset, choices=R.PRESETS)
     p.add_argument("--max-steps", type=int, default=None, help="fitting steps (default: the preset's)")
     p.add_argument("--object-psnr", type=float, default=None, help="object PSNR target (default: the preset's)")

@@ -1,0 +1,46 @@
+#!/bin/bash
+# One prepared GPU check, about 9 minutes on an H200 (docs/BENCHMARKS.md, "On a GPU"): the gpu tests, then the codec
+# (per frame), scene-mode and loader benchmarks on CUDA. Each stage has its own time limit, so one slow stage never
+# costs the others; every log line goes to OUT/stages.log.
+#
+#   tools/gpu_check.sh DATA OUT
+#
+# DATA holds vtest-dev/ and vtest-long/ (as ../shared/data does); OUT gets stages.log, BENCHMARKS.md (a copy of
+# docs/BENCHMARKS.md with the GPU sections rewritten), JSON results and RD plots. Uses `python3` (set PYTHON to
+# override) with the project importable (PYTHONPATH or an installed checkout). Through this workplace's device tool
+# (64 MiB carried in all) take vtest-dev, the first 64 frames of vtest-long (annotations.json filtered to them) and
+# the dependencies missing there as wheels; that is what the 2026-11-26 runs carried.
+set -u
+if [ $# -ne 2 ]; then
+  sed -n 2,13p "$0"
+  exit 2
+fi
+DATA=$1
+OUT=$2
+PY=${PYTHON:-python3}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$OUT"
+LOG=$OUT/stages.log
+cd "$ROOT" || exit 2
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc
+  $PY -c "import torch, sys; print(torch.__version__, torch.cuda.get_device_name(), sys.version.split()[0])"; } > "$LOG" 2>&1
+cp docs/BENCHMARKS.md "$OUT/BENCHMARKS.md"
+
+stage() {
+  local name=$1 limit=$2 start
+  shift 2
+  start=$(date +%s)
+  echo "=== $name start $(date +%T), limit $limit s" | tee -a "$LOG"
+  PYTHONUNBUFFERED=1 timeout "$limit" "$@" >> "$LOG" 2>&1
+  echo "=== $name rc=$? after $(( $(date +%s) - start )) s" | tee -a "$LOG"
+}
+
+stage gputests 90 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py tests/test_datamodules.py
+stage codec 150 $PY tools/bench_codec.py --data "$DATA" --datasets vtest-dev --frames 8 --batch 8 --device cuda \
+  --section grid-gpu --write "$OUT/BENCHMARKS.md" --plot "$OUT/rd.png" --json "$OUT/codec.json" --quiet
+stage scene 270 $PY tools/bench_codec.py --data "$DATA" --datasets vtest-long --frames 32 --consecutive --scene \
+  --scene-window 32 --device cuda --section grid-scene-gpu --write "$OUT/BENCHMARKS.md" --plot "$OUT/rd.png" \
+  --json "$OUT/scene.json" --quiet
+stage loader 90 $PY tools/bench_loader.py --data "$DATA/vtest-long" --max-steps 100 --device cuda --workers 0,2,4 \
+  --shard-size 25 --epochs 2 --repeat 2
+grep -v "^\s*$" "$LOG" | tail -c 11000
