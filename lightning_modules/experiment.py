@@ -18,6 +18,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from rinr_data.augment import AugmentConfig
+
 from .data import JPEGDataModule, ShardDataModule
 from .detector import EdgeDetector
 
@@ -37,7 +39,8 @@ class TrainSettings:
         batch_size: frames per step.
         lr: AdamW peak learning rate.
         warmup_steps: linear warmup steps (capped at a fifth of `steps`).
-        augment: flip / scale / colour augmentation on training batches.
+        augment: flip / scale / colour augmentation on training batches (True: AugmentConfig's defaults), or an
+            AugmentConfig.
         image_size: (H, W) frames are letterboxed to; None keeps the stored size.
         num_workers: loader worker processes.
         accelerator: Lightning accelerator ("cpu", "gpu", "auto"); batches are decoded on its device.
@@ -48,7 +51,7 @@ class TrainSettings:
     batch_size: int = 8
     lr: float = 2e-3
     warmup_steps: int = 20
-    augment: bool = True
+    augment: bool | AugmentConfig = True
     image_size: tuple[int, int] | None = None
     num_workers: int = 0
     accelerator: str = "auto"

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from rinr_data.augment import AugmentConfig
+
 from tiny_datasets import TRUTH, write_coco
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,3 +98,14 @@ def test_bench_accuracy_preset_syntax_and_named_sections(tmp_path):
     text = doc.read_text()
     assert "main again" in text and "main table" not in text and "bg 30 table" in text
     assert text.count("<!-- bench_accuracy:bg30:begin -->") == 1
+
+
+def test_bench_accuracy_augmentation_flags():
+    bench = tool("bench_accuracy")
+    assert bench.augmentation(bench.parse_args([])) is True
+    assert bench.augmentation(bench.parse_args(["--no-augment"])) is False
+    extra = bench.augmentation(bench.parse_args(["--blur", "0.5", "--noise", "0.25"]))
+    assert (extra.blur, extra.noise, extra.flip) == (0.5, 0.25, AugmentConfig().flip)
+    assert "blur (p 0.5)" in bench.describe(extra) and bench.describe(True) == "on"
+    with pytest.raises(SystemExit, match="drop --no-augment"):
+        bench.augmentation(bench.parse_args(["--no-augment", "--blur", "0.5"]))

@@ -201,3 +201,20 @@ def test_len_matches_the_batches_delivered(rinr_dir):
     for workers in (0, 2):
         loader = RINRLoader(RINRDataset(out, batch_size=2, device="cpu"), num_workers=workers)
         assert len(loader) == len(_all(loader))
+
+
+def test_blur_and_noise_are_off_by_default_and_change_pixels_not_boxes():
+    from rinr_data.augment import augment_batch, build_transform
+
+    plain = dict(flip=0.0, scale=(1.0, 1.0), brightness=0.0, contrast=0.0, saturation=0.0)
+    images = torch.rand(2, 3, 24, 32)
+    boxes, labels = [torch.tensor([[1.0, 2.0, 10.0, 12.0]])] * 2, [torch.tensor([0])] * 2
+    same = augment_batch(images, boxes, labels, build_transform(AugmentConfig(**plain), (24, 32)), seed=1)[0]
+    assert torch.equal(same, images)
+    for extra in ({"blur": 1.0}, {"noise": 1.0}):
+        out, out_boxes, _ = augment_batch(images, boxes, labels, build_transform(AugmentConfig(**plain, **extra),
+                                                                                 (24, 32)), seed=1)
+        assert float((out - images).abs().mean()) > 0.005 and 0 <= float(out.min()) and float(out.max()) <= 1
+        assert all(torch.equal(a, b) for a, b in zip(out_boxes, boxes))
+    blurred = augment_batch(images, boxes, labels, build_transform(AugmentConfig(**plain, blur=1.0), (24, 32)), 1)[0]
+    assert float(blurred.std()) < float(images.std())  # a blur smooths the noise-like test image

@@ -34,6 +34,7 @@ import torch  # noqa: E402
 from lightning_modules.data import JPEGDataModule, RINRDataModule  # noqa: E402
 from lightning_modules.experiment import RunResult, TrainSettings, train_and_evaluate  # noqa: E402
 from rinr_data import CodecConfig, __version__  # noqa: E402
+from rinr_data.augment import AugmentConfig  # noqa: E402
 from rinr_data.compare import (QualityScan, ShardStats, load_samples, shard_stats, split_source,  # noqa: E402
                                write_lossless_shards)
 from rinr_data.convert import ConvertConfig, encode_dataset  # noqa: E402
@@ -206,6 +207,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16, help="detector batch (default: %(default)s)")
     p.add_argument("--lr", type=float, default=2e-3, help="detector AdamW peak learning rate (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="train without flip/scale/colour augmentation")
+    p.add_argument("--blur", type=float, default=0.0,
+                   help="probability of a Gaussian blur of each training frame (sigma 0.3-1.5 px; default 0)")
+    p.add_argument("--noise", type=float, default=0.0,
+                   help="probability of Gaussian noise (sigma 0.02) on each training frame (default 0)")
     p.add_argument("--presets", default="grid,paper",
                    help="RINR presets, one condition each, as PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN] to set "
                         "that preset's fitting steps, PSNR targets and (grid) box-only levels; JPEG is matched to "
@@ -228,12 +233,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def augmentation(args: argparse.Namespace) -> bool | AugmentConfig:
+    """The training augmentation the flags ask for: False, the defaults (True), or the defaults plus blur/noise."""
+    if args.no_augment:
+        if args.blur or args.noise:
+            raise SystemExit("--blur/--noise add to the default augmentation; drop --no-augment")
+        return False
+    return AugmentConfig(blur=args.blur, noise=args.noise) if args.blur or args.noise else True
+
+
+def describe(augment: bool | AugmentConfig) -> str:
+    """'on', 'off', or 'on, blur p / noise p' for the report."""
+    if not isinstance(augment, AugmentConfig):
+        return "on" if augment else "off"
+    return f"on, plus blur (p {augment.blur:g}) and noise (p {augment.noise:g}, sigma {augment.noise_sigma:g})"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Prepare shards, train every condition and seed, print (and optionally record) the table."""
     args = parse_args(argv)
     device = resolve_device(args.device)
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                             warmup_steps=min(100, args.steps // 10), augment=not args.no_augment,
+                             warmup_steps=min(100, args.steps // 10), augment=augmentation(args),
                              num_workers=args.num_workers, accelerator="gpu" if device.type == "cuda" else "cpu",
                              progress=not args.quiet)
     start = time.perf_counter()
@@ -256,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             + "".join(f"- {n}\n" for n in notes)
             + f"- detector: tiny CenterNet from scratch, {settings.steps} steps x {settings.batch_size} frames, "
               f"lr {settings.lr:g}, warmup {settings.warmup_steps}, "
-              f"augmentation {'on' if settings.augment else 'off'}; "
+              f"augmentation {describe(settings.augment)}; "
               f"seeds {', '.join(map(str, args.seeds))} (paired); every model evaluated on the original validation "
               f"frames (lossless WebP)\n"
             + f"- RINR: presets {', '.join(v.name for v in args.presets)}, fitting steps and PSNR targets as "
