@@ -3,20 +3,24 @@
 # (per frame), scene-mode and loader benchmarks on CUDA. Each stage has its own time limit, so one slow stage never
 # costs the others; every log line goes to OUT/stages.log.
 #
-#   tools/gpu_check.sh DATA OUT
+#   tools/gpu_check.sh DATA OUT            the checks above
+#   tools/gpu_check.sh DATA OUT accuracy   instead: the accuracy-parity benchmark at full size (384x288, 600 fitting
+#                                          steps, 3 seeds; ~8 minutes by the encode speeds measured; needs vtest-long)
 #
 # DATA holds vtest-dev/ and vtest-long/ (as ../shared/data does); OUT gets stages.log, BENCHMARKS.md (a copy of
 # docs/BENCHMARKS.md with the GPU sections rewritten), JSON results and RD plots. Uses `python3` (set PYTHON to
 # override) with the project importable (PYTHONPATH or an installed checkout). Through this workplace's device tool
 # (64 MiB carried in all) take vtest-dev, the first 64 frames of vtest-long (annotations.json filtered to them) and
-# the dependencies missing there as wheels; that is what the 2026-11-26 runs carried.
+# the dependencies missing there as wheels; that is what the 2026-11-26 runs carried. For `accuracy` take the whole
+# of vtest-long (38 MB) and leave the Pillow wheel behind (no AVIF needed) to stay under the limit.
 set -u
-if [ $# -ne 2 ]; then
-  sed -n 2,13p "$0"
+if [ $# -lt 2 ] || [ $# -gt 3 ] || { [ $# -eq 3 ] && [ "$3" != accuracy ]; }; then
+  sed -n 2,15p "$0"
   exit 2
 fi
 DATA=$1
 OUT=$2
+WHAT=${3:-checks}
 PY=${PYTHON:-python3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
@@ -35,6 +39,12 @@ stage() {
   echo "=== $name rc=$? after $(( $(date +%s) - start )) s" | tee -a "$LOG"
 }
 
+if [ "$WHAT" = accuracy ]; then
+  stage accuracy 560 $PY tools/bench_accuracy.py --data "$DATA/vtest-long" --presets grid:600 --seeds 0,1,2 \
+    --steps 300 --batch-size 8 --device cuda --work "${TMPDIR:-/tmp}/rinr-accuracy" --quiet
+  grep -v "^\s*$" "$LOG" | tail -c 11000
+  exit 0
+fi
 stage gputests 90 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py tests/test_datamodules.py
 stage codec 150 $PY tools/bench_codec.py --data "$DATA" --datasets vtest-dev --frames 8 --batch 8 --device cuda \
   --section grid-gpu --write "$OUT/BENCHMARKS.md" --plot "$OUT/rd.png" --json "$OUT/codec.json" --quiet
