@@ -17,9 +17,9 @@ class AugmentConfig:
     """Augmentations applied after decode: horizontal flip, scale jitter then crop/pad back, colour jitter, and
     (off by default) Gaussian blur and noise.
 
-    Blur and noise are for codecs that keep boxes sharper than the background (Residual-INR's premise): a detector
-    trained on such frames can learn "sharp region = object"; blurring whole frames and adding sensor-like noise
-    takes that cue away (docs/BENCHMARKS.md, accuracy parity).
+    Blur and noise target codecs that keep boxes sharper than the background (Residual-INR's premise), where a
+    detector could learn "sharp region = object": blurring whole frames and adding sensor-like noise hide that cue.
+    Measured on vtest-long at 192x144 they did not lift accuracy on RINR frames (docs/BENCHMARKS.md, accuracy).
 
     Attributes:
         blur: probability of a Gaussian blur of the whole frame, sigma drawn from `blur_sigma` (pixels).
