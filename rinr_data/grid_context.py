@@ -100,16 +100,15 @@ Positions = tuple[np.ndarray, np.ndarray]  # (rows, cols), row-major
 
 @functools.lru_cache(maxsize=64)
 def _checkerboard_positions(shape: tuple[int, int]) -> tuple[Positions, Positions]:
-    rows, cols = np.indices(shape).reshape(2, -1)
-    return _split_by_parity(rows, cols)
+    out = _split_by_parity(*np.indices(shape).reshape(2, -1))
+    for arr in (a for pos in out for a in pos):
+        arr.flags.writeable = False  # cached and shared between calls
+    return out
 
 
 def _split_by_parity(rows: np.ndarray, cols: np.ndarray) -> tuple[Positions, Positions]:
     anchor = (rows + cols) % 2 == 0
-    out = ((rows[anchor], cols[anchor]), (rows[~anchor], cols[~anchor]))
-    for arr in (a for pos in out for a in pos):
-        arr.flags.writeable = False  # cached and shared between calls
-    return out
+    return (rows[anchor], cols[anchor]), (rows[~anchor], cols[~anchor])
 
 
 def pass_positions(shape: tuple[int, int], coded: np.ndarray | None) -> tuple[Positions, Positions]:
@@ -142,7 +141,7 @@ def pass_models(level: np.ndarray, coarser: np.ndarray | None, mask: np.ndarray,
     weights = np.asarray(ctx.weights, np.float64) * PARAM_STEP
     spreads = np.asarray(ctx.spreads, np.float64) * PARAM_STEP
     scales = np.asarray(ctx.scales, np.float16).astype(np.float64)
-    parent = np.zeros(len(rows)) if coarser is None else np.asarray(coarser, np.float64)[rows // 2, cols // 2]
+    parent = np.zeros(len(rows)) if coarser is None else coarser[rows // 2, cols // 2].astype(np.float64)
     p = 0 if first else 1
     base = np.where(np.asarray(mask)[rows, cols], scales[p, 0], scales[p, 1])
     if first:

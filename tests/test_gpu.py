@@ -15,14 +15,10 @@ from rinr_data.metrics import region_psnr
 
 from conftest import smooth_frame
 from shard_fixtures import write_dataset
+from test_codec import CONFIGS  # the CPU codec tests' configs, so both paths fit alike
 
 pytestmark = pytest.mark.gpu
 
-CONFIGS = {
-    "paper": R.CodecConfig(preset="paper", max_steps=200, eval_every=25, background_psnr=20.0, object_psnr=25.0,
-                           pixels_per_step=512),
-    "grid": R.CodecConfig(preset="grid", max_steps=200, background_psnr=20.0, object_psnr=25.0),
-}
 FRAMES = [smooth_frame(24, 32, seed=s) for s in range(3)] + [smooth_frame(17, 23, seed=9)]
 BOXES = [[[1, 1, 8, 9]], [], [[3, 3, 20, 20], [10, 2, 31, 12]], [[0, 15.5, 3, 17]]]
 
