@@ -21,6 +21,8 @@ from torchmetrics.detection import MeanAveragePrecision
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
+from .metrics import DetectionErrors
+
 Arch = Literal["centernet", "ssdlite", "fasterrcnn_mobilenet"]
 ARCHS: tuple[str, ...] = get_args(Arch)
 STRIDE = 4  # CenterNet output stride: one heatmap cell per 4x4 input pixels
@@ -299,7 +301,8 @@ def _stack_images(images: Tensor | list[Tensor]) -> tuple[Tensor, list[tuple[int
 
 
 class EdgeDetector(L.LightningModule):
-    """Object detector trained on rinr-data batches; validation logs COCO `val/map_50` and `val/map` per epoch.
+    """Object detector trained on rinr-data batches; validation logs COCO `val/map_50`, `val/map` and the errors at
+    `operating_threshold` per epoch.
 
     Args:
         num_classes: object classes (labels are 0-based ids below this), background not counted.
@@ -313,11 +316,13 @@ class EdgeDetector(L.LightningModule):
         min_lr_ratio: learning rate at the end of the cosine, as a fraction of lr.
         score_threshold: detections scoring below this are dropped at inference (keep it low for mAP).
         max_detections: detections kept per image.
+        operating_threshold: score at which validation also counts hits, false alarms and misses (`val/precision`,
+            `val/recall`, `val/fp_per_image`): mAP alone cannot tell clutter firing from missed objects.
     """
 
     def __init__(self, num_classes: int = 1, arch: Arch = "centernet", lr: float = 2e-3, weight_decay: float = 1e-2,
                  warmup_steps: int = 100, max_steps: int | None = None, min_lr_ratio: float = 0.01,
-                 score_threshold: float = 0.05, max_detections: int = 100) -> None:
+                 score_threshold: float = 0.05, max_detections: int = 100, operating_threshold: float = 0.3) -> None:
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
@@ -330,6 +335,7 @@ class EdgeDetector(L.LightningModule):
         else:
             self.model = build_torchvision_detector(arch, num_classes, score_threshold, max_detections)
         self.val_map = build_map_metric()
+        self.val_errors = DetectionErrors(score_threshold=operating_threshold)
 
     # --- inference ---
 
@@ -388,13 +394,16 @@ class EdgeDetector(L.LightningModule):
         preds = self(batch["images"])
         target = [{"boxes": b, "labels": lb} for b, lb in plain_targets(batch["targets"])]
         self.val_map.update(preds, target)
+        self.val_errors.update(preds, target)
 
     def on_validation_epoch_end(self) -> None:
-        """Logs `val/map_50` and `val/map` (mAP@[.5:.95]) over the epoch and resets the metric."""
+        """Logs `val/map_50`, `val/map` (mAP@[.5:.95]) and the operating-point errors over the epoch; resets both."""
         result = self.val_map.compute()
         self.log("val/map_50", result["map_50"], prog_bar=True)
         self.log("val/map", result["map"])
+        self.log_dict({f"val/{k}": v.float() for k, v in self.val_errors.compute().items()})
         self.val_map.reset()
+        self.val_errors.reset()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[Detections]:
         """Detections for a batch dict (Trainer.predict)."""

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import torch
 from rinr_data.augment import AugmentConfig
 
 from .data import JPEGDataModule, ShardDataModule
-from .detector import EdgeDetector
+from .detector import Detections, EdgeDetector, plain_targets
 
 # Lightning's advice (loader workers, log interval, iterable datasets with a length) and deprecation notices from
 # its dependencies are noise in these short runs, whose results are printed as one table.
@@ -60,13 +60,17 @@ class TrainSettings:
 
 @dataclass
 class RunResult:
-    """One training: wall time of fit(), images seen, and mAP on the evaluation shards."""
+    """One training: wall time of fit(), images seen, mAP and the operating-point errors on the evaluation shards."""
 
     seed: int
     train_s: float
     images: int
     map_50: float
     map: float
+    precision: float = float("nan")
+    recall: float = float("nan")
+    fp_per_image: float = float("nan")
+    model: EdgeDetector | None = field(default=None, repr=False, compare=False)
 
     @property
     def images_per_s(self) -> float:
@@ -128,20 +132,48 @@ def train_detector(module: type[ShardDataModule], train: str | Path, settings: T
 
 
 def evaluate(model: EdgeDetector, val: str | Path, settings: TrainSettings) -> dict[str, float]:
-    """COCO mAP@0.5 and mAP@[.5:.95] of `model` on the `val` shards (JPEG/WebP, e.g. lossless originals)."""
+    """COCO mAP@0.5 and mAP@[.5:.95] of `model` on the `val` shards (JPEG/WebP, e.g. lossless originals), and its
+    precision, recall and false positives per image at its operating threshold."""
     dm = JPEGDataModule(train=str(val), val=str(val), batch_size=settings.batch_size, num_workers=settings.num_workers,
                         image_size=settings.image_size, augment=False)
     with _quiet(settings):
         result = _trainer(settings).validate(model, datamodule=dm, verbose=False)[0]
-    return {"map_50": float(result["val/map_50"]), "map": float(result["val/map"])}
+    names = ("map_50", "map", "precision", "recall", "fp_per_image")
+    return {name: float(result[f"val/{name}"]) for name in names}
+
+
+@dataclass
+class FrameDetections:
+    """One evaluation frame: its key, pixels (float [3, H, W] in [0, 1]), true boxes and the model's detections."""
+
+    key: str
+    image: torch.Tensor
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    detections: Detections
+
+
+def detect(model: EdgeDetector, val: str | Path, settings: TrainSettings) -> list[FrameDetections]:
+    """`model`'s detections (above its score threshold) on every frame of the `val` shards, in shard order, on CPU."""
+    dm = JPEGDataModule(train=str(val), val=str(val), batch_size=settings.batch_size, num_workers=0,
+                        image_size=settings.image_size, augment=False, device="cpu")
+    model = model.cpu()
+    frames = []
+    with _quiet(settings):
+        for batch in dm.val_dataloader():
+            for key, image, (boxes, labels), det in zip(batch["keys"], batch["images"],
+                                                       plain_targets(batch["targets"]),
+                                                       model.predict(batch["images"])):
+                frames.append(FrameDetections(key, image, boxes, labels, det))
+    return frames
 
 
 def train_and_evaluate(module: type[ShardDataModule], train: str | Path, val: str | Path, settings: TrainSettings,
                        seed: int, num_classes: int | None = None) -> RunResult:
-    """train_detector then evaluate: one paired run."""
+    """train_detector then evaluate: one paired run (the trained model rides along in `model`)."""
     model, seconds = train_detector(module, train, settings, seed, num_classes)
     scores = evaluate(model, val, settings)
-    return RunResult(seed, seconds, settings.steps * settings.batch_size, scores["map_50"], scores["map"])
+    return RunResult(seed, seconds, settings.steps * settings.batch_size, **scores, model=model)
 
 
 def loader_speed(module: type[ShardDataModule], train: str | Path, settings: TrainSettings, seed: int = 0,

@@ -99,7 +99,8 @@ def write_lossless_shards(source: Source, out: str | Path, *, size: tuple[int, i
 
 @dataclass(frozen=True)
 class ShardStats:
-    """Per-frame means over a shard folder: image-member bytes and the PSNRs the samples' JSON reports.
+    """Per-frame means over a shard folder: image-member bytes (plus scene records, shared out over all frames) and
+    the PSNRs the samples' JSON reports.
 
     `object_psnr` averages frames with boxes, `background_psnr` frames with background; lossless (999) counts
     as is, so compare lossy folders only.
@@ -117,15 +118,18 @@ def shard_stats(folder: str | Path) -> ShardStats:
     folder = Path(folder)
     manifest = shards.read_manifest(folder)
     sizes, objects, backgrounds = [], [], []
+    scene_bytes = 0
     for entry in manifest["shards"]:
         for sample in shards.iter_shard(folder / entry["name"]):
             meta = shards.sample_json(sample)
             sizes.append(len(shards.image_member(sample)[1]))
+            scene_bytes += sum(len(blob) for blob in shards.scene_members([sample]).values())
             if meta["object_psnr"] is not None:
                 objects.append(float(meta["object_psnr"]))
             if meta["background_psnr"] is not None:
                 backgrounds.append(float(meta["background_psnr"]))
-    return ShardStats(str(manifest["codec"]), len(sizes), _mean(sizes), _mean(objects), _mean(backgrounds))
+    per_frame = _mean(sizes) + (scene_bytes / len(sizes) if sizes else 0.0)
+    return ShardStats(str(manifest["codec"]), len(sizes), per_frame, _mean(objects), _mean(backgrounds))
 
 
 def _mean(values: Sequence[float]) -> float:

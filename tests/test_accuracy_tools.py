@@ -52,14 +52,27 @@ def test_demo_prints_one_table(coco, tmp_path, capsys):
 def test_bench_accuracy_runs_every_condition_and_seed(coco, tmp_path, capsys):
     args = ["--data", str(coco), "--train-frames", "4", "--val-frames", "2", "--seeds", "0,1", "--steps", "2",
             "--batch-size", "2", "--batch", "4", "--device", "cpu", "--work", str(tmp_path / "work"), "--quiet",
-            *FAST_CODEC]
+            "--presets", "grid,paper,grid+scene", "--figure", str(tmp_path / "errors.png"), *FAST_CODEC]
     bench = tool("bench_accuracy")
     assert bench.main(args) == 0
     text = capsys.readouterr().out
     rows = [line for line in text.splitlines() if line.startswith("| coco |")]
-    assert [r.split("|")[2].strip() for r in rows] == [*bench.BASE_CONDITIONS, "rinr-grid", "rinr-paper"]
+    assert [r.split("|")[2].strip() for r in rows] == [*bench.BASE_CONDITIONS, "rinr-grid", "rinr-paper",
+                                                         "rinr-grid+scene5"]
     assert all(len(r.split("|")[9].split(",")) == 2 for r in rows)  # one mAP per seed
+    for r in rows:  # precision / recall / false positives per frame, each a number in range
+        precision, recall, fp = (float(v) for v in r.split("|")[10].split("/"))
+        assert 0 <= precision <= 1 and 0 <= recall <= 1 and fp >= 0
     assert "frames 0-3 train, 4-5 validate" in text
+    scene_folder = next((tmp_path / "work" / "coco").glob("rinr*scene5*"))
+    from rinr_data import shards
+
+    samples = [s for tar in sorted(scene_folder.glob("*.tar")) for s in shards.iter_shard(tar)]
+    assert shards.scene_members(samples) and all("scene" in shards.sample_json(s) for s in samples)
+    from PIL import Image
+
+    with Image.open(tmp_path / "errors.png") as figure:  # 2 validation frames x 6 conditions of 2x-upscaled 24x32
+        assert figure.size == (4 + 6 * (64 + 4), 4 + 2 * (48 + 4))  # make_grid's 4-pixel padding
 
 
 def test_bench_accuracy_rewrites_only_its_own_section(tmp_path):
@@ -86,9 +99,13 @@ def test_bench_accuracy_preset_syntax_and_named_sections(tmp_path):
     assert variant == V("grid", 400, (30.0, 29.0), 0) and variant.name == "grid@30/29+box0"
     codec = variant.codec(fit_steps=999, device="cpu")
     assert (codec.max_steps, codec.object_psnr, codec.background_psnr, codec.grid.box_levels) == (400, 30, 29, 0)
+    scene = bench.parse_preset("grid:400+box0+scene8")
+    assert scene == V("grid", 400, None, 0, 8.0) and scene.name == "grid+box0+scene8"
+    assert scene.codec().scene.psnr_margin == 8.0 and "scene mode" in scene.label(scene.codec())
+    assert bench.parse_preset("grid+scene").scene_margin == bench.SceneConfig.psnr_margin
     paper = bench.parse_preset("paper").codec(fit_steps=77)
     assert (paper.preset, paper.max_steps, paper.object_psnr) == ("paper", 77, 35.0)
-    for bad in ("grid:x", "grid@30", "paper+box1", "grid+boxz"):
+    for bad in ("grid:x", "grid@30", "paper+box1", "grid+boxz", "grid+scenex", "paper+scene", "grid+foo"):
         with pytest.raises(ValueError, match="bad --presets entry"):
             bench.parse_preset(bad)
     doc = tmp_path / "BENCHMARKS.md"

@@ -210,6 +210,7 @@ def test_trainer_fast_dev_run(tmp_path) -> None:
     assert trainer.global_step == 2
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     assert 0.0 <= trainer.callback_metrics["val/map_50"] <= 1.0 and "val/map" in trainer.callback_metrics
+    assert {"val/precision", "val/recall", "val/fp_per_image"} <= set(trainer.callback_metrics)
     preds = trainer.predict(model, loader)
     assert len(preds) == 2 and len(preds[0]) == 2 and set(preds[0][0]) == {"boxes", "scores", "labels"}
 

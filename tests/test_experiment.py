@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lightning_modules.data import JPEGDataModule, RINRDataModule
-from lightning_modules.experiment import TrainSettings, evaluate, loader_speed, train_and_evaluate, train_detector
+from lightning_modules.experiment import (TrainSettings, detect, evaluate, loader_speed, train_and_evaluate,
+                                          train_detector)
 
 from shard_fixtures import write_dataset
 
@@ -44,7 +45,20 @@ def test_same_seed_same_model(folders):
 def test_evaluate_reports_both_map_values(folders):
     model, _ = train_detector(RINRDataModule, folders["rinr"], SETTINGS, seed=0)
     scores = evaluate(model, folders["jpeg"], SETTINGS)
-    assert set(scores) == {"map_50", "map"}
+    assert set(scores) == {"map_50", "map", "precision", "recall", "fp_per_image"}
+    assert 0.0 <= scores["precision"] <= 1.0 and 0.0 <= scores["recall"] <= 1.0 and scores["fp_per_image"] >= 0.0
+
+
+def test_detect_returns_every_frame_with_its_truth(folders):
+    model, _ = train_detector(RINRDataModule, folders["rinr"], SETTINGS, seed=0)
+    frames = detect(model, folders["jpeg"], SETTINGS)
+    assert [f.key for f in frames] == [f"frame_{i:03d}" for i in range(8)]  # shard order, nothing dropped
+    for f in frames:
+        assert f.image.shape[0] == 3 and 0.0 <= float(f.image.min()) and float(f.image.max()) <= 1.0
+        assert len(f.boxes) == len(f.labels)
+        assert (f.detections["scores"] >= model.hparams.score_threshold).all()
+        assert f.detections["boxes"].shape == (len(f.detections["scores"]), 4)
+    assert sum(len(f.boxes) for f in frames) > 0
 
 
 def test_loader_speed_counts_a_full_epoch(folders):

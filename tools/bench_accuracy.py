@@ -30,10 +30,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torchvision.utils import draw_bounding_boxes, make_grid  # noqa: E402
 
 from lightning_modules.data import JPEGDataModule, RINRDataModule  # noqa: E402
-from lightning_modules.experiment import RunResult, TrainSettings, train_and_evaluate  # noqa: E402
-from rinr_data import CodecConfig, __version__  # noqa: E402
+from lightning_modules.experiment import (FrameDetections, RunResult, TrainSettings, detect,  # noqa: E402
+                                          train_and_evaluate)
+from lightning_modules.metrics import match_detections  # noqa: E402
+from rinr_data import CodecConfig, SceneConfig, __version__  # noqa: E402
 from rinr_data.augment import AugmentConfig  # noqa: E402
 from rinr_data.compare import (QualityScan, ShardStats, load_samples, shard_stats, split_source,  # noqa: E402
                                write_lossless_shards)
@@ -79,7 +83,9 @@ def prepare(data: Path, args: argparse.Namespace, device: torch.device) -> tuple
         print(f"{data.name}: encoding {len(train.items)} training frames to RINR {variant.name} ({codec.max_steps} "
               f"steps, {args.batch} frames per call, on {device}) ...", flush=True)
         encode_dataset(train, rinr_dir, ConvertConfig(codec_config=codec, max_side=max_side, batch=args.batch,
-                                                      shard_size=args.shard_size), progress=not args.quiet)
+                                                      shard_size=args.shard_size,
+                                                      scene="off" if variant.scene_margin is None else "auto"),
+                       progress=not args.quiet)
         encode_s[variant.name] = time.perf_counter() - t
         rinr_conditions.append(Condition(f"rinr-{variant.name}", variant.label(codec), rinr_dir, RINRDataModule,
                                          shard_stats(rinr_dir)))
@@ -122,10 +128,37 @@ def table(dataset: str, conditions: list[Condition]) -> list[str]:
         m = [r.map for r in c.runs]
         diff = [r.map_50 - b.map_50 for r, b in zip(c.runs, base.runs)]
         psnr = "lossless" if c.name == "original" else f"{c.stats.object_psnr:.2f} / {c.stats.background_psnr:.2f}"
+        errors = " / ".join(f"{statistics.fmean(getattr(r, k) for r in c.runs):.2f}"
+                            for k in ("precision", "recall", "fp_per_image"))
         rows.append(f"| {dataset} | {c.name} | {c.label} | {c.stats.bytes_per_frame:,.0f} | {psnr} | {mean_sd(m50)} | "
                     f"{mean_sd(m)} | {'—' if c is base else mean_sd(diff)} | "
-                    f"{', '.join(f'{v:.3f}' for v in m50)} | {statistics.fmean(r.train_s for r in c.runs):.0f} |")
+                    f"{', '.join(f'{v:.3f}' for v in m50)} | {errors} | "
+                    f"{statistics.fmean(r.train_s for r in c.runs):.0f} |")
     return rows
+
+
+def error_figure(frames: dict[str, list[FrameDetections]], path: Path, count: int = 6, threshold: float = 0.3) -> None:
+    """PNG grid: `count` evaluation frames (rows) x conditions (columns, in table order), 2x upscaled; true boxes
+    green, detections at or above `threshold` that hit one blue, false positives red."""
+    names = list(frames)
+    total = len(frames[names[0]])
+    picks = [round(i * (total - 1) / max(1, count - 1)) for i in range(min(count, total))]
+    tiles = []
+    for i in picks:
+        for name in names:
+            f = frames[name][i]
+            keep = f.detections["scores"] >= threshold
+            boxes, scores, labels = (f.detections[k][keep] for k in ("boxes", "scores", "labels"))
+            hit = match_detections(boxes, scores, labels, f.boxes, f.labels)
+            image = (f.image.clamp(0, 1) * 255).round().to(torch.uint8)
+            image = torch.nn.functional.interpolate(image[None].float(), scale_factor=2, mode="nearest")[0]
+            image = draw_bounding_boxes(image.to(torch.uint8), f.boxes * 2, colors="lime", width=1)
+            if len(boxes):
+                image = draw_bounding_boxes(image, boxes * 2, colors=["blue" if h else "red" for h in hit.tolist()],
+                                            width=2)
+            tiles.append(image)
+    grid = make_grid(tiles, nrow=len(names), padding=4, pad_value=255)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
 
 
 def machine(device: torch.device) -> str:
@@ -153,17 +186,21 @@ class RinrVariant:
     steps: int | None = None
     psnr: tuple[float, float] | None = None
     box_levels: int | None = None
+    scene_margin: float | None = None  # scene mode with this SceneConfig.psnr_margin; None: per-frame records
 
     @property
     def name(self) -> str:
-        """The spec without its step count (steps are in the label): `grid`, `grid@30/30+box0`."""
+        """The spec without its step count (steps are in the label): `grid`, `grid@30/30+box0+scene8`."""
         return (self.preset + (f"@{self.psnr[0]:g}/{self.psnr[1]:g}" if self.psnr else "")
-                + (f"+box{self.box_levels}" if self.box_levels is not None else ""))
+                + (f"+box{self.box_levels}" if self.box_levels is not None else "")
+                + (f"+scene{self.scene_margin:g}" if self.scene_margin is not None else ""))
 
     def codec(self, fit_steps: int | None = None, **fields: object) -> CodecConfig:
         """The CodecConfig of this variant (its steps, else `fit_steps`, else the preset's) with `fields` set."""
         if self.psnr:
             fields.update(object_psnr=self.psnr[0], background_psnr=self.psnr[1])
+        if self.scene_margin is not None:
+            fields.update(scene=SceneConfig(psnr_margin=self.scene_margin))
         codec = CodecConfig(preset=self.preset, max_steps=self.steps or fit_steps, **fields)  # type: ignore[arg-type]
         return codec if self.box_levels is None else codec.with_box_levels(self.box_levels)
 
@@ -171,26 +208,38 @@ class RinrVariant:
         """Table label: preset, steps, and what differs from the preset's defaults."""
         return (f"RINR {self.preset}, {codec.max_steps} steps"
                 + (f", targets {self.psnr[0]:g}/{self.psnr[1]:g} dB" if self.psnr else "")
-                + (f", {self.box_levels} box-only levels" if self.box_levels is not None else ""))
+                + (f", {self.box_levels} box-only levels" if self.box_levels is not None else "")
+                + (f", scene mode (scene {self.scene_margin:g} dB above the background)"
+                   if self.scene_margin is not None else ""))
+
+
+PRESET_GRAMMAR = "PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN][+scene[MARGIN_DB]]"
 
 
 def parse_preset(text: str) -> RinrVariant:
-    """`PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN]` -> RinrVariant (ValueError naming the spec if malformed)."""
+    """`PRESET_GRAMMAR` -> RinrVariant (ValueError naming the spec if malformed)."""
     spec = text.strip()
     try:
-        rest, _, box = spec.partition("+box")
+        rest, *modifiers = spec.split("+")
         head, _, targets = rest.partition("@")
         name, _, steps = head.partition(":")
         psnr = None
         if targets:
             obj, _, bg = targets.partition("/")
             psnr = (float(obj), float(bg))
-        variant = RinrVariant(name, int(steps) if steps else None, psnr, int(box) if box else None)
+        box = margin = None
+        for m in modifiers:
+            if m.startswith("box"):
+                box = int(m[3:])
+            elif m.startswith("scene"):
+                margin = float(m[5:]) if m[5:] else SceneConfig.psnr_margin
+            else:
+                raise ValueError(f"unknown modifier +{m}")
+        variant = RinrVariant(name, int(steps) if steps else None, psnr, box, margin)
     except ValueError as exc:
-        raise ValueError(f"bad --presets entry {spec!r} (want PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN]): "
-                         f"{exc}") from None
-    if variant.box_levels is not None and variant.preset != "grid":
-        raise ValueError(f"bad --presets entry {spec!r}: +boxN applies to the grid preset only")
+        raise ValueError(f"bad --presets entry {spec!r} (want {PRESET_GRAMMAR}): {exc}") from None
+    if (box is not None or margin is not None) and variant.preset != "grid":
+        raise ValueError(f"bad --presets entry {spec!r}: +boxN and +scene apply to the grid preset only")
     return variant
 
 
@@ -212,8 +261,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--noise", type=float, default=0.0,
                    help="probability of Gaussian noise (sigma 0.02) on each training frame (default 0)")
     p.add_argument("--presets", default="grid,paper",
-                   help="RINR presets, one condition each, as PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN] to set "
-                        "that preset's fitting steps, PSNR targets and (grid) box-only levels; JPEG is matched to "
+                   help=f"RINR presets, one condition each, as {PRESET_GRAMMAR} to set that preset's fitting "
+                        "steps, PSNR targets and (grid) box-only levels or scene mode (scene backgrounds MARGIN_DB "
+                        "above the background target, shared by the frames of each --batch); JPEG is matched to "
                         "the first (default: %(default)s)")
     p.add_argument("--fit-steps", type=int, default=None, help="RINR fitting step budget (default: each preset's)")
     p.add_argument("--pixels-per-step", type=int, default=CodecConfig.pixels_per_step,
@@ -225,6 +275,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=ROOT / "out" / "bench-accuracy", help="shard folder (kept)")
     p.add_argument("--write", action="store_true", help=f"put the table in {DOC.relative_to(ROOT)}")
     p.add_argument("--section", default=None, help="with --write: a named section of its own, beside the main one")
+    p.add_argument("--figure", type=Path, default=None,
+                   help="PNG of the first seed's models on evaluation frames (columns: conditions in table order; "
+                        "green: true boxes, blue: hits, red: false positives at score 0.3)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     args.data = args.data or [ROOT.parent / "shared" / "data" / "vtest-long"]
@@ -261,17 +314,27 @@ def main(argv: list[str] | None = None) -> int:
     rows, notes = [], []
     for data in args.data:
         conditions, val_dir, note = prepare(data, args, device)
+        figure: dict[str, list[FrameDetections]] = {}
         notes.append(note)
         for seed in args.seeds:
             for c in conditions:
                 run = train_and_evaluate(c.module, c.folder, val_dir, settings, seed)
+                if args.figure and seed == args.seeds[0]:
+                    figure[c.name] = detect(run.model, val_dir, settings)
+                run.model = None  # only the figure needs it
                 c.runs.append(run)
-                print(f"{data.name} seed {seed} {c.name:<10}: mAP@0.5 {run.map_50:.3f}, mAP {run.map:.3f} "
+                print(f"{data.name} seed {seed} {c.name:<10}: mAP@0.5 {run.map_50:.3f}, mAP {run.map:.3f}, "
+                      f"precision {run.precision:.2f}, recall {run.recall:.2f}, FP/frame {run.fp_per_image:.2f} "
                       f"({run.train_s:.0f} s)", flush=True)
         rows += table(data.name, conditions)
+        if figure:
+            path = args.figure if len(args.data) == 1 else args.figure.with_stem(f"{args.figure.stem}-{data.name}")
+            error_figure(figure, path)
+            print(f"figure: {path}")
     header = ("| data | condition | training frames | bytes/frame | object / background PSNR dB | mAP@0.5 | "
-              "mAP@[.5:.95] | Δ mAP@0.5 vs original (paired) | mAP@0.5 per seed | train s/run |\n"
-              "|---|---|---|---|---|---|---|---|---|---|")
+              "mAP@[.5:.95] | Δ mAP@0.5 vs original (paired) | mAP@0.5 per seed | "
+              "precision / recall / FP per frame at score 0.3 | train s/run |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|")
     text = (f"Measured by `tools/bench_accuracy.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
             f"{machine(device)}, {time.strftime('%Y-%m-%d')}; {time.perf_counter() - start:.0f} s in all.\n\n"
             + "".join(f"- {n}\n" for n in notes)
@@ -282,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
               f"frames (lossless WebP)\n"
             + f"- RINR: presets {', '.join(v.name for v in args.presets)}, fitting steps and PSNR targets as "
               f"labelled (else the preset's); paper preset {args.pixels_per_step} pixels per step\n"
-              "- mAP: mean ± sample standard deviation over the seeds\n\n"
+              "- mAP: mean ± sample standard deviation over the seeds; precision, recall and false positives per "
+              "frame at score 0.3 (IoU 0.5): means over the seeds\n\n"
             + header + "\n" + "\n".join(rows))
     print("\n" + text)
     if args.write:
