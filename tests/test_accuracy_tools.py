@@ -124,5 +124,8 @@ def test_bench_accuracy_augmentation_flags():
     extra = bench.augmentation(bench.parse_args(["--blur", "0.5", "--noise", "0.25"]))
     assert (extra.blur, extra.noise, extra.flip) == (0.5, 0.25, AugmentConfig().flip)
     assert "blur (p 0.5)" in bench.describe(extra) and bench.describe(True) == "on"
+    boxes_only = bench.augmentation(bench.parse_args(["--box-blur", "0.5"]))
+    assert (boxes_only.box_blur, boxes_only.blur) == (0.5, 0.0)
+    assert bench.describe(boxes_only) == "on, plus blur inside the boxes (p 0.5, sigma 0.5-2)"
     with pytest.raises(SystemExit, match="drop --no-augment"):
         bench.augmentation(bench.parse_args(["--no-augment", "--blur", "0.5"]))

@@ -218,3 +218,23 @@ def test_blur_and_noise_are_off_by_default_and_change_pixels_not_boxes():
         assert all(torch.equal(a, b) for a, b in zip(out_boxes, boxes))
     blurred = augment_batch(images, boxes, labels, build_transform(AugmentConfig(**plain, blur=1.0), (24, 32)), 1)[0]
     assert float(blurred.std()) < float(images.std())  # a blur smooths the noise-like test image
+
+
+def test_box_blur_changes_only_the_pixels_inside_boxes():
+    from rinr_data.augment import augment_batch, build_transform
+
+    plain = dict(flip=0.0, scale=(1.0, 1.0), brightness=0.0, contrast=0.0, saturation=0.0)
+    images = torch.rand(2, 3, 24, 32)
+    boxes = [torch.tensor([[1.0, 2.0, 10.0, 12.0], [20.0, 14.0, 30.0, 22.0]]), torch.zeros(0, 4)]
+    labels = [torch.tensor([0, 1]), torch.zeros(0, dtype=torch.int64)]
+    out, out_boxes, _ = augment_batch(images, boxes, labels,
+                                      build_transform(AugmentConfig(**plain, box_blur=1.0), (24, 32)), seed=3)
+    inside = torch.zeros(24, 32, dtype=torch.bool)
+    inside[2:12, 1:10] = inside[14:22, 20:30] = True
+    changed = (out[0] - images[0]).abs().sum(0) > 0
+    assert torch.equal(changed, inside)  # every box pixel is smoothed, nothing outside moves
+    assert float(out[0][:, inside].std()) < float(images[0][:, inside].std())
+    assert torch.equal(out[1], images[1])  # no boxes: nothing to blur
+    assert all(torch.equal(a, b) for a, b in zip(out_boxes, boxes))
+    off = augment_batch(images, boxes, labels, build_transform(AugmentConfig(**plain, box_blur=0.0), (24, 32)), 3)[0]
+    assert torch.equal(off, images)

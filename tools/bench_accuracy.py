@@ -260,6 +260,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="probability of a Gaussian blur of each training frame (sigma 0.3-1.5 px; default 0)")
     p.add_argument("--noise", type=float, default=0.0,
                    help="probability of Gaussian noise (sigma 0.02) on each training frame (default 0)")
+    p.add_argument("--box-blur", type=float, default=0.0,
+                   help="probability of a Gaussian blur of the pixels inside the boxes only (sigma 0.5-2 px; "
+                        "default 0)")
     p.add_argument("--presets", default="grid,paper",
                    help=f"RINR presets, one condition each, as {PRESET_GRAMMAR} to set that preset's fitting "
                         "steps, PSNR targets and (grid) box-only levels or scene mode (scene backgrounds MARGIN_DB "
@@ -288,18 +291,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def augmentation(args: argparse.Namespace) -> bool | AugmentConfig:
     """The training augmentation the flags ask for: False, the defaults (True), or the defaults plus blur/noise."""
+    extra = {"blur": args.blur, "noise": args.noise, "box_blur": args.box_blur}
     if args.no_augment:
-        if args.blur or args.noise:
-            raise SystemExit("--blur/--noise add to the default augmentation; drop --no-augment")
+        if any(extra.values()):
+            raise SystemExit("--blur/--noise/--box-blur add to the default augmentation; drop --no-augment")
         return False
-    return AugmentConfig(blur=args.blur, noise=args.noise) if args.blur or args.noise else True
+    return AugmentConfig(**extra) if any(extra.values()) else True
 
 
 def describe(augment: bool | AugmentConfig) -> str:
     """'on', 'off', or 'on, blur p / noise p' for the report."""
     if not isinstance(augment, AugmentConfig):
         return "on" if augment else "off"
-    return f"on, plus blur (p {augment.blur:g}) and noise (p {augment.noise:g}, sigma {augment.noise_sigma:g})"
+    parts = []
+    if augment.blur:
+        parts.append(f"blur (p {augment.blur:g})")
+    if augment.noise:
+        parts.append(f"noise (p {augment.noise:g}, sigma {augment.noise_sigma:g})")
+    if augment.box_blur:
+        parts.append(f"blur inside the boxes (p {augment.box_blur:g}, sigma {augment.box_blur_sigma[0]:g}-"
+                     f"{augment.box_blur_sigma[1]:g})")
+    return "on, plus " + " and ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
