@@ -78,8 +78,10 @@ def prepare(data: Path, args: argparse.Namespace, device: torch.device) -> tuple
         t = time.perf_counter()
         codec = variant.codec(args.fit_steps, pixels_per_step=args.pixels_per_step, device=str(device))
         # The codec version is in the folder name: shards of an older codec are never reused as this one's.
+        # In scene mode --batch bounds the frames that share a scene, so it changes the records: it names the folder.
+        scene_batch = f"-b{args.batch}" if variant.scene_margin is not None else ""
         rinr_dir = work / (f"rinr{__version__}-{variant.name.replace('/', '-')}-s{codec.max_steps}"
-                           f"-p{args.pixels_per_step}-m{args.max_side}-t{len(train.items)}")
+                           f"-p{args.pixels_per_step}-m{args.max_side}-t{len(train.items)}{scene_batch}")
         print(f"{data.name}: encoding {len(train.items)} training frames to RINR {variant.name} ({codec.max_steps} "
               f"steps, {args.batch} frames per call, on {device}) ...", flush=True)
         encode_dataset(train, rinr_dir, ConvertConfig(codec_config=codec, max_side=max_side, batch=args.batch,
