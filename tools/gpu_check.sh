@@ -5,7 +5,8 @@
 #
 #   tools/gpu_check.sh DATA OUT            the checks above
 #   tools/gpu_check.sh DATA OUT accuracy   instead: the accuracy-parity benchmark at full size (384x288, 600 fitting
-#                                          steps, 3 seeds; ~8 minutes by the encode speeds measured; needs vtest-long)
+#                                          steps, 3 seeds; ~8 minutes by the encode speeds measured; needs vtest-long;
+#                                          ACCURACY_ARGS="--box-blur 0.5" for the run with blurred boxes)
 #
 # DATA holds vtest-dev/ and vtest-long/ (as ../shared/data does); OUT gets stages.log, BENCHMARKS.md (a copy of
 # docs/BENCHMARKS.md with the GPU sections rewritten), JSON results and RD plots. Uses `python3` (set PYTHON to
@@ -15,7 +16,7 @@
 # of vtest-long (38 MB) and leave the Pillow wheel behind (no AVIF needed) to stay under the limit.
 set -u
 if [ $# -lt 2 ] || [ $# -gt 3 ] || { [ $# -eq 3 ] && [ "$3" != accuracy ]; }; then
-  sed -n 2,15p "$0"
+  sed -n 2,16p "$0"
   exit 2
 fi
 DATA=$1
@@ -40,8 +41,11 @@ stage() {
 }
 
 if [ "$WHAT" = accuracy ]; then
+  # ACCURACY_ARGS adds options, e.g. "--box-blur 0.5" for the second run (the encodings are kept in --work).
+  # shellcheck disable=SC2086
   stage accuracy 560 $PY tools/bench_accuracy.py --data "$DATA/vtest-long" --presets grid:600 --seeds 0,1,2 \
-    --steps 300 --batch-size 8 --device cuda --work "${TMPDIR:-/tmp}/rinr-accuracy" --quiet
+    --steps 300 --batch-size 8 --device cuda --work "${TMPDIR:-/tmp}/rinr-accuracy" --quiet \
+    --figure "$OUT/accuracy_errors.png" ${ACCURACY_ARGS:-}
   grep -v "^\s*$" "$LOG" | tail -c 11000
   exit 0
 fi
