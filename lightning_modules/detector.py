@@ -21,7 +21,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
-from .metrics import DetectionErrors
+from .detection_metrics import DetectionErrors
 
 Arch = Literal["centernet", "ssdlite", "fasterrcnn_mobilenet"]
 ARCHS: tuple[str, ...] = get_args(Arch)

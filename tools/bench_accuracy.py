@@ -36,7 +36,7 @@ from torchvision.utils import draw_bounding_boxes, make_grid  # noqa: E402
 from lightning_modules.data import JPEGDataModule, RINRDataModule  # noqa: E402
 from lightning_modules.experiment import (FrameDetections, RunResult, TrainSettings, detect,  # noqa: E402
                                           train_and_evaluate)
-from lightning_modules.metrics import match_detections  # noqa: E402
+from lightning_modules.detection_metrics import match_detections  # noqa: E402
 from rinr_data import CodecConfig, SceneConfig, __version__  # noqa: E402
 from rinr_data.augment import AugmentConfig  # noqa: E402
 from rinr_data.compare import (QualityScan, ShardStats, load_samples, shard_stats, split_source,  # noqa: E402

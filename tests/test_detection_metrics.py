@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_modules.metrics import DetectionErrors, match_detections
+from lightning_modules.detection_metrics import DetectionErrors, match_detections
 
 
 def _pred(boxes, scores, labels=None):
