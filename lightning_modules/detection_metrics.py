@@ -13,6 +13,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchvision.ops import box_iou
 
+OPERATING_THRESHOLD = 0.3  # default score at which detections count as made (EdgeDetector, reports)
+
 
 def match_detections(boxes: Tensor, scores: Tensor, labels: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
                      iou_threshold: float = 0.5) -> Tensor:
@@ -47,7 +49,7 @@ class DetectionErrors(Metric):
     fn: Tensor
     images: Tensor
 
-    def __init__(self, score_threshold: float = 0.3, iou_threshold: float = 0.5, **kwargs: Any) -> None:
+    def __init__(self, score_threshold: float = OPERATING_THRESHOLD, iou_threshold: float = 0.5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= score_threshold <= 1.0 or not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1] and iou_threshold in (0, 1], got {score_threshold}, "

@@ -21,7 +21,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
-from .detection_metrics import DetectionErrors
+from .detection_metrics import OPERATING_THRESHOLD, DetectionErrors
 
 Arch = Literal["centernet", "ssdlite", "fasterrcnn_mobilenet"]
 ARCHS: tuple[str, ...] = get_args(Arch)
@@ -322,7 +322,8 @@ class EdgeDetector(L.LightningModule):
 
     def __init__(self, num_classes: int = 1, arch: Arch = "centernet", lr: float = 2e-3, weight_decay: float = 1e-2,
                  warmup_steps: int = 100, max_steps: int | None = None, min_lr_ratio: float = 0.01,
-                 score_threshold: float = 0.05, max_detections: int = 100, operating_threshold: float = 0.3) -> None:
+                 score_threshold: float = 0.05, max_detections: int = 100,
+                 operating_threshold: float = OPERATING_THRESHOLD) -> None:
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")

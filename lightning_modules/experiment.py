@@ -131,11 +131,17 @@ def train_detector(module: type[ShardDataModule], train: str | Path, settings: T
     return model, seconds
 
 
+def _reference_module(val: str | Path, settings: TrainSettings, **kwargs: Any) -> JPEGDataModule:
+    """The `val` shards (JPEG/WebP) as a data module that serves them unaugmented, for evaluation."""
+    options = {"num_workers": settings.num_workers, **kwargs}
+    return JPEGDataModule(train=str(val), val=str(val), batch_size=settings.batch_size,
+                          image_size=settings.image_size, augment=False, **options)
+
+
 def evaluate(model: EdgeDetector, val: str | Path, settings: TrainSettings) -> dict[str, float]:
     """COCO mAP@0.5 and mAP@[.5:.95] of `model` on the `val` shards (JPEG/WebP, e.g. lossless originals), and its
     precision, recall and false positives per image at its operating threshold."""
-    dm = JPEGDataModule(train=str(val), val=str(val), batch_size=settings.batch_size, num_workers=settings.num_workers,
-                        image_size=settings.image_size, augment=False)
+    dm = _reference_module(val, settings)
     with _quiet(settings):
         result = _trainer(settings).validate(model, datamodule=dm, verbose=False)[0]
     names = ("map_50", "map", "precision", "recall", "fp_per_image")
@@ -155,8 +161,7 @@ class FrameDetections:
 
 def detect(model: EdgeDetector, val: str | Path, settings: TrainSettings) -> list[FrameDetections]:
     """`model`'s detections (above its score threshold) on every frame of the `val` shards, in shard order, on CPU."""
-    dm = JPEGDataModule(train=str(val), val=str(val), batch_size=settings.batch_size, num_workers=0,
-                        image_size=settings.image_size, augment=False, device="cpu")
+    dm = _reference_module(val, settings, num_workers=0, device="cpu")
     model = model.cpu()
     frames = []
     with _quiet(settings):

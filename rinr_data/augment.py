@@ -45,13 +45,18 @@ class AugmentConfig:
     box_blur_sigma: tuple[float, float] = (0.5, 2.0)
 
 
+def _blur_kernel(sigma_max: float) -> int:
+    """Odd Gaussian kernel size covering +-3 sigma of the widest blur drawn."""
+    return 2 * int(3 * sigma_max) + 1
+
+
 class BoxBlur(v2.Transform):
     """With probability `p`, Gaussian-blur the pixels inside the boxes of a {"image", "boxes", ...} sample only."""
 
     def __init__(self, p: float, sigma: tuple[float, float]) -> None:
         super().__init__()
         self.p, self.sigma = p, sigma
-        self.kernel = 2 * int(3 * sigma[1]) + 1
+        self.kernel = _blur_kernel(sigma[1])
 
     def forward(self, sample: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
         """The sample with its boxes' pixels blurred (or unchanged)."""
@@ -81,8 +86,8 @@ def build_transform(config: AugmentConfig, size: tuple[int, int]) -> v2.Transfor
     if config.brightness or config.contrast or config.saturation or config.hue:
         steps.append(v2.ColorJitter(config.brightness, config.contrast, config.saturation, config.hue))
     if config.blur > 0:
-        kernel = 2 * int(3 * config.blur_sigma[1]) + 1  # covers +-3 sigma of the widest blur
-        steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=config.blur_sigma)], p=config.blur))
+        steps.append(v2.RandomApply([v2.GaussianBlur(_blur_kernel(config.blur_sigma[1]), sigma=config.blur_sigma)],
+                                    p=config.blur))
     if config.noise > 0:
         steps.append(v2.RandomApply([v2.GaussianNoise(sigma=config.noise_sigma, clip=True)], p=config.noise))
     if config.box_blur > 0:

@@ -36,7 +36,7 @@ from torchvision.utils import draw_bounding_boxes, make_grid  # noqa: E402
 from lightning_modules.data import JPEGDataModule, RINRDataModule  # noqa: E402
 from lightning_modules.experiment import (FrameDetections, RunResult, TrainSettings, detect,  # noqa: E402
                                           train_and_evaluate)
-from lightning_modules.detection_metrics import match_detections  # noqa: E402
+from lightning_modules.detection_metrics import OPERATING_THRESHOLD, match_detections  # noqa: E402
 from rinr_data import CodecConfig, SceneConfig, __version__  # noqa: E402
 from rinr_data.augment import AugmentConfig  # noqa: E402
 from rinr_data.compare import (QualityScan, ShardStats, load_samples, shard_stats, split_source,  # noqa: E402
@@ -139,7 +139,8 @@ def table(dataset: str, conditions: list[Condition]) -> list[str]:
     return rows
 
 
-def error_figure(frames: dict[str, list[FrameDetections]], path: Path, count: int = 6, threshold: float = 0.3) -> None:
+def error_figure(frames: dict[str, list[FrameDetections]], path: Path, count: int = 6,
+                 threshold: float = OPERATING_THRESHOLD) -> None:
     """PNG grid: `count` evaluation frames (rows) x conditions (columns, in table order), 2x upscaled; true boxes
     green, detections at or above `threshold` that hit one blue, false positives red."""
     names = list(frames)
@@ -282,7 +283,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--section", default=None, help="with --write: a named section of its own, beside the main one")
     p.add_argument("--figure", type=Path, default=None,
                    help="PNG of the first seed's models on evaluation frames (columns: conditions in table order; "
-                        "green: true boxes, blue: hits, red: false positives at score 0.3)")
+                        f"green: true boxes, blue: hits, red: false positives at score {OPERATING_THRESHOLD:g})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     args.data = args.data or [ROOT.parent / "shared" / "data" / "vtest-long"]
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"figure: {path}")
     header = ("| data | condition | training frames | bytes/frame | object / background PSNR dB | mAP@0.5 | "
               "mAP@[.5:.95] | Δ mAP@0.5 vs original (paired) | mAP@0.5 per seed | "
-              "precision / recall / FP per frame at score 0.3 | train s/run |\n"
+              f"precision / recall / FP per frame at score {OPERATING_THRESHOLD:g} | train s/run |\n"
               "|---|---|---|---|---|---|---|---|---|---|---|")
     text = (f"Measured by `tools/bench_accuracy.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
             f"{machine(device)}, {time.strftime('%Y-%m-%d')}; {time.perf_counter() - start:.0f} s in all.\n\n"
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             + f"- RINR: presets {', '.join(v.name for v in args.presets)}, fitting steps and PSNR targets as "
               f"labelled (else the preset's); paper preset {args.pixels_per_step} pixels per step\n"
               "- mAP: mean ± sample standard deviation over the seeds; precision, recall and false positives per "
-              "frame at score 0.3 (IoU 0.5): means over the seeds\n\n"
+              f"frame at score {OPERATING_THRESHOLD:g} (IoU 0.5): means over the seeds\n\n"
             + header + "\n" + "\n".join(rows))
     print("\n" + text)
     if args.write:
