@@ -45,7 +45,9 @@ def test_demo_prints_one_table(coco, tmp_path, capsys):
     records = [unpack_record(s["rinr"]) for tar in sorted((out / "rinr").glob("*.tar")) for s in shards.iter_shard(tar)]
     assert len(records) == 4 and all(r.shape.box_levels == 0 for r in records)
     rows = [line for line in text.splitlines() if line.startswith("| RINR") or line.startswith("| JPEG q")]
-    assert len(rows) == 2 and all(len(r.split("|")) == 10 for r in rows)
+    assert len(rows) == 2 and all(len(r.split("|")) == 11 for r in rows)
+    errors = [r.split("|")[9].split("/") for r in rows]  # precision / recall / false alarms: fractions and a rate
+    assert all(0 <= float(p) <= 1 and 0 <= float(rc) <= 1 and float(fa) >= 0 for p, rc, fa in errors)
     assert {p.name for p in out.iterdir()} == {"rinr", "jpeg", "val"}
 
 

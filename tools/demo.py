@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from lightning_modules.detection_metrics import OPERATING_THRESHOLD  # noqa: E402
 from lightning_modules.data import JPEGDataModule, RINRDataModule  # noqa: E402
 from lightning_modules.experiment import TrainSettings, loader_speed, train_and_evaluate  # noqa: E402
 from rinr_data import PRESETS, CodecConfig  # noqa: E402
@@ -135,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print("| shards | bytes/frame | object PSNR dB | background PSNR dB | loader img/s | train s | mAP@0.5 | "
-          "mAP@[.5:.95] |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"mAP@[.5:.95] | precision / recall / false alarms per frame at score {OPERATING_THRESHOLD:g} |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, stats, speed, run in rows:
         print(f"| {name} | {stats.bytes_per_frame:,.0f} | {stats.object_psnr:.2f} | {stats.background_psnr:.2f} | "
-              f"{speed:.1f} | {run.train_s:.0f} | {run.map_50:.3f} | {run.map:.3f} |")
+              f"{speed:.1f} | {run.train_s:.0f} | {run.map_50:.3f} | {run.map:.3f} | "
+              f"{run.precision:.2f} / {run.recall:.2f} / {run.fp_per_image:.2f} |")
     ratio = jpeg.bytes_per_frame / rinr.bytes_per_frame
     print(f"\nJPEG at the same object PSNR takes {ratio:.2f}x the bytes of RINR. Loader img/s: one training epoch "
           f"through the data module (decode on {device}, augmentation), no model. Train s: {settings.steps} steps, "
