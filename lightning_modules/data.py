@@ -160,10 +160,12 @@ class ShardDataModule(L.LightningDataModule):
     def train_dataloader(self) -> RINRLoader:
         """Shuffled, augmented; equal batches per rank under DDP; resumable mid-epoch."""
         loader = self.loader("train", shuffle=True, augment=self.augment)
-        if self.trainer is not None and loader.dataset.manifest is None:
-            rank_zero_warn(f"{type(self).__name__}: the train shards have no manifest, so the loader has no length; "
-                           "Lightning then fetches one batch ahead and a mid-epoch resume skips that batch. Pass "
-                           "the dataset folder or its manifest.json for exact resume.")
+        uncounted = [s.url for s in loader.dataset.shards if s.samples is None]
+        if self.trainer is not None and uncounted:
+            rank_zero_warn(f"{type(self).__name__}: {len(uncounted)} train shard(s) ({uncounted[0]}, ...) have no "
+                           "sample count (remote or unreadable, and no manifest), so the loader has no length; "
+                           "Lightning then fetches one batch ahead and a mid-epoch resume skips that batch. Pass the "
+                           "dataset folder or its manifest.json for exact resume.")
         return loader
 
     def val_dataloader(self) -> RINRLoader:

@@ -92,7 +92,7 @@ class RINRLoader:
     def __len__(self) -> int:
         n = self.dataset.batches_per_epoch(self.num_workers)
         if n is None:
-            raise TypeError("batches per epoch are unknown without a manifest")
+            raise TypeError("batches per epoch are unknown: some shards have no sample count (remote, no manifest)")
         return n
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

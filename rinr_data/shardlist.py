@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import FormatError
-from .shards import MANIFEST, read_manifest
+from .shards import MANIFEST, count_samples, read_manifest
 from .streaming import FetchPolicy, cache_path, is_remote, open_shard
 
 
 @dataclass(frozen=True)
 class ShardRef:
-    """A shard URL and its sample count when a manifest gives it."""
+    """A shard URL and its sample count (from the manifest, or counted for a local shard; None for remote ones)."""
 
     url: str
     samples: int | None = None
@@ -42,17 +42,30 @@ def resolve_shards(source: str | os.PathLike | Sequence[str], policy: FetchPolic
     """Shard list and manifest of: a dataset folder or its manifest.json (local or http), brace patterns or a list."""
     policy = policy or FetchPolicy()
     if isinstance(source, (list, tuple)):
-        return [ShardRef(u) for item in source for u in _expand(str(item))], None
+        return [_counted(u, policy) for item in source for u in _expand(str(item))], None
     text = str(source)
     if text.endswith(MANIFEST) or (not is_remote(text) and Path(text).is_dir()):
         base = text[: -len(MANIFEST)].rstrip("/") if text.endswith(MANIFEST) else text.rstrip("/")
         manifest = _remote_manifest(text, policy) if is_remote(text) else read_manifest(base)
         refs = [ShardRef(f"{base}/{s['name']}", int(s["samples"])) for s in manifest["shards"]]
         return refs, manifest
-    refs = [ShardRef(u) for u in _expand(text)]
+    refs = [_counted(u, policy) for u in _expand(text)]
     if not refs:
         raise FormatError(f"no shards match {text!r}")
     return refs, None
+
+
+def _counted(url: str, policy: FetchPolicy) -> ShardRef:
+    # Without a manifest, a local shard's count costs one pass over its tar headers and gives the loader a length
+    # (exact mid-epoch resume in Lightning, equal batches under DDP); remote shards would have to be downloaded.
+    # A shard that cannot be read stays uncounted: reading it later reports it under the dataset's on_error.
+    if is_remote(url):
+        return ShardRef(url)
+    try:
+        with open_shard(url, policy) as stream:
+            return ShardRef(url, count_samples(stream, url))
+    except (OSError, FormatError):
+        return ShardRef(url)
 
 
 def epoch_order(shards: Sequence[ShardRef], seed: int, epoch: int, shuffle: bool) -> list[ShardRef]:
@@ -75,7 +88,7 @@ def equal_quotas(order: Sequence[ShardRef], world: int, workers: int, batch_size
     ranks drop their surplus from their last workers, so DDP never waits on a rank that ran out.
     """
     if any(s.samples is None for s in order):
-        raise ValueError("equal batches per rank need per-shard sample counts: pass a manifest, not bare URLs")
+        raise ValueError("equal batches per rank need per-shard sample counts: pass a manifest (remote shards without one are not counted)")
     full = [[sum(s.samples for s in split(split(order, r, world), w, workers)) // batch_size  # type: ignore[misc]
              for w in range(workers)] for r in range(world)]
     target = min(sum(rank) for rank in full)

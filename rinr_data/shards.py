@@ -242,6 +242,20 @@ def tar_samples(stream: BinaryIO, name: str) -> Iterator[dict[str, Any]]:
         raise FormatError(f"{name}: cannot read shard: {exc}") from exc
 
 
+def count_samples(stream: BinaryIO, name: str) -> int:
+    """Samples in one tar stream as `tar_samples` would yield them, from the member names (no member is kept)."""
+    from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+    names: list[str] = []
+    try:
+        # select_files sees each name after webdataset's own member filters and, returning False, skips the read.
+        for _ in tar_file_iterator(stream, select_files=lambda fname: names.append(fname) or False):
+            pass
+        return sum(1 for _ in group_by_keys({"fname": n, "data": b"", "__url__": name} for n in names))
+    except Exception as exc:  # tarfile, EOF, webdataset's duplicate-member ValueError
+        raise FormatError(f"{name}: cannot read shard: {exc}") from exc
+
+
 def iter_shard(path: str | Path) -> Iterator[dict[str, Any]]:
     """Samples of one local shard as {"__key__", "__shard__", ext: bytes}; raises FormatError for a broken tar."""
     path = Path(path)

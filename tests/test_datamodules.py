@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -145,14 +146,22 @@ def test_setup_takes_rank_world_and_device_from_the_trainer(folders):
         dm.val_dataloader()
 
 
-def test_no_manifest_warns_that_lightning_resume_skips_a_batch(folders):
+def test_uncounted_shards_warn_that_lightning_resume_skips_a_batch(folders):
     urls = sorted(str(p) for p in folders["rinr"].glob("*.tar"))
-    dm = module("rinr", urls)
-    dm.trainer = SimpleNamespace(global_rank=0, world_size=1, current_epoch=0,
-                                 strategy=SimpleNamespace(root_device=torch.device("cpu")))
-    dm.setup("fit")
-    with pytest.warns(UserWarning, match="no manifest.*resume skips"):
-        dm.train_dataloader()
+    trainer = SimpleNamespace(global_rank=0, world_size=1, current_epoch=0,
+                              strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    counted = module("rinr", urls)  # local shards without a manifest are counted: a length, no warning
+    counted.trainer = trainer
+    counted.setup("fit")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert len(counted.train_dataloader()) == 3  # 10 frames in batches of 4, the last one partial
+    assert not [w for w in caught if "sample count" in str(w.message)]
+    remote = module("rinr", ["http://127.0.0.1:9/shard-000000.tar", *urls])  # never fetched here
+    remote.trainer = trainer
+    remote.setup("fit")
+    with pytest.warns(UserWarning, match="1 train shard.*no sample count.*resume skips"):
+        remote.train_dataloader()
 
 
 def _detector():
@@ -174,12 +183,15 @@ def test_fast_dev_run(folders, codec):
     assert dm.rank == 0 and dm.world_size == 1 and dm.device == torch.device("cpu")
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_lightning_mid_epoch_resume(folders, tmp_path, workers):
+@pytest.mark.parametrize("workers,bare", [(0, False), (2, False), (0, True)])
+def test_lightning_mid_epoch_resume(folders, tmp_path, workers, bare):
     # 10 frames in batches of 2: 5 steps an epoch, 10 in two; interrupt inside epoch 0 and inside epoch 1.
+    # bare: a list of local shards without the manifest, whose counts the dataset takes from the tar headers.
+    train = sorted(str(p) for p in folders["rinr"].glob("*.tar")) if bare else folders["rinr"]
+
     def fit(max_steps: int = -1, ckpt: Path | None = None, callbacks: tuple = ()) -> KeyRecorder:
         model = KeyRecorder()
-        dm = module("rinr", folders["rinr"], val=None, batch_size=2, num_workers=workers)
+        dm = module("rinr", train, val=None, batch_size=2, num_workers=workers)
         trainer = L.Trainer(accelerator="cpu", max_epochs=2, max_steps=max_steps, callbacks=list(callbacks),
                             limit_val_batches=0, **{**QUIET, "enable_checkpointing": bool(callbacks)})
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt)

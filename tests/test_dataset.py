@@ -98,11 +98,21 @@ def test_node_split_is_disjoint_and_equal(rinr_dir):
     assert all(len(b) == 2 for batches in per_rank for b in batches)
 
 
-def test_equal_batches_need_a_manifest(rinr_dir):
+def test_local_shards_without_a_manifest_are_counted(rinr_dir, tmp_path):
     out, _ = rinr_dir
-    ds = RINRDataset(sorted(str(p) for p in out.glob("*.tar")), batch_size=2, rank=0, world_size=2)
+    listed = RINRDataset(out, batch_size=2, device="cpu")
+    urls = [s.url for s in listed.shards]
+    bare = RINRDataset(urls, batch_size=2, rank=1, world_size=2, device="cpu")
+    assert [s.samples for s in bare.shards] == [s.samples for s in listed.shards]
+    assert sum(s.samples for s in bare.shards) == 10
+    assert len(RINRLoader(bare)) == len(list(RINRLoader(bare))) > 0  # a length, and equal batches under DDP work
+    # Remote shards (not fetched to count) and unreadable local ones stay uncounted; equal batches then refuse.
+    missing = str(tmp_path / "gone.tar")
+    unknown = RINRDataset(["http://127.0.0.1:9/shard-000000.tar", missing, *urls], batch_size=2, rank=0,
+                          world_size=2)
+    assert [s.samples for s in unknown.shards[:2]] == [None, None]
     with pytest.raises(ValueError, match="manifest"):
-        next(iter(ds))
+        next(iter(unknown))
 
 
 @pytest.mark.parametrize("workers", [0, 2])

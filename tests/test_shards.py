@@ -131,3 +131,25 @@ def test_plain_webdataset_reads_written_shards(tmp_path):
     rows = read_with_plain_webdataset(str(tmp_path / "p-{000000..000001}.tar"))
     assert [r[0] for r in rows] == ["k0a", "k0b", "k1a", "k1b"]
     assert rows[1][2] == [[1.0, 2.0, 3.25, 4.0]] * 3 and rows[1][3] == [0, 0, 0] and rows[1][4:] == [32, 24]
+
+
+def test_count_samples_groups_members_as_the_reader_does(tmp_path):
+    import io
+    import tarfile
+
+    members = ["a.json", "a.rinr", "a.s0.scene", "b.json", "b.rinr", "__meta__", "noext", "c.json", "c.jpg"]
+    path = tmp_path / "hand.tar"
+    with tarfile.open(path, "w") as tar:
+        tar.addfile(tarfile.TarInfo("folder"))  # a non-regular member, skipped by both
+        for name in members:
+            info = tarfile.TarInfo(name)
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"xyz"))
+    with open(path, "rb") as stream:
+        expected = [s["__key__"] for s in shards.tar_samples(stream, path.name)]
+    with open(path, "rb") as stream:
+        assert shards.count_samples(stream, path.name) == len(expected) == 3
+    path.write_bytes(path.read_bytes()[:2100])  # cut inside the data of a.rinr: the reader fails there too
+    for read in (lambda s: list(shards.tar_samples(s, path.name)), lambda s: shards.count_samples(s, path.name)):
+        with open(path, "rb") as stream, pytest.raises(FormatError, match="hand.tar: cannot read shard"):
+            read(stream)
