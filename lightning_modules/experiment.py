@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import statistics
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ import lightning as L
 import torch
 
 from rinr_data.augment import AugmentConfig
+from rinr_data.metrics import RegionDetail, region_detail
 
 from .data import JPEGDataModule, ShardDataModule
 from .detector import Detections, EdgeDetector, plain_targets
@@ -179,6 +182,21 @@ def train_and_evaluate(module: type[ShardDataModule], train: str | Path, val: st
     model, seconds = train_detector(module, train, settings, seed, num_classes)
     scores = evaluate(model, val, settings)
     return RunResult(seed, seconds, settings.steps * settings.batch_size, **scores, model=model)
+
+
+def frame_detail(module: type[ShardDataModule], train: str | Path, settings: TrainSettings) -> RegionDetail:
+    """Mean fine detail of the `train` frames as `module` decodes them (native size, no augmentation), inside the
+    boxes (frames that have some) and outside them."""
+    dm = module(train=str(train), val=str(train), batch_size=settings.batch_size, num_workers=settings.num_workers,
+                augment=False)
+    details = []
+    with _quiet(settings):
+        for batch in dm.val_dataloader():
+            details += [region_detail(image, target["boxes"].tolist())
+                        for image, target in zip(batch["images"], batch["targets"])]
+    inside = [d.objects for d in details if not math.isnan(d.objects)]
+    return RegionDetail(objects=statistics.fmean(inside) if inside else math.nan,
+                        background=statistics.fmean(d.background for d in details))
 
 
 def loader_speed(module: type[ShardDataModule], train: str | Path, settings: TrainSettings, seed: int = 0,

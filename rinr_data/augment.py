@@ -29,6 +29,9 @@ class AugmentConfig:
         noise: probability of additive Gaussian noise of standard deviation `noise_sigma` (images in [0, 1]).
         box_blur: probability of a Gaussian blur of the pixels inside the boxes only (sigma from `box_blur_sigma`),
             which takes away the sharpness gap between boxes and background that whole-frame blur keeps.
+        background_sharpen: probability of sharpening the pixels outside the boxes (torchvision's
+            `adjust_sharpness`, factor drawn from `background_sharpen_factor`), which gives a background decoded
+            at modest quality back the fine detail of real frames.
     """
 
     flip: float = 0.5
@@ -43,6 +46,8 @@ class AugmentConfig:
     noise_sigma: float = 0.02
     box_blur: float = 0.0
     box_blur_sigma: tuple[float, float] = (0.5, 2.0)
+    background_sharpen: float = 0.0
+    background_sharpen_factor: tuple[float, float] = (2.0, 4.0)
 
 
 def _blur_kernel(sigma_max: float) -> int:
@@ -50,29 +55,59 @@ def _blur_kernel(sigma_max: float) -> int:
     return 2 * int(3 * sigma_max) + 1
 
 
-class BoxBlur(v2.Transform):
+def _box_mask(boxes: torch.Tensor, h: int, w: int, device: torch.device) -> torch.Tensor:
+    """[H, W, 1] bool: pixels whose centres fall inside any of the XYXY `boxes`."""
+    ys = torch.arange(h, device=device, dtype=torch.float32)[:, None, None] + 0.5
+    xs = torch.arange(w, device=device, dtype=torch.float32)[None, :, None] + 0.5
+    b = boxes.float()
+    return ((xs >= b[:, 0]) & (xs < b[:, 2]) & (ys >= b[:, 1]) & (ys < b[:, 3])).any(-1, keepdim=True)
+
+
+class _RegionTransform(v2.Transform):
+    """With probability `p`, replace the pixels inside the boxes (or outside them) by a filtered frame."""
+
+    inside = True
+
+    def __init__(self, p: float, strength: tuple[float, float]) -> None:
+        super().__init__()
+        self.p, self.strength = p, strength
+
+    def filtered(self, image: torch.Tensor, strength: float) -> torch.Tensor:
+        """The whole frame filtered at `strength`."""
+        raise NotImplementedError
+
+    def forward(self, sample: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        """The sample with its region's pixels filtered (or unchanged)."""
+        boxes = sample["boxes"].as_subclass(torch.Tensor)
+        if (self.inside and len(boxes) == 0) or torch.rand(()) >= self.p:
+            return sample
+        image = sample["image"].as_subclass(torch.Tensor)
+        filtered = self.filtered(image, float(torch.empty(()).uniform_(*self.strength)))
+        mask = _box_mask(boxes, *image.shape[-2:], image.device).permute(2, 0, 1)
+        region = mask if self.inside else ~mask
+        return {**sample, "image": tv_tensors.wrap(torch.where(region, filtered, image), like=sample["image"])}
+
+
+class BoxBlur(_RegionTransform):
     """With probability `p`, Gaussian-blur the pixels inside the boxes of a {"image", "boxes", ...} sample only."""
 
     def __init__(self, p: float, sigma: tuple[float, float]) -> None:
-        super().__init__()
-        self.p, self.sigma = p, sigma
+        super().__init__(p, sigma)
         self.kernel = _blur_kernel(sigma[1])
 
-    def forward(self, sample: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
-        """The sample with its boxes' pixels blurred (or unchanged)."""
-        boxes = sample["boxes"]
-        if len(boxes) == 0 or torch.rand(()) >= self.p:
-            return sample
-        image = sample["image"]
-        sigma = float(torch.empty(()).uniform_(*self.sigma))
-        blurred = TF.gaussian_blur(image.as_subclass(torch.Tensor), [self.kernel, self.kernel], [sigma, sigma])
-        h, w = image.shape[-2:]
-        ys = torch.arange(h, device=image.device, dtype=torch.float32)[:, None, None] + 0.5
-        xs = torch.arange(w, device=image.device, dtype=torch.float32)[None, :, None] + 0.5
-        b = boxes.as_subclass(torch.Tensor).float()
-        inside = ((xs >= b[:, 0]) & (xs < b[:, 2]) & (ys >= b[:, 1]) & (ys < b[:, 3])).any(-1)
-        return {**sample, "image": tv_tensors.wrap(torch.where(inside, blurred, image.as_subclass(torch.Tensor)),
-                                                   like=image)}
+    def filtered(self, image: torch.Tensor, strength: float) -> torch.Tensor:
+        """The frame blurred with sigma `strength`."""
+        return TF.gaussian_blur(image, [self.kernel, self.kernel], [strength, strength])
+
+
+class BackgroundSharpen(_RegionTransform):
+    """With probability `p`, sharpen the pixels outside the boxes (the whole frame when it has none)."""
+
+    inside = False
+
+    def filtered(self, image: torch.Tensor, strength: float) -> torch.Tensor:
+        """The frame sharpened by torchvision's `adjust_sharpness` with factor `strength` (1: unchanged)."""
+        return TF.adjust_sharpness(image, strength)
 
 
 def build_transform(config: AugmentConfig, size: tuple[int, int]) -> v2.Transform:
@@ -92,6 +127,8 @@ def build_transform(config: AugmentConfig, size: tuple[int, int]) -> v2.Transfor
         steps.append(v2.RandomApply([v2.GaussianNoise(sigma=config.noise_sigma, clip=True)], p=config.noise))
     if config.box_blur > 0:
         steps.append(BoxBlur(config.box_blur, config.box_blur_sigma))
+    if config.background_sharpen > 0:
+        steps.append(BackgroundSharpen(config.background_sharpen, config.background_sharpen_factor))
     # Boxes cropped away or squeezed to nothing leave with their labels.
     steps.append(v2.SanitizeBoundingBoxes(min_size=1.0))
     return v2.Compose(steps)

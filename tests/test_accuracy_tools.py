@@ -61,10 +61,13 @@ def test_bench_accuracy_runs_every_condition_and_seed(coco, tmp_path, capsys):
     rows = [line for line in text.splitlines() if line.startswith("| coco |")]
     assert [r.split("|")[2].strip() for r in rows] == [*bench.BASE_CONDITIONS, "rinr-grid", "rinr-paper",
                                                          "rinr-grid+scene5"]
-    assert all(len(r.split("|")[9].split(",")) == 2 for r in rows)  # one mAP per seed
+    assert all(len(r.split("|")[10].split(",")) == 2 for r in rows)  # one mAP per seed
     for r in rows:  # precision / recall / false positives per frame, each a number in range
-        precision, recall, fp = (float(v) for v in r.split("|")[10].split("/"))
+        precision, recall, fp = (float(v) for v in r.split("|")[11].split("/"))
         assert 0 <= precision <= 1 and 0 <= recall <= 1 and fp >= 0
+    detail = {r.split("|")[2].strip(): [float(v) for v in r.split("|")[6].split("/")] for r in rows}
+    assert all(v >= 0 for pair in detail.values() for v in pair) and detail["original"][0] > 0
+    assert detail["rinr-grid"][0] < detail["original"][0]  # 4 fitting steps decode to a smooth frame
     assert "frames 0-3 train, 4-5 validate" in text
     scene_folder = next((tmp_path / "work" / "coco").glob("rinr*scene5*"))
     from rinr_data import shards

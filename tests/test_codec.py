@@ -151,3 +151,15 @@ def test_paper_object_size_classes():
     assert [(s.width, s.depth) for s in (cfg.object_shape(a) for a in (1000, 1001, 3000, 3001, 10000, 10001))] == [
         (10, 3), (15, 3), (15, 3), (17, 5), (17, 5), (24, 5)]
     assert (cfg.background.width, cfg.background.depth) == (28, 10)
+
+
+def test_region_detail_separates_sharp_and_smooth_regions():
+    from rinr_data.metrics import region_detail
+
+    image = torch.full((3, 20, 30), 0.5)
+    image[:, 2:12, 3:13] = (torch.arange(10)[:, None] + torch.arange(10)[None, :]) % 2  # a checkerboard box
+    detail = region_detail(image, [[3.0, 2.0, 13.0, 12.0]])
+    assert detail.background < 0.1 < detail.objects  # flat outside (only the box's rim), busy inside
+    assert region_detail(image, []).objects != region_detail(image, []).objects  # no boxes: NaN inside
+    with pytest.raises(ValueError, match=r"\[3, H, W\]"):
+        region_detail(image[0], [])

@@ -248,3 +248,26 @@ def test_box_blur_changes_only_the_pixels_inside_boxes():
     assert all(torch.equal(a, b) for a, b in zip(out_boxes, boxes))
     off = augment_batch(images, boxes, labels, build_transform(AugmentConfig(**plain, box_blur=0.0), (24, 32)), 3)[0]
     assert torch.equal(off, images)
+
+
+def test_background_sharpen_changes_only_the_pixels_outside_boxes():
+    from rinr_data.augment import augment_batch, build_transform
+
+    plain = dict(flip=0.0, scale=(1.0, 1.0), brightness=0.0, contrast=0.0, saturation=0.0)
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 26, 34), 3, stride=1)  # 24x32, room to sharpen
+    boxes = [torch.tensor([[1.0, 2.0, 10.0, 12.0], [20.0, 14.0, 30.0, 22.0]]), torch.zeros(0, 4)]
+    labels = [torch.tensor([0, 1]), torch.zeros(0, dtype=torch.int64)]
+    config = AugmentConfig(**plain, background_sharpen=1.0)
+    out, out_boxes, _ = augment_batch(smooth, boxes, labels, build_transform(config, (24, 32)), seed=3)
+    inside = torch.zeros(24, 32, dtype=torch.bool)
+    inside[2:12, 1:10] = inside[14:22, 20:30] = True
+    changed = (out - smooth).abs().sum(1) > 0
+    assert not (changed[0] & inside).any()  # box pixels keep their values
+    # torchvision's adjust_sharpness leaves the frame's outermost pixels as they are; the rest of the background moves
+    interior = torch.zeros(24, 32, dtype=torch.bool)
+    interior[1:-1, 1:-1] = True
+    assert changed[0][interior & ~inside].float().mean() > 0.95 and changed[1][interior].all()  # no boxes: all of it
+    laplace = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).expand(3, 1, 3, 3)
+    detail = [float(torch.nn.functional.conv2d(x[1:2], laplace, groups=3).abs().mean()) for x in (smooth, out)]
+    assert detail[1] > 1.5 * detail[0]  # sharper: more fine detail
+    assert all(torch.equal(a, b) for a, b in zip(out_boxes, boxes))

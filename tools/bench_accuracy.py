@@ -35,7 +35,7 @@ from torchvision.utils import draw_bounding_boxes, make_grid  # noqa: E402
 
 from lightning_modules.data import JPEGDataModule, RINRDataModule  # noqa: E402
 from lightning_modules.experiment import (FrameDetections, RunResult, TrainSettings, detect,  # noqa: E402
-                                          train_and_evaluate)
+                                          frame_detail, train_and_evaluate)
 from lightning_modules.detection_metrics import OPERATING_THRESHOLD, match_detections  # noqa: E402
 from rinr_data import CodecConfig, SceneConfig, __version__  # noqa: E402
 from rinr_data.augment import AugmentConfig  # noqa: E402
@@ -43,6 +43,7 @@ from rinr_data.compare import (QualityScan, ShardStats, load_samples, shard_stat
                                write_lossless_shards)
 from rinr_data.convert import ConvertConfig, encode_dataset  # noqa: E402
 from rinr_data.devices import resolve_device  # noqa: E402
+from rinr_data.metrics import RegionDetail  # noqa: E402
 from rinr_data.sources import load_sample, open_source  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -64,6 +65,7 @@ class Condition:
     folder: Path
     module: type
     stats: ShardStats
+    detail: RegionDetail | None = None
     runs: list[RunResult] = field(default_factory=list)
 
 
@@ -130,9 +132,11 @@ def table(dataset: str, conditions: list[Condition]) -> list[str]:
         m = [r.map for r in c.runs]
         diff = [r.map_50 - b.map_50 for r, b in zip(c.runs, base.runs)]
         psnr = "lossless" if c.name == "original" else f"{c.stats.object_psnr:.2f} / {c.stats.background_psnr:.2f}"
+        detail = f"{c.detail.background:.3f} / {c.detail.objects:.3f}" if c.detail else "—"
         errors = " / ".join(f"{statistics.fmean(getattr(r, k) for r in c.runs):.2f}"
                             for k in ("precision", "recall", "fp_per_image"))
-        rows.append(f"| {dataset} | {c.name} | {c.label} | {c.stats.bytes_per_frame:,.0f} | {psnr} | {mean_sd(m50)} | "
+        rows.append(f"| {dataset} | {c.name} | {c.label} | {c.stats.bytes_per_frame:,.0f} | {psnr} | {detail} | "
+                    f"{mean_sd(m50)} | "
                     f"{mean_sd(m)} | {'—' if c is base else mean_sd(diff)} | "
                     f"{', '.join(f'{v:.3f}' for v in m50)} | {errors} | "
                     f"{statistics.fmean(r.train_s for r in c.runs):.0f} |")
@@ -266,6 +270,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--box-blur", type=float, default=0.0,
                    help="probability of a Gaussian blur of the pixels inside the boxes only (sigma 0.5-2 px; "
                         "default 0)")
+    p.add_argument("--background-sharpen", type=float, default=0.0,
+                   help="probability of sharpening the pixels outside the boxes (factor 2-4; default 0)")
     p.add_argument("--presets", default="grid,paper",
                    help=f"RINR presets, one condition each, as {PRESET_GRAMMAR} to set that preset's fitting "
                         "steps, PSNR targets and (grid) box-only levels or scene mode (scene backgrounds MARGIN_DB "
@@ -294,10 +300,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def augmentation(args: argparse.Namespace) -> bool | AugmentConfig:
     """The training augmentation the flags ask for: False, the defaults (True), or the defaults plus blur/noise."""
-    extra = {"blur": args.blur, "noise": args.noise, "box_blur": args.box_blur}
+    extra = {"blur": args.blur, "noise": args.noise, "box_blur": args.box_blur,
+             "background_sharpen": args.background_sharpen}
     if args.no_augment:
         if any(extra.values()):
-            raise SystemExit("--blur/--noise/--box-blur add to the default augmentation; drop --no-augment")
+            raise SystemExit("--blur/--noise/--box-blur/--background-sharpen add to the default augmentation; drop "
+                             "--no-augment")
         return False
     return AugmentConfig(**extra) if any(extra.values()) else True
 
@@ -314,6 +322,9 @@ def describe(augment: bool | AugmentConfig) -> str:
     if augment.box_blur:
         parts.append(f"blur inside the boxes (p {augment.box_blur:g}, sigma {augment.box_blur_sigma[0]:g}-"
                      f"{augment.box_blur_sigma[1]:g})")
+    if augment.background_sharpen:
+        lo, hi = augment.background_sharpen_factor
+        parts.append(f"sharpening outside the boxes (p {augment.background_sharpen:g}, factor {lo:g}-{hi:g})")
     return "on, plus " + " and ".join(parts)
 
 
@@ -331,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         conditions, val_dir, note = prepare(data, args, device)
         figure: dict[str, list[FrameDetections]] = {}
         notes.append(note)
+        for c in conditions:
+            c.detail = frame_detail(c.module, c.folder, settings)
         for seed in args.seeds:
             for c in conditions:
                 run = train_and_evaluate(c.module, c.folder, val_dir, settings, seed)
@@ -346,10 +359,10 @@ def main(argv: list[str] | None = None) -> int:
             path = args.figure if len(args.data) == 1 else args.figure.with_stem(f"{args.figure.stem}-{data.name}")
             error_figure(figure, path)
             print(f"figure: {path}")
-    header = ("| data | condition | training frames | bytes/frame | object / background PSNR dB | mAP@0.5 | "
-              "mAP@[.5:.95] | Δ mAP@0.5 vs original (paired) | mAP@0.5 per seed | "
-              f"precision / recall / FP per frame at score {OPERATING_THRESHOLD:g} | train s/run |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|")
+    header = ("| data | condition | training frames | bytes/frame | object / background PSNR dB | "
+              "detail outside / inside boxes | mAP@0.5 | mAP@[.5:.95] | Δ mAP@0.5 vs original (paired) | "
+              f"mAP@0.5 per seed | precision / recall / FP per frame at score {OPERATING_THRESHOLD:g} | "
+              "train s/run |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     text = (f"Measured by `tools/bench_accuracy.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
             f"{machine(device)}, {time.strftime('%Y-%m-%d')}; {time.perf_counter() - start:.0f} s in all.\n\n"
             + "".join(f"- {n}\n" for n in notes)
@@ -360,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
               f"frames (lossless WebP)\n"
             + f"- RINR: presets {', '.join(v.name for v in args.presets)}, fitting steps and PSNR targets as "
               f"labelled (else the preset's); paper preset {args.pixels_per_step} pixels per step\n"
+              "- detail: mean absolute Laplacian of the training frames as decoded ([0, 1] pixels), outside and "
+              "inside the boxes (`rinr_data.metrics.region_detail`)\n"
               "- mAP: mean ± sample standard deviation over the seeds; precision, recall and false positives per "
               f"frame at score {OPERATING_THRESHOLD:g} (IoU 0.5): means over the seeds\n\n"
             + header + "\n" + "\n".join(rows))
