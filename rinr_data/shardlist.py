@@ -88,7 +88,8 @@ def equal_quotas(order: Sequence[ShardRef], world: int, workers: int, batch_size
     ranks drop their surplus from their last workers, so DDP never waits on a rank that ran out.
     """
     if any(s.samples is None for s in order):
-        raise ValueError("equal batches per rank need per-shard sample counts: pass a manifest (remote shards without one are not counted)")
+        raise ValueError("equal batches per rank need per-shard sample counts: pass a manifest (remote shards "
+                         "without one are not counted)")
     full = [[sum(s.samples for s in split(split(order, r, world), w, workers)) // batch_size  # type: ignore[misc]
              for w in range(workers)] for r in range(world)]
     target = min(sum(rank) for rank in full)
