@@ -20,9 +20,10 @@ class AugmentConfig:
     """Augmentations applied after decode: horizontal flip, scale jitter then crop/pad back, colour jitter, and
     (off by default) Gaussian blur of the frame or of its boxes only, and noise.
 
-    Residual-INR keeps boxes sharper than the background, and a detector trained on such frames learns "sharp
-    region = object" and fires on sharp clutter in real frames (docs/BENCHMARKS.md, accuracy parity). `box_blur`
-    blurs the boxes only, which removes that gap; whole-frame `blur` and `noise` keep it and did not help there.
+    Residual-INR keeps boxes sharper than a background whose fine detail the INR smooths away, and a detector
+    trained on such frames fires on crisp clutter in real frames (docs/BENCHMARKS.md, accuracy parity). `box_blur`
+    (the boxes' sharpness) and `background_sharpen` (the background's detail) each take one side of that gap away
+    and cut those false alarms; whole-frame `blur` and `noise` keep the gap and did not help.
 
     Attributes:
         blur: probability of a Gaussian blur of the whole frame, sigma drawn from `blur_sigma` (pixels).
