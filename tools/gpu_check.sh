@@ -6,7 +6,7 @@
 #   tools/gpu_check.sh DATA OUT            the checks above
 #   tools/gpu_check.sh DATA OUT accuracy   instead: the accuracy-parity benchmark at full size (384x288, 600 fitting
 #                                          steps, 3 seeds; ~8 minutes by the encode speeds measured; needs vtest-long;
-#                                          ACCURACY_ARGS="--box-blur 0.5" for the run with blurred boxes)
+#                                          ACCURACY_ARGS="--box-blur 0.5 --background-sharpen 0.5" for the shared recipe)
 #
 # DATA holds vtest-dev/ and vtest-long/ (as ../shared/data does); OUT gets stages.log, BENCHMARKS.md (a copy of
 # docs/BENCHMARKS.md with the GPU sections rewritten), JSON results and RD plots. Uses `python3` (set PYTHON to
@@ -41,7 +41,7 @@ stage() {
 }
 
 if [ "$WHAT" = accuracy ]; then
-  # ACCURACY_ARGS adds options, e.g. "--box-blur 0.5" for the second run (the encodings are kept in --work).
+  # ACCURACY_ARGS adds options, e.g. "--box-blur 0.5 --background-sharpen 0.5" for the second run (the encodings are kept in --work).
   # shellcheck disable=SC2086
   stage accuracy 560 $PY tools/bench_accuracy.py --data "$DATA/vtest-long" --presets grid:600 --seeds 0,1,2 \
     --steps 300 --batch-size 8 --device cuda --work "${TMPDIR:-/tmp}/rinr-accuracy" --quiet \
