@@ -67,7 +67,7 @@ def _box_mask(boxes: torch.Tensor, h: int, w: int, device: torch.device) -> torc
 class _RegionTransform(v2.Transform):
     """With probability `p`, replace the pixels inside the boxes (or outside them) by a filtered frame."""
 
-    inside = True
+    inside = True  # filter the box pixels; False: the pixels outside every box
 
     def __init__(self, p: float, strength: tuple[float, float]) -> None:
         super().__init__()
