@@ -134,17 +134,17 @@ def train_detector(module: type[ShardDataModule], train: str | Path, settings: T
     return model, seconds
 
 
-def _reference_module(val: str | Path, settings: TrainSettings, **kwargs: Any) -> JPEGDataModule:
-    """The `val` shards (JPEG/WebP) as a data module that serves them unaugmented, for evaluation."""
-    options = {"num_workers": settings.num_workers, **kwargs}
-    return JPEGDataModule(train=str(val), val=str(val), batch_size=settings.batch_size,
-                          image_size=settings.image_size, augment=False, **options)
+def _in_order(shards: str | Path, settings: TrainSettings, module: type[ShardDataModule] = JPEGDataModule,
+              **kwargs: Any) -> ShardDataModule:
+    """`module` serving the `shards` unaugmented and in order (its val loader): the evaluation frames by default."""
+    options = {"num_workers": settings.num_workers, "image_size": settings.image_size, **kwargs}
+    return module(train=str(shards), val=str(shards), batch_size=settings.batch_size, augment=False, **options)
 
 
 def evaluate(model: EdgeDetector, val: str | Path, settings: TrainSettings) -> dict[str, float]:
     """COCO mAP@0.5 and mAP@[.5:.95] of `model` on the `val` shards (JPEG/WebP, e.g. lossless originals), and its
     precision, recall and false positives per image at its operating threshold."""
-    dm = _reference_module(val, settings)
+    dm = _in_order(val, settings)
     with _quiet(settings):
         result = _trainer(settings).validate(model, datamodule=dm, verbose=False)[0]
     names = ("map_50", "map", "precision", "recall", "fp_per_image")
@@ -164,7 +164,7 @@ class FrameDetections:
 
 def detect(model: EdgeDetector, val: str | Path, settings: TrainSettings) -> list[FrameDetections]:
     """`model`'s detections (above its score threshold) on every frame of the `val` shards, in shard order, on CPU."""
-    dm = _reference_module(val, settings, num_workers=0, device="cpu")
+    dm = _in_order(val, settings, num_workers=0, device="cpu")
     model = model.cpu()
     frames = []
     with _quiet(settings):
@@ -187,8 +187,7 @@ def train_and_evaluate(module: type[ShardDataModule], train: str | Path, val: st
 def frame_detail(module: type[ShardDataModule], train: str | Path, settings: TrainSettings) -> RegionDetail:
     """Mean fine detail of the `train` frames as `module` decodes them (native size, no augmentation), inside the
     boxes (frames that have some) and outside them."""
-    dm = module(train=str(train), val=str(train), batch_size=settings.batch_size, num_workers=settings.num_workers,
-                augment=False)
+    dm = _in_order(train, settings, module, image_size=None)  # letterbox padding would count as flat background
     details = []
     with _quiet(settings):
         for batch in dm.val_dataloader():

@@ -18,7 +18,7 @@ PAD_VALUE = 114 / 255
 @dataclass(frozen=True)
 class AugmentConfig:
     """Augmentations applied after decode: horizontal flip, scale jitter then crop/pad back, colour jitter, and
-    (off by default) Gaussian blur of the frame or of its boxes only, and noise.
+    (off by default) Gaussian blur of the frame or of its boxes only, noise, and sharpening outside the boxes.
 
     Residual-INR keeps boxes sharper than a background whose fine detail the INR smooths away, and a detector
     trained on such frames fires on crisp clutter in real frames (docs/BENCHMARKS.md, accuracy parity). `box_blur`

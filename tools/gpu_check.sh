@@ -41,7 +41,8 @@ stage() {
 }
 
 if [ "$WHAT" = accuracy ]; then
-  # ACCURACY_ARGS adds options, e.g. "--box-blur 0.5 --background-sharpen 0.5" for the second run (the encodings are kept in --work).
+  # ACCURACY_ARGS adds options, e.g. "--box-blur 0.5 --background-sharpen 0.5" for the second run (the encodings
+  # are kept in --work).
   # shellcheck disable=SC2086
   stage accuracy 560 $PY tools/bench_accuracy.py --data "$DATA/vtest-long" --presets grid:600 --seeds 0,1,2 \
     --steps 300 --batch-size 8 --device cuda --work "${TMPDIR:-/tmp}/rinr-accuracy" --quiet \
