@@ -65,7 +65,13 @@ def test_bench_accuracy_runs_every_condition_and_seed(coco, tmp_path, capsys):
     for r in rows:  # precision / recall / false positives per frame, each a number in range
         precision, recall, fp = (float(v) for v in r.split("|")[11].split("/"))
         assert 0 <= precision <= 1 and 0 <= recall <= 1 and fp >= 0
-    detail = {r.split("|")[2].strip(): [float(v) for v in r.split("|")[6].split("/")] for r in rows}
+    detail = {}
+    for r in rows:  # "outside / inside (ratio x)", "(—)" for a flat background
+        pair, ratio = r.split("|")[6].strip().removesuffix(")").split(" (")
+        outside, inside = detail[r.split("|")[2].strip()] = [float(v) for v in pair.split("/")]
+        if outside >= 0.01:  # both printed to 3 decimals, the ratio to 1: it is within what that rounding allows
+            assert (inside - 5e-4) / (outside + 5e-4) - 0.05 <= float(ratio[:-1]) <= (inside + 5e-4) / (
+                outside - 5e-4) + 0.05
     assert all(v >= 0 for pair in detail.values() for v in pair) and detail["original"][0] > 0
     assert detail["rinr-grid"][0] < detail["original"][0]  # 4 fitting steps decode to a smooth frame
     assert "frames 0-3 train, 4-5 validate" in text

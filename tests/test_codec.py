@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -160,6 +162,8 @@ def test_region_detail_separates_sharp_and_smooth_regions():
     image[:, 2:12, 3:13] = (torch.arange(10)[:, None] + torch.arange(10)[None, :]) % 2  # a checkerboard box
     detail = region_detail(image, [[3.0, 2.0, 13.0, 12.0]])
     assert detail.background < 0.1 < detail.objects  # flat outside (only the box's rim), busy inside
+    assert detail.ratio == pytest.approx(detail.objects / detail.background) and detail.ratio > 10
+    assert math.isnan(region_detail(torch.full((3, 8, 8), 0.5), [[1.0, 1.0, 4.0, 4.0]]).ratio)  # flat background
     assert region_detail(image, []).objects != region_detail(image, []).objects  # no boxes: NaN inside
     with pytest.raises(ValueError, match=r"\[3, H, W\]"):
         region_detail(image[0], [])

@@ -20,6 +20,7 @@ kept under --work, so a re-run with the same settings skips the encoding.
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import statistics
 import sys
@@ -132,7 +133,8 @@ def table(dataset: str, conditions: list[Condition]) -> list[str]:
         m = [r.map for r in c.runs]
         diff = [r.map_50 - b.map_50 for r, b in zip(c.runs, base.runs)]
         psnr = "lossless" if c.name == "original" else f"{c.stats.object_psnr:.2f} / {c.stats.background_psnr:.2f}"
-        detail = f"{c.detail.background:.3f} / {c.detail.objects:.3f}" if c.detail else "—"
+        detail = "—" if c.detail is None else (f"{c.detail.background:.3f} / {c.detail.objects:.3f} "
+                                               + (f"({c.detail.ratio:.1f}x)" if math.isfinite(c.detail.ratio) else "(—)"))
         errors = " / ".join(f"{statistics.fmean(getattr(r, k) for r in c.runs):.2f}"
                             for k in ("precision", "recall", "fp_per_image"))
         rows.append(f"| {dataset} | {c.name} | {c.label} | {c.stats.bytes_per_frame:,.0f} | {psnr} | {detail} | "
@@ -360,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             error_figure(figure, path)
             print(f"figure: {path}")
     header = ("| data | condition | training frames | bytes/frame | object / background PSNR dB | "
-              "detail outside / inside boxes | mAP@0.5 | mAP@[.5:.95] | Δ mAP@0.5 vs original (paired) | "
+              "detail outside / inside boxes (inside ÷ outside) | mAP@0.5 | mAP@[.5:.95] | Δ mAP@0.5 vs original (paired) | "
               f"mAP@0.5 per seed | precision / recall / FP per frame at score {OPERATING_THRESHOLD:g} | "
               "train s/run |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     text = (f"Measured by `tools/bench_accuracy.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
@@ -374,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             + f"- RINR: presets {', '.join(v.name for v in args.presets)}, fitting steps and PSNR targets as "
               f"labelled (else the preset's); paper preset {args.pixels_per_step} pixels per step\n"
               "- detail: mean absolute Laplacian of the training frames as decoded ([0, 1] pixels), outside and "
-              "inside the boxes (`rinr_data.metrics.region_detail`)\n"
+              "inside the boxes and their ratio (`rinr_data.metrics.region_detail`)\n"
               "- mAP: mean ± sample standard deviation over the seeds; precision, recall and false positives per "
               f"frame at score {OPERATING_THRESHOLD:g} (IoU 0.5): means over the seeds\n\n"
             + header + "\n" + "\n".join(rows))
