@@ -62,7 +62,7 @@ class RegionDetail:
     def ratio(self) -> float:
         """Detail inside the boxes per unit outside (NaN without boxes or with a flat background).
 
-        The cue detectors trained on residual-coded frames learn: real frames keep it near 3 (vtest-long), records
+        The cue detectors trained on residual-coded frames learn: real frames keep it at 2-3 (vtest-long), records
         whose boxes are far crisper than their background (ratio 5 and up) teach "crisp region = object".
         """
         if not self.background > 0:
