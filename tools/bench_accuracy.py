@@ -133,8 +133,10 @@ def table(dataset: str, conditions: list[Condition]) -> list[str]:
         m = [r.map for r in c.runs]
         diff = [r.map_50 - b.map_50 for r, b in zip(c.runs, base.runs)]
         psnr = "lossless" if c.name == "original" else f"{c.stats.object_psnr:.2f} / {c.stats.background_psnr:.2f}"
-        detail = "—" if c.detail is None else (f"{c.detail.background:.3f} / {c.detail.objects:.3f} "
-                                               + (f"({c.detail.ratio:.1f}x)" if math.isfinite(c.detail.ratio) else "(—)"))
+        detail = "—"
+        if c.detail is not None:
+            ratio = f"{c.detail.ratio:.1f}x" if math.isfinite(c.detail.ratio) else "—"
+            detail = f"{c.detail.background:.3f} / {c.detail.objects:.3f} ({ratio})"
         errors = " / ".join(f"{statistics.fmean(getattr(r, k) for r in c.runs):.2f}"
                             for k in ("precision", "recall", "fp_per_image"))
         rows.append(f"| {dataset} | {c.name} | {c.label} | {c.stats.bytes_per_frame:,.0f} | {psnr} | {detail} | "
@@ -362,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
             error_figure(figure, path)
             print(f"figure: {path}")
     header = ("| data | condition | training frames | bytes/frame | object / background PSNR dB | "
-              "detail outside / inside boxes (inside ÷ outside) | mAP@0.5 | mAP@[.5:.95] | Δ mAP@0.5 vs original (paired) | "
+              "detail outside / inside boxes (inside ÷ outside) | mAP@0.5 | mAP@[.5:.95] | "
+              "Δ mAP@0.5 vs original (paired) | "
               f"mAP@0.5 per seed | precision / recall / FP per frame at score {OPERATING_THRESHOLD:g} | "
               "train s/run |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     text = (f"Measured by `tools/bench_accuracy.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
