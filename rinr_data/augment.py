@@ -11,6 +11,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from .frames import box_mask
+
 # Letterbox and crop padding: the grey most detection pipelines use, so padding looks alike everywhere.
 PAD_VALUE = 114 / 255
 
@@ -56,14 +58,6 @@ def _blur_kernel(sigma_max: float) -> int:
     return 2 * int(3 * sigma_max) + 1
 
 
-def _box_mask(boxes: torch.Tensor, h: int, w: int, device: torch.device) -> torch.Tensor:
-    """[H, W, 1] bool: pixels whose centres fall inside any of the XYXY `boxes`."""
-    ys = torch.arange(h, device=device, dtype=torch.float32)[:, None, None] + 0.5
-    xs = torch.arange(w, device=device, dtype=torch.float32)[None, :, None] + 0.5
-    b = boxes.float()
-    return ((xs >= b[:, 0]) & (xs < b[:, 2]) & (ys >= b[:, 1]) & (ys < b[:, 3])).any(-1, keepdim=True)
-
-
 class _RegionTransform(v2.Transform):
     """With probability `p`, replace the pixels inside the boxes (or outside them) by a filtered frame."""
 
@@ -84,7 +78,7 @@ class _RegionTransform(v2.Transform):
             return sample
         image = sample["image"].as_subclass(torch.Tensor)
         filtered = self.filtered(image, float(torch.empty(()).uniform_(*self.strength)))
-        mask = _box_mask(boxes, *image.shape[-2:], image.device).permute(2, 0, 1)
+        mask = box_mask(boxes, *image.shape[-2:], image.device)[None]
         region = mask if self.inside else ~mask
         return {**sample, "image": tv_tensors.wrap(torch.where(region, filtered, image), like=sample["image"])}
 

@@ -167,3 +167,20 @@ def test_region_detail_separates_sharp_and_smooth_regions():
     assert region_detail(image, []).objects != region_detail(image, []).objects  # no boxes: NaN inside
     with pytest.raises(ValueError, match=r"\[3, H, W\]"):
         region_detail(image[0], [])
+
+
+def test_box_mask_covers_every_pixel_a_box_touches():
+    from rinr_data.frames import box_mask, box_region
+
+    gen = torch.Generator().manual_seed(0)
+    h, w = 17, 23
+    xy0 = torch.rand(12, 2, generator=gen) * torch.tensor([w, h])
+    boxes = torch.cat([xy0, xy0 + 0.3 + torch.rand(12, 2, generator=gen) * 9], dim=1)  # fractional, some past the rim
+    expected = torch.zeros(h, w, dtype=torch.bool)
+    for box in boxes.tolist():
+        r = box_region(box, h, w)
+        expected[r.top:r.bottom, r.left:r.right] = True
+    assert torch.equal(box_mask(boxes, h, w), expected)
+    assert torch.equal(box_mask(boxes.numpy(), h, w), expected) and torch.equal(box_mask(boxes.tolist(), h, w), expected)
+    assert box_mask([[1.5, 2.5, 3.2, 4.0]], 6, 6).nonzero().tolist() == [[2, 1], [2, 2], [2, 3], [3, 1], [3, 2], [3, 3]]
+    assert not box_mask([], h, w).any() and box_mask(torch.zeros(0, 4), h, w).shape == (h, w)

@@ -235,7 +235,8 @@ def test_box_blur_changes_only_the_pixels_inside_boxes():
 
     plain = dict(flip=0.0, scale=(1.0, 1.0), brightness=0.0, contrast=0.0, saturation=0.0)
     images = torch.rand(2, 3, 24, 32)
-    boxes = [torch.tensor([[1.0, 2.0, 10.0, 12.0], [20.0, 14.0, 30.0, 22.0]]), torch.zeros(0, 4)]
+    # Fractional edges: every pixel a box touches is blurred, the region the codec keeps at object quality
+    boxes = [torch.tensor([[1.5, 2.4, 9.6, 11.5], [20.0, 14.0, 30.0, 22.0]]), torch.zeros(0, 4)]
     labels = [torch.tensor([0, 1]), torch.zeros(0, dtype=torch.int64)]
     out, out_boxes, _ = augment_batch(images, boxes, labels,
                                       build_transform(AugmentConfig(**plain, box_blur=1.0), (24, 32)), seed=3)
