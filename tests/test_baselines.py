@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rinr_data.classic import encode_classic
+from rinr_data.classic import decode_classic, encode_classic
 from rinr_data.frames import box_mask
 from rinr_data.metrics import psnr, region_psnr
 
@@ -104,6 +104,20 @@ def test_full_frame_at_psnr_with_and_without_mask(image):
     plain = baselines.full_frame_at_psnr(image, "jpeg", 33.0)
     assert plain is not None and plain.full_psnr >= 33.0 and math.isnan(plain.object_psnr)
     assert plain.nbytes == len(encode_classic(image, "jpeg", plain.details["qualities"]["frame"]))
+
+
+def test_full_frame_at_region_psnrs_is_the_cheapest_quality_reaching_both(image):
+    found = baselines.full_frame_at_region_psnrs(image, "jpeg", BOXES, 30.0, 34.0)
+    assert found is not None and found.object_psnr >= 30.0 and found.background_psnr >= 34.0
+    quality = found.details["qualities"]["frame"]
+    mask = box_mask(BOXES, 40, 48)
+    below = decode_classic(encode_classic(image, "jpeg", quality - 1))
+    assert psnr(image, below, mask) < 30.0 or psnr(image, below, ~mask) < 34.0  # one step cheaper misses a target
+    # Each region's target alone is met at no higher a quality than both together.
+    objects_only = baselines.full_frame_at_psnr(image, "jpeg", 30.0, mask=mask)
+    assert objects_only is not None and objects_only.nbytes <= found.nbytes
+    assert baselines.full_frame_at_region_psnrs(image, "jpeg", [], 99.0, 30.0).background_psnr >= 30.0
+    assert baselines.full_frame_at_region_psnrs(image, "jpeg", BOXES, 30.0, 99.0) is None
 
 
 def test_shelf_pack_places_cells_without_overlap():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from test_accuracy_tools import tool
 from tiny_datasets import write_coco
 
@@ -27,7 +28,18 @@ def test_bench_codec_writes_one_section_per_mode(tmp_path, capsys):
     curve = [line for line in text.splitlines() if line.startswith("| 2 |") or line.startswith("| 3 |")]
     assert len(curve) == 2
     assert (tmp_path / "rd_grid.png").exists() and (tmp_path / "rd_grid-scene.png").exists()
-    capsys.readouterr()
+    header = next(line for line in text.splitlines() if line.startswith("| dataset |")).split(" | ")
+    cells = dict(zip(header, rows[0].split(" | ")))
+    outside, _, inside = cells["detail outside / inside boxes"].partition(" / ")
+    assert float(outside) >= 0 and float(inside.split()[0]) >= 0  # 3 fitting steps: near-flat frames
+    assert "unreached" in cells["jpeg-both bytes (x)"] or "x)" in cells["jpeg-both bytes (x)"]
+    # Uniform-quality records: no box-only level on any frame, said in the settings and the byte budget.
+    assert bench.main([*common, "--box-levels", "0", "--section", "grid-box0"]) == 0
+    box0 = doc.read_text().split(bench.markers("grid-box0")[0])[1]
+    assert "at most 0 box-only levels" in box0 and "box-only levels: 3 frame(s) 0" in box0
+    with pytest.raises(SystemExit):
+        bench.main([*common, "--box-levels", "6"])
+    assert "--box-levels" in capsys.readouterr().err
     # Run again: each section is replaced, not appended.
     assert bench.main(common) == 0
     assert doc.read_text().count(bench.markers("grid")[0]) == 1

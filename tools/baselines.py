@@ -54,6 +54,29 @@ def full_frame_at_psnr(image: torch.Tensor, codec: str, target_psnr: float, *,
     return _baseline(f"{codec}-full-frame", image, decode_classic(data), mask, len(data), details)
 
 
+def full_frame_at_region_psnrs(image: torch.Tensor, codec: str, boxes: Sequence[Sequence[float]], object_psnr: float,
+                               background_psnr: float) -> Baseline | None:
+    """Cheapest full-frame coding reaching `object_psnr` over the box pixels and `background_psnr` over the rest,
+    or None: the classic codec at both of a record's qualities at once."""
+    image = to_chw_uint8(image)
+    _, h, w = image.shape
+    mask = box_mask(boxes, h, w)
+    # A region a frame does not have sets no target (an empty mask's PSNR is NaN).
+    goals = [(m, t) for m, t in ((mask, object_psnr), (~mask, background_psnr)) if bool(m.any())]
+
+    def score(quality: int) -> tuple[bytes, float]:
+        data = encode_classic(image, codec, quality)
+        decoded = decode_classic(data, (h, w))
+        return data, min(psnr(image, decoded, m) - t for m, t in goals)
+
+    found = bisect_quality(codec, 0.0, score)
+    if found is None:
+        return None
+    quality, data, _ = found
+    details = {"qualities": {"frame": quality}, "scale": 1.0}
+    return _baseline(f"{codec}-full-frame", image, decode_classic(data), mask, len(data), details)
+
+
 def _cheapest_background(image: torch.Tensor, codec: str, target: float,
                          mask: torch.Tensor | None) -> tuple[int, float, bytes] | None:
     options = []

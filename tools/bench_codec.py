@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines import full_frame_at_psnr, roi_baseline  # noqa: E402
+from baselines import full_frame_at_psnr, full_frame_at_region_psnrs, roi_baseline  # noqa: E402
 from benchdoc import replace_section  # noqa: E402
 
 import rinr_data as R  # noqa: E402
 from rinr_data.classic import quality_sweep  # noqa: E402
 from rinr_data.frames import box_mask  # noqa: E402
 from rinr_data.grid_record import GridRecord, byte_budget  # noqa: E402
-from rinr_data.metrics import region_psnr  # noqa: E402
+from rinr_data.metrics import region_detail, region_psnr  # noqa: E402
 from rinr_data.sources import load_sample, open_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +55,7 @@ class FrameResult:
     baselines: dict[str, int | None] = field(default_factory=dict)
     budget: dict[str, float] | None = None  # grid records: grid_record.byte_budget (the record alone)
     box_levels: int | None = None  # grid records: the frame's box-only levels
+    detail: tuple[float, float] = (math.nan, math.nan)  # fine detail of the decoded frame outside / inside its boxes
 
 
 def load_frames(path: Path, limit: int, consecutive: bool = False,
@@ -87,13 +88,16 @@ def time_decode(blobs: list[bytes], device: str, scenes: dict[str, bytes] | None
 
 
 def baseline_bytes(image: torch.Tensor, boxes: np.ndarray, objects: float, background: float) -> dict[str, int | None]:
-    """Bytes of each classic baseline at the INR's object (and, for ROI, background) PSNR."""
+    """Bytes of each classic baseline at the INR's object (and, for ROI and `jpeg-both`, background) PSNR."""
     mask = box_mask(boxes, image.shape[1], image.shape[2]) if len(boxes) else None
     target = objects if len(boxes) else background
     out: dict[str, int | None] = {}
     for codec in ("jpeg", "webp", "avif"):
         b = full_frame_at_psnr(image, codec, target, mask=mask)
         out[codec] = b.nbytes if b else None
+    # Whole-frame JPEG at both of the record's qualities: what a uniform-quality record has to beat.
+    both = full_frame_at_region_psnrs(image, "jpeg", boxes.tolist(), objects, background)
+    out["jpeg-both"] = both.nbytes if both else None
     for codec in ("jpeg", "avif"):
         b = roi_baseline(image, boxes.tolist(), codec, objects, background) if len(boxes) else None
         out[f"roi-{codec}"] = b.nbytes if b else out[codec]
@@ -154,6 +158,8 @@ def run_dataset(name: str, path: Path, config: R.CodecConfig, args: argparse.Nam
         tolerance = 1e-6 if device == "cpu" else 0.02
         assert abs(q.full - res.full) < tolerance, "decode_batch disagrees with the encoder's own measurement"
         res.baselines = baseline_bytes(img, bx, res.objects, res.background)
+        detail = region_detail(dec.to(torch.float32) / 255, bx)
+        res.detail = (detail.background, detail.objects)
     summary = dict(encode_s=encode_s, decode_single_ms=single_ms, decode_batch_ms=batch_ms,
                    decode_cpu_ms=cpu_batch_ms,
                    macs_per_pixel=macs(config, boxes, [tuple(i.shape[1:]) for i in images]), scenes=len(scenes),
@@ -175,10 +181,11 @@ def cpu_note(summary: dict) -> str:
 
 def table(results: list[FrameResult], summaries: dict[str, dict], preset: str) -> str:
     """Markdown table: one row per dataset with mean bytes, PSNRs, speed and baseline ratios."""
-    names = ["jpeg", "webp", "avif", "roi-jpeg", "roi-avif"]
-    head = ("| dataset | preset | frames | bytes/frame | full dB | object dB | background dB | encode s/frame "
-            "| decode ms/frame (single / batched) | MACs/px | " + " | ".join(f"{n} bytes (x)" for n in names) + " |")
-    lines = [head, "|" + "---|" * (10 + len(names))]
+    names = ["jpeg", "jpeg-both", "webp", "avif", "roi-jpeg", "roi-avif"]
+    head = ("| dataset | preset | frames | bytes/frame | full dB | object dB | background dB | detail outside / inside "
+            "boxes | encode s/frame | decode ms/frame (single / batched) | MACs/px | "
+            + " | ".join(f"{n} bytes (x)" for n in names) + " |")
+    lines = [head, "|" + "---|" * (11 + len(names))]
     for ds, summ in summaries.items():
         rows = [r for r in results if r.dataset == ds]
         nbytes = _mean([r.nbytes for r in rows])
@@ -190,9 +197,12 @@ def table(results: list[FrameResult], summaries: dict[str, dict], preset: str) -
             else:
                 b = _mean(vals)
                 cells.append(f"{b:,.0f} ({b / nbytes:.2f}x)")
+        outside, inside = _mean([r.detail[0] for r in rows]), _mean([r.detail[1] for r in rows])
+        ratio = f" ({inside / outside:.1f}x)" if outside > 0 else ""
         lines.append(
             f"| {ds} | {preset} | {len(rows)} | {nbytes:,.0f} | {_mean([r.full for r in rows]):.2f} | "
             f"{_mean([r.objects for r in rows]):.2f} | {_mean([r.background for r in rows]):.2f} | "
+            f"{outside:.3f} / {inside:.3f}{ratio} | "
             f"{summ['encode_s']:.1f} | {summ['decode_single_ms']:.1f} / {summ['decode_batch_ms']:.1f}"
             f"{cpu_note(summ)} | "
             f"{summ['macs_per_pixel']:,.0f} | " + " | ".join(cells) + " |")
@@ -292,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--background-psnr", type=float, default=None,
                    help="background PSNR target (default: the preset's)")
     p.add_argument("--lr", type=float, default=None, help="weight learning rate (default: the preset's)")
+    p.add_argument("--box-levels", type=int, default=None,
+                   help=f"grid preset: most box-only levels per frame (default {R.CodecConfig().grid.box_levels}; 0: "
+                        "every level everywhere, uniform-quality records)")
     p.add_argument("--scene", action="store_true", help="scene mode (grid preset): frames share scene backgrounds")
     p.add_argument("--scene-window", type=int, default=32, help="frames per scene background median")
     p.add_argument("--curve", default=None, metavar="STEPS,...",
@@ -313,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
                            scene=R.SceneConfig(window=args.scene_window) if args.scene else None,
                            device="cuda" if args.device == "auto" and torch.cuda.is_available() else
                            ("cpu" if args.device == "auto" else args.device))
+    if args.box_levels is not None:
+        try:
+            config = config.with_box_levels(args.box_levels)
+        except ValueError as exc:
+            p.error(f"--box-levels: {exc}")
     section = args.section or (config.preset + ("-scene" if args.scene else "") + ("-curve" if args.curve else ""))
     if args.curve:
         ds = args.datasets.split(",")[0]
@@ -335,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     text = table(results, summaries, section)
     if config.preset == "grid":
         settings = (f"Settings: preset `grid` ({config.grid.levels} latent levels, synthesis "
-                    f"{'-'.join(map(str, (config.grid.levels, *config.grid.hidden, 3)))}, {config.weight_bits}-bit), "
+                    f"{'-'.join(map(str, (config.grid.levels, *config.grid.hidden, 3)))}, {config.weight_bits}-bit, "
+                    f"at most {config.grid.box_levels} box-only levels), "
                     f"object_psnr {config.object_psnr}, background_psnr {config.background_psnr}, max_steps "
                     f"{config.max_steps}, lr {config.lr}, latent lr {config.latent_lr}, device {config.device}"
                     + (f"; scene mode, window {args.scene_window}: " + ", ".join(
@@ -348,8 +367,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"{config.weight_bits}-bit rest, entropy coder `{config.entropy_coder}`, device {config.device}.")
     report = (f"Measured by `tools/bench_codec.py` on {machine()}, {time.strftime('%Y-%m-%d')}.\n\n{settings}\n\n"
               f"Baseline bytes are for the cheapest quality reaching the INR's own PSNR on each frame (object PSNR "
-              f"for full-frame codecs; object and background PSNR for ROI); (x) = baseline bytes / INR bytes, "
-              f"above 1 means the INR is smaller.\n\n{text}\n\n{budget_lines(results, summaries)}")
+              f"for full-frame codecs; object and background PSNR for ROI and `jpeg-both`, whole-frame JPEG); (x) = "
+              f"baseline bytes / INR bytes, above 1 means the INR is smaller. Detail: mean absolute Laplacian of the "
+              f"decoded frames ([0, 1] pixels) outside and inside the boxes, and inside / outside.\n\n{text}\n\n{budget_lines(results, summaries)}")
     print(report)
     if args.plot:
         plot = args.plot.with_name(f"{args.plot.stem}_{section}{args.plot.suffix}")
