@@ -181,6 +181,7 @@ def test_box_mask_covers_every_pixel_a_box_touches():
         r = box_region(box, h, w)
         expected[r.top:r.bottom, r.left:r.right] = True
     assert torch.equal(box_mask(boxes, h, w), expected)
-    assert torch.equal(box_mask(boxes.numpy(), h, w), expected) and torch.equal(box_mask(boxes.tolist(), h, w), expected)
+    assert torch.equal(box_mask(boxes.numpy(), h, w), expected)
+    assert torch.equal(box_mask(boxes.tolist(), h, w), expected)
     assert box_mask([[1.5, 2.5, 3.2, 4.0]], 6, 6).nonzero().tolist() == [[2, 1], [2, 2], [2, 3], [3, 1], [3, 2], [3, 3]]
     assert not box_mask([], h, w).any() and box_mask(torch.zeros(0, 4), h, w).shape == (h, w)

@@ -30,7 +30,7 @@ import rinr_data as R  # noqa: E402
 from rinr_data.classic import quality_sweep  # noqa: E402
 from rinr_data.frames import box_mask  # noqa: E402
 from rinr_data.grid_record import GridRecord, byte_budget  # noqa: E402
-from rinr_data.metrics import region_detail, region_psnr  # noqa: E402
+from rinr_data.metrics import RegionDetail, region_detail, region_psnr  # noqa: E402
 from rinr_data.sources import load_sample, open_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,12 +197,12 @@ def table(results: list[FrameResult], summaries: dict[str, dict], preset: str) -
             else:
                 b = _mean(vals)
                 cells.append(f"{b:,.0f} ({b / nbytes:.2f}x)")
-        outside, inside = _mean([r.detail[0] for r in rows]), _mean([r.detail[1] for r in rows])
-        ratio = f" ({inside / outside:.1f}x)" if outside > 0 else ""
+        pooled = RegionDetail(objects=_mean([r.detail[1] for r in rows]), background=_mean([r.detail[0] for r in rows]))
+        ratio = f" ({pooled.ratio:.1f}x)" if math.isfinite(pooled.ratio) else ""
         lines.append(
             f"| {ds} | {preset} | {len(rows)} | {nbytes:,.0f} | {_mean([r.full for r in rows]):.2f} | "
             f"{_mean([r.objects for r in rows]):.2f} | {_mean([r.background for r in rows]):.2f} | "
-            f"{outside:.3f} / {inside:.3f}{ratio} | "
+            f"{pooled.background:.3f} / {pooled.objects:.3f}{ratio} | "
             f"{summ['encode_s']:.1f} | {summ['decode_single_ms']:.1f} / {summ['decode_batch_ms']:.1f}"
             f"{cpu_note(summ)} | "
             f"{summ['macs_per_pixel']:,.0f} | " + " | ".join(cells) + " |")
@@ -369,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
               f"Baseline bytes are for the cheapest quality reaching the INR's own PSNR on each frame (object PSNR "
               f"for full-frame codecs; object and background PSNR for ROI and `jpeg-both`, whole-frame JPEG); (x) = "
               f"baseline bytes / INR bytes, above 1 means the INR is smaller. Detail: mean absolute Laplacian of the "
-              f"decoded frames ([0, 1] pixels) outside and inside the boxes, and inside / outside.\n\n{text}\n\n{budget_lines(results, summaries)}")
+              f"decoded frames ([0, 1] pixels) outside and inside the boxes, and inside / outside.\n\n{text}\n\n"
+              f"{budget_lines(results, summaries)}")
     print(report)
     if args.plot:
         plot = args.plot.with_name(f"{args.plot.stem}_{section}{args.plot.suffix}")
