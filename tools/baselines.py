@@ -42,25 +42,29 @@ def _baseline(name: str, image: torch.Tensor, decoded: torch.Tensor, mask: torch
                     details, decoded)
 
 
+def _full_frame(image: torch.Tensor, codec: str, mask: torch.Tensor | None,
+                found: tuple[int, bytes, float] | None) -> Baseline | None:
+    if found is None:
+        return None
+    quality, data, _ = found
+    return _baseline(f"{codec}-full-frame", image, decode_classic(data), mask, len(data),
+                     {"qualities": {"frame": quality}, "scale": 1.0})
+
+
 def full_frame_at_psnr(image: torch.Tensor, codec: str, target_psnr: float, *,
                        mask: torch.Tensor | None = None) -> Baseline | None:
     """Cheapest full-frame coding whose PSNR over mask (default: all pixels) reaches target_psnr, or None."""
     image = to_chw_uint8(image)
-    found = cheapest_quality(image, codec, target_psnr, mask=mask)
-    if found is None:
-        return None
-    quality, data, _ = found
-    details = {"qualities": {"frame": quality}, "scale": 1.0}
-    return _baseline(f"{codec}-full-frame", image, decode_classic(data), mask, len(data), details)
+    return _full_frame(image, codec, mask, cheapest_quality(image, codec, target_psnr, mask=mask))
 
 
 def full_frame_at_region_psnrs(image: torch.Tensor, codec: str, boxes: Sequence[Sequence[float]], object_psnr: float,
-                               background_psnr: float) -> Baseline | None:
+                               background_psnr: float, *, mask: torch.Tensor | None = None) -> Baseline | None:
     """Cheapest full-frame coding reaching `object_psnr` over the box pixels and `background_psnr` over the rest,
-    or None: the classic codec at both of a record's qualities at once."""
+    or None: the classic codec at both of a record's qualities at once (`mask`: the boxes' mask, if already built)."""
     image = to_chw_uint8(image)
     _, h, w = image.shape
-    mask = box_mask(boxes, h, w)
+    mask = box_mask(boxes, h, w) if mask is None else mask
     # A region a frame does not have sets no target (an empty mask's PSNR is NaN).
     goals = [(m, t) for m, t in ((mask, object_psnr), (~mask, background_psnr)) if bool(m.any())]
 
@@ -69,12 +73,7 @@ def full_frame_at_region_psnrs(image: torch.Tensor, codec: str, boxes: Sequence[
         decoded = decode_classic(data, (h, w))
         return data, min(psnr(image, decoded, m) - t for m, t in goals)
 
-    found = bisect_quality(codec, 0.0, score)
-    if found is None:
-        return None
-    quality, data, _ = found
-    details = {"qualities": {"frame": quality}, "scale": 1.0}
-    return _baseline(f"{codec}-full-frame", image, decode_classic(data), mask, len(data), details)
+    return _full_frame(image, codec, mask, bisect_quality(codec, 0.0, score))
 
 
 def _cheapest_background(image: torch.Tensor, codec: str, target: float,

@@ -96,7 +96,7 @@ def baseline_bytes(image: torch.Tensor, boxes: np.ndarray, objects: float, backg
         b = full_frame_at_psnr(image, codec, target, mask=mask)
         out[codec] = b.nbytes if b else None
     # Whole-frame JPEG at both of the record's qualities: what a uniform-quality record has to beat.
-    both = full_frame_at_region_psnrs(image, "jpeg", boxes.tolist(), objects, background)
+    both = full_frame_at_region_psnrs(image, "jpeg", boxes.tolist(), objects, background, mask=mask)
     out["jpeg-both"] = both.nbytes if both else None
     for codec in ("jpeg", "avif"):
         b = roi_baseline(image, boxes.tolist(), codec, objects, background) if len(boxes) else None
