@@ -17,7 +17,7 @@ import torch
 
 from . import grid_context
 from .entropy import laplace_bits
-from .grid import GridShape, Layers, init_layers, level_masks, render
+from .grid import GridShape, Layers, init_layers, level_masks, render, render_dense
 from .grid_context import LevelContext
 
 # Targets are aimed this far above the asked PSNR so uint8 rounding at decode does not pull a region below it.
@@ -38,6 +38,7 @@ class GridFitSettings:
     latent_lr: float = 0.1
     noise_fraction: float = 0.6
     context: bool = True  # code latents under the checkerboard context model (else one scale per level and region)
+    dense_render: bool = True  # differentiate `render_dense` (else the decoder's `render`: the slower reference)
 
 
 @dataclass
@@ -158,6 +159,7 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
                              "base": settings.lr}])
     noise_gen = torch.Generator(device=device).manual_seed(settings.seed * 7919 + salt)
     noise_steps = int(settings.steps * settings.noise_fraction)
+    renderer = render_dense if settings.dense_render else render
 
     for step in range(settings.steps):
         for g in opt.param_groups:
@@ -168,7 +170,7 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
                                        fake_quantize(b, settings.weight_bits, sb))
                                       for (wt, b), (sw, sb) in zip(layers, steps)]
         feats = q if base_lat is None else [b + d for b, d in zip(base_lat, q)]
-        out = render(synth, feats, h, w)
+        out = renderer(synth, feats, h, w)
         err = ((out - image) ** 2).mean(dim=1, keepdim=True)
         mse = torch.stack([(err * inside).sum(dim=(1, 2, 3)) / n_in.clamp_min(1),
                            (err * (1 - inside)).sum(dim=(1, 2, 3)) / n_out.clamp_min(1)], dim=1)
