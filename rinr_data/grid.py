@@ -108,6 +108,17 @@ def upsample(latents: list[torch.Tensor], height: int, width: int) -> torch.Tens
     return torch.cat(feats, dim=1)
 
 
+def _mlp(layers: Layers, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+    # Row b of x runs through MLP b // repeats: each frame's MLP serves its `repeats` consecutive tiles.
+    for i, (weight, bias) in enumerate(layers):
+        if repeats > 1:
+            weight, bias = weight.repeat_interleave(repeats, dim=0), bias.repeat_interleave(repeats, dim=0)
+        x = torch.baddbmm(bias, x, weight)
+        if i < len(layers) - 1:
+            x = torch.relu(x)
+    return x
+
+
 def synthesize(layers: Layers, features: torch.Tensor) -> torch.Tensor:
     """Features [B, L, H, W] -> RGB [B, 3, H, W] through each frame's own MLP (ReLU between layers).
 
@@ -120,14 +131,7 @@ def synthesize(layers: Layers, features: torch.Tensor) -> torch.Tensor:
     x = features.flatten(2).transpose(1, 2)  # [B, HW, L]
     if tiles * TILE != n:
         x = F.pad(x, (0, 0, 0, tiles * TILE - n))
-    x = x.reshape(b * tiles, TILE, c)
-    for i, (weight, bias) in enumerate(layers):
-        weight = weight.repeat_interleave(tiles, dim=0)
-        bias = bias.repeat_interleave(tiles, dim=0)
-        x = torch.baddbmm(bias, x, weight)
-        if i < len(layers) - 1:
-            x = torch.relu(x)
-    out = x.reshape(b, tiles * TILE, -1)[:, :n]
+    out = _mlp(layers, x.reshape(b * tiles, TILE, c), tiles).reshape(b, tiles * TILE, -1)[:, :n]
     return out.transpose(1, 2).reshape(b, -1, h, w)
 
 
@@ -166,11 +170,7 @@ def render_dense(layers: Layers, latents: list[torch.Tensor], height: int, width
         cols_w = resampling_matrix(cols, width, lat.device, lat.dtype)
         feats.append(rows_w @ (lat[:, 0] @ cols_w.T))
     b = latents[0].shape[0]
-    x = torch.stack(feats, dim=-1).reshape(b, height * width, len(latents))
-    for i, (weight, bias) in enumerate(layers):
-        x = torch.baddbmm(bias, x, weight)
-        if i < len(layers) - 1:
-            x = torch.relu(x)
+    x = _mlp(layers, torch.stack(feats, dim=-1).reshape(b, height * width, len(latents)))
     return x.transpose(1, 2).reshape(b, -1, height, width)
 
 

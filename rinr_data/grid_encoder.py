@@ -20,7 +20,8 @@ from .grid_record import GridRecord, quantize_synthesis, scene_id
 from .metrics import psnr
 
 
-def _settings(config: CodecConfig, salt: int = 0) -> GridFitSettings:
+def fit_settings(config: CodecConfig, salt: int = 0) -> GridFitSettings:
+    """The fitting settings a codec config asks for (`salt` varies the seed between the calls of one encode)."""
     return GridFitSettings(steps=config.max_steps, lr=config.lr, weight_bits=config.weight_bits,
                            seed=config.seed * 1000003 + salt, latent_lr=config.latent_lr)
 
@@ -66,7 +67,7 @@ def encode_grid_frames(images: Sequence[Any], boxes_list: Sequence[Any], config:
     device = resolve_device(config.device)
     frames, boxes = _prepare(images, boxes_list)
     bar = ProgressBar(progress, len(frames))
-    fits = fit_grids(config.grid, _targets(frames, boxes, config), _settings(config), device,
+    fits = fit_grids(config.grid, _targets(frames, boxes, config), fit_settings(config), device,
                      on_step=bar.step("latent grids"))
     bar.close()
     blobs = [grid_record.pack(_record(f, b, fit, config)) for f, b, fit in zip(frames, boxes, fits)]
@@ -89,7 +90,7 @@ def _fit_scene(frames: list[torch.Tensor], boxes: list[np.ndarray], config: Code
     # The scene keeps every level (its bytes are shared by all its frames); frames keep box-only fine levels, so
     # their background is the scene's full-resolution one plus coarse corrections.
     config = config.replace(grid=config.grid.dense)
-    fit = fit_grids(config.grid, [target], _settings(config, salt), device, on_step)[0]
+    fit = fit_grids(config.grid, [target], fit_settings(config, salt), device, on_step)[0]
     record = _record(background, np.zeros((0, 4)), fit, config)
     return grid_record.pack(record), record
 
@@ -145,7 +146,7 @@ def encode_sequence_frames(images: Sequence[Any], boxes_list: Sequence[Any], con
         base = SceneBase(latents, layers, [(synthesis[2 * i].scale, synthesis[2 * i + 1].scale)
                                            for i in range(len(layers))])
         fits = fit_grids(config.grid, _targets([frames[i] for i in members], [boxes[i] for i in members], config,
-                                               base), _settings(config, 1), device, bar.step(f"frames of {name}"))
+                                               base), fit_settings(config, 1), device, bar.step(f"frames of {name}"))
         blobs = [grid_record.pack(_record(frames[i], boxes[i], fit, config, (name, scene)))
                  for i, fit in zip(members, fits)]
         measured = measure_records(blobs, [frames[i] for i in members], [boxes[i] for i in members], device,

@@ -22,7 +22,8 @@ from bench_codec import load_frames, machine  # noqa: E402
 import rinr_data as R  # noqa: E402
 from rinr_data.frames import box_mask  # noqa: E402
 from rinr_data.grid import render  # noqa: E402
-from rinr_data.grid_fit import GridFit, GridFitSettings, GridTarget, fit_grids  # noqa: E402
+from rinr_data.grid_encoder import fit_settings  # noqa: E402
+from rinr_data.grid_fit import GridFit, GridTarget, fit_grids  # noqa: E402
 from rinr_data.metrics import mse_to_psnr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +40,7 @@ def region_psnrs(fit: GridFit, target: GridTarget) -> tuple[float, float]:
 
 def timed_fit(config: R.CodecConfig, targets: list[GridTarget], dense: bool) -> tuple[float, list[GridFit]]:
     """Seconds per step of one stacked fit of `targets`, and its fits."""
-    settings = GridFitSettings(steps=config.max_steps, lr=config.lr, weight_bits=config.weight_bits,
-                               seed=config.seed, latent_lr=config.latent_lr, dense_render=dense)
+    settings = replace(fit_settings(config), dense_render=dense)
     start = time.perf_counter()
     fits = fit_grids(config.grid, targets, settings)
     return (time.perf_counter() - start) / config.max_steps, fits
