@@ -235,7 +235,8 @@ class RINRDataset(IterableDataset):
                     yield self.parse(sample)
                 except FormatError as exc:
                     error = FormatError(f"{ref.url}: sample {sample.get('__key__')!r}: {exc}")
-                    # A `fatal` error is a configuration mistake (e.g. wrong codec), not a damaged sample: never skip it.
+                    # A `fatal` error is a configuration mistake (e.g. wrong codec), not a damaged sample:
+                    # never skip it.
                     if self.on_error == "raise" or getattr(exc, "fatal", False):
                         raise error from None
                     self._report(str(error))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -141,7 +141,7 @@ class ProgressBar:
 
             self.bar = tqdm(desc=f"fitting {frames} frame(s)", unit="INR-step", leave=False)
 
-    def step(self, stage: str):
+    def step(self, stage: str) -> Callable[[int], None] | None:
         """A per-step callback that advances the bar by the INRs still active."""
         if self.bar is None:
             return None

@@ -101,8 +101,8 @@ def encode_sequence(images: Sequence[Any], boxes_list: Sequence[Any], config: Co
 
     Returns (scene records by id, one record per frame); each frame record names its scene, and its latents are
     added to the scene's. A scene background is fitted to the median of the next `config.scene.window` frames and
-    serves every following frame it reproduces at `background_psnr` (outside the boxes); the first frame it
-    does not reproduce starts the next scene.
+    serves every following frame it reproduces at `background_psnr` (outside the boxes; `SceneConfig.cut_psnr`
+    when set); the first frame it does not reproduce starts the next scene.
     """
     frames_info = encode_sequence_frames(images, boxes_list, config, progress)
     return frames_info[0], [f.blob for f in frames_info[1]]
@@ -115,6 +115,7 @@ def encode_sequence_frames(images: Sequence[Any], boxes_list: Sequence[Any], con
     if config.preset != "grid":
         raise ValueError(f"scene mode needs the 'grid' preset, not {config.preset!r}")
     scene_cfg = config.scene or SceneConfig()
+    cut = config.background_psnr if scene_cfg.cut_psnr is None else scene_cfg.cut_psnr
     device = resolve_device(config.device)
     frames, boxes = _prepare(images, boxes_list)
     bar = ProgressBar(progress, len(frames))
@@ -132,7 +133,7 @@ def encode_sequence_frames(images: Sequence[Any], boxes_list: Sequence[Any], con
         end = start + 1  # a scene always takes its first frame, even when its own fit falls short
         while end < len(frames):
             outside = ~box_mask(boxes[end], shared.shape[1], shared.shape[2])
-            if psnr(frames[end], shared, outside) < config.background_psnr:
+            if psnr(frames[end], shared, outside) < cut:
                 break
             end += 1
         assigned += [name] * (end - start)

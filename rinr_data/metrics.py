@@ -39,7 +39,7 @@ class RegionPSNR:
 
 
 def region_psnr(original: torch.Tensor, decoded: torch.Tensor, boxes: Sequence[Sequence[float]]) -> RegionPSNR:
-    """Full, object (MSE pooled over all box pixels; NaN without boxes) and background PSNR of uint8 [3, H, W] images."""
+    """Full, object (MSE pooled over box pixels; NaN without boxes) and background PSNR of uint8 [3, H, W] images."""
     if original.shape != decoded.shape:
         raise ValueError(f"shape mismatch: {tuple(original.shape)} vs {tuple(decoded.shape)}")
     _, h, w = original.shape

@@ -80,7 +80,7 @@ def grid_coords(height: int | torch.Tensor, width: int | torch.Tensor, flat_inde
 
 
 def tile_coords(sizes: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
-    """Grid coordinates of every INR's pixels cut into tiles: [tiles, TILE, 2], last tiles padded with the last pixel."""
+    """Grid coordinates of every INR's pixels cut into tiles [tiles, TILE, 2], last tiles padded with the last pixel."""
     hw = torch.tensor(sizes, device=device, dtype=torch.int64).view(-1, 2)
     n_pixels = hw[:, 0] * hw[:, 1]
     tiles = torch.div(n_pixels + TILE - 1, TILE, rounding_mode="floor")

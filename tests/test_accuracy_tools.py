@@ -114,9 +114,13 @@ def test_bench_accuracy_preset_syntax_and_named_sections(tmp_path):
     assert scene == V("grid", 400, None, 0, 8.0) and scene.name == "grid+box0+scene8"
     assert scene.codec().scene.psnr_margin == 8.0 and "scene mode" in scene.label(scene.codec())
     assert bench.parse_preset("grid+scene").scene_margin == bench.SceneConfig.psnr_margin
+    cut = bench.parse_preset("grid@24/27.5+scene+cut20")
+    assert cut.name == "grid@24/27.5+scene5+cut20" and cut.codec().scene.cut_psnr == 20.0
+    assert "new scene below 20 dB" in cut.label(cut.codec())
     paper = bench.parse_preset("paper").codec(fit_steps=77)
     assert (paper.preset, paper.max_steps, paper.object_psnr) == ("paper", 77, 35.0)
-    for bad in ("grid:x", "grid@30", "paper+box1", "grid+boxz", "grid+scenex", "paper+scene", "grid+foo"):
+    for bad in ("grid:x", "grid@30", "paper+box1", "grid+boxz", "grid+scenex", "paper+scene", "grid+foo",
+                "grid+cut20", "grid+scene+cutx"):
         with pytest.raises(ValueError, match="bad --presets entry"):
             bench.parse_preset(bad)
     doc = tmp_path / "BENCHMARKS.md"

@@ -233,6 +233,16 @@ def test_scene_auto_needs_the_grid_preset(tmp_path, capsys):
         assert "scene mode needs codec rinr with the grid preset" in capsys.readouterr().err
 
 
+def test_scene_cut_reaches_the_codec_config_and_needs_scene_mode(tmp_path):
+    from rinr_data.cli.encode import build_config, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["src", "out", "--scene", "auto", "--scene-cut", "20"])
+    assert build_config(args).codec_config.scene.cut_psnr == 20.0
+    with pytest.raises(ValueError, match="--scene-cut"):
+        build_config(parser.parse_args(["src", "out", "--scene-cut", "20"]))
+
+
 def test_scene_auto_stores_scene_records_in_the_shards(tmp_path):
     import torch
 

@@ -25,7 +25,8 @@ from shard_fixtures import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = {"rinr": RINRDataModule, "jpeg": JPEGDataModule}
-QUIET = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
+QUIET = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+             log_every_n_steps=1)
 
 
 @pytest.fixture(scope="module")

@@ -201,6 +201,17 @@ def test_a_changed_background_starts_a_new_scene(sequence):
     assert refs[:4] == [refs[0]] * 4 and refs[4:] == [refs[4]] * 2 and refs[0] != refs[4]
 
 
+@pytest.mark.parametrize("cut, expected", [(0.0, [0] * 6), (99.0, list(range(6)))])
+def test_scene_cut_psnr_sets_where_scenes_end(cut, expected):
+    frames, boxes = _sequence()
+    config = FAST.replace(max_steps=20, scene=R.SceneConfig(window=4, psnr_margin=2.0, cut_psnr=cut))
+    scenes, encoded = R.encode_sequence_frames(frames, boxes, config)
+    refs = [R.unpack_record(e.blob).scene for e in encoded]
+    # Below 0 dB nothing cuts (the other background is corrected frame by frame); above any PSNR every frame cuts.
+    assert [list(scenes).index(r) for r in refs] == expected
+    assert R.decode_batch([e.blob for e in encoded], scenes=scenes)[0].shape == (3, 24, 32)
+
+
 def test_missing_or_wrong_scene_is_a_format_error_naming_it(sequence):
     _, _, _, scenes, encoded = sequence
     blob = encoded[0].blob

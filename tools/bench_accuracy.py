@@ -198,20 +198,22 @@ class RinrVariant:
     psnr: tuple[float, float] | None = None
     box_levels: int | None = None
     scene_margin: float | None = None  # scene mode with this SceneConfig.psnr_margin; None: per-frame records
+    scene_cut: float | None = None  # SceneConfig.cut_psnr (scene mode only)
 
     @property
     def name(self) -> str:
         """The spec without its step count (steps are in the label): `grid`, `grid@30/30+box0+scene8`."""
         return (self.preset + (f"@{self.psnr[0]:g}/{self.psnr[1]:g}" if self.psnr else "")
                 + (f"+box{self.box_levels}" if self.box_levels is not None else "")
-                + (f"+scene{self.scene_margin:g}" if self.scene_margin is not None else ""))
+                + (f"+scene{self.scene_margin:g}" if self.scene_margin is not None else "")
+                + (f"+cut{self.scene_cut:g}" if self.scene_cut is not None else ""))
 
     def codec(self, fit_steps: int | None = None, **fields: object) -> CodecConfig:
         """The CodecConfig of this variant (its steps, else `fit_steps`, else the preset's) with `fields` set."""
         if self.psnr:
             fields.update(object_psnr=self.psnr[0], background_psnr=self.psnr[1])
         if self.scene_margin is not None:
-            fields.update(scene=SceneConfig(psnr_margin=self.scene_margin))
+            fields.update(scene=SceneConfig(psnr_margin=self.scene_margin, cut_psnr=self.scene_cut))
         codec = CodecConfig(preset=self.preset, max_steps=self.steps or fit_steps, **fields)  # type: ignore[arg-type]
         return codec if self.box_levels is None else codec.with_box_levels(self.box_levels)
 
@@ -221,10 +223,11 @@ class RinrVariant:
                 + (f", targets {self.psnr[0]:g}/{self.psnr[1]:g} dB" if self.psnr else "")
                 + (f", {self.box_levels} box-only levels" if self.box_levels is not None else "")
                 + (f", scene mode (scene {self.scene_margin:g} dB above the background)"
-                   if self.scene_margin is not None else ""))
+                   if self.scene_margin is not None else "")
+                + (f", new scene below {self.scene_cut:g} dB" if self.scene_cut is not None else ""))
 
 
-PRESET_GRAMMAR = "PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN][+scene[MARGIN_DB]]"
+PRESET_GRAMMAR = "PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN][+scene[MARGIN_DB]][+cutDB]"
 
 
 def parse_preset(text: str) -> RinrVariant:
@@ -238,19 +241,23 @@ def parse_preset(text: str) -> RinrVariant:
         if targets:
             obj, _, bg = targets.partition("/")
             psnr = (float(obj), float(bg))
-        box = margin = None
+        box = margin = cut = None
         for m in modifiers:
             if m.startswith("box"):
                 box = int(m[3:])
             elif m.startswith("scene"):
                 margin = float(m[5:]) if m[5:] else SceneConfig.psnr_margin
+            elif m.startswith("cut"):
+                cut = float(m[3:])
             else:
                 raise ValueError(f"unknown modifier +{m}")
-        variant = RinrVariant(name, int(steps) if steps else None, psnr, box, margin)
+        variant = RinrVariant(name, int(steps) if steps else None, psnr, box, margin, cut)
     except ValueError as exc:
         raise ValueError(f"bad --presets entry {spec!r} (want {PRESET_GRAMMAR}): {exc}") from None
     if (box is not None or margin is not None) and variant.preset != "grid":
         raise ValueError(f"bad --presets entry {spec!r}: +boxN and +scene apply to the grid preset only")
+    if cut is not None and margin is None:
+        raise ValueError(f"bad --presets entry {spec!r}: +cutDB needs +scene")
     return variant
 
 
@@ -279,8 +286,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--presets", default="grid,paper",
                    help=f"RINR presets, one condition each, as {PRESET_GRAMMAR} to set that preset's fitting "
                         "steps, PSNR targets and (grid) box-only levels or scene mode (scene backgrounds MARGIN_DB "
-                        "above the background target, shared by the frames of each --batch); JPEG is matched to "
-                        "the first (default: %(default)s)")
+                        "above the background target, shared by the frames of each --batch; +cutDB: a frame the "
+                        "scene reproduces below DB starts a new one, default the background target); JPEG is "
+                        "matched to the first (default: %(default)s)")
     p.add_argument("--fit-steps", type=int, default=None, help="RINR fitting step budget (default: each preset's)")
     p.add_argument("--pixels-per-step", type=int, default=CodecConfig.pixels_per_step,
                    help="paper preset: RINR pixels per fitting step (default: %(default)s)")

@@ -121,7 +121,8 @@ def macs(config: R.CodecConfig, boxes_per_frame: list[np.ndarray], sizes: list[t
     return total / pixels
 
 
-def run_dataset(name: str, path: Path, config: R.CodecConfig, args: argparse.Namespace) -> tuple[list[FrameResult], dict]:
+def run_dataset(name: str, path: Path, config: R.CodecConfig,
+                args: argparse.Namespace) -> tuple[list[FrameResult], dict]:
     """Encode one dataset in batches, decode it, and match baselines."""
     images, boxes, names = load_frames(path, args.frames, args.consecutive)
     results, blobs = [], []
@@ -256,7 +257,8 @@ def tradeoff_curve(path: Path, config: R.CodecConfig, steps_list: list[int], fra
     JPEG and ROI-AVIF are matched to each point's own PSNRs, since more steps change quality as well as bytes.
     """
     images, boxes, _ = load_frames(path, frames)
-    lines = ["| max_steps | encode s/frame | bytes/frame | object dB | background dB | jpeg bytes (x) | roi-avif bytes (x) |",
+    lines = ["| max_steps | encode s/frame | bytes/frame | object dB | background dB | jpeg bytes (x) "
+             "| roi-avif bytes (x) |",
              "|---|---|---|---|---|---|---|"]
     for steps in steps_list:
         t = time.perf_counter()
@@ -345,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results, summaries, first_images = [], {}, {}
     for ds in args.datasets.split(","):
-        print(f"{ds}: encoding with preset {config.preset}, max_steps {config.max_steps} on {config.device}", flush=True)
+        print(f"{ds}: encoding with preset {config.preset}, max_steps {config.max_steps} on {config.device}",
+              flush=True)
         res, summ = run_dataset(ds, args.data / ds, config, args)
         results += res
         summaries[ds] = summ

@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     items = open_source(args.data).items
-    images = [R.frames.to_chw_uint8(load_sample(i).image) for i in items[:: max(1, len(items) // args.frames)][: args.frames]]
+    chosen = items[:: max(1, len(items) // args.frames)][: args.frames]
+    images = [R.frames.to_chw_uint8(load_sample(i).image) for i in chosen]
     cfg = R.CodecConfig()
     settings = FitSettings(target_psnr=99, max_steps=args.steps, lr=cfg.lr, pixels_per_step=cfg.pixels_per_step,
                            eval_every=args.steps, w0=cfg.w0, weight_bits=16, first_layer_bits=16, seed=0)

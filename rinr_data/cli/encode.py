@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..config import PRESETS, CodecConfig
+from ..config import PRESETS, CodecConfig, SceneConfig
 from ..convert import CODECS, ON_ERROR, SCENE_MODES, ConvertConfig, ResumeError, encode_dataset, init_distributed
 from ..sources import FORMATS, SampleError, SourceError, open_source, parse_size
 
@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'auto': scene mode (grid preset, static cameras): the frames of each --batch share scene "
                         "background records, stored in their shard; give a large --batch and frames in camera order "
                         "(default: %(default)s)")
+    c.add_argument("--scene-cut", type=float, metavar="DB",
+                   help="with --scene auto: a frame its scene reproduces below DB dB outside its boxes starts a new "
+                        "scene (default: the background target; lower it, e.g. 20, when the background target is "
+                        "above what passers-by and noise leave of a static view)")
     c.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     c.add_argument("--batch", type=int, default=1, help="frames fitted together per call (default: %(default)s)")
     s = p.add_argument_group("shards")
@@ -97,6 +101,10 @@ def build_config(args: argparse.Namespace) -> ConvertConfig:
     if args.box_levels is not None:
         codec_config = codec_config.with_box_levels(args.box_levels)
         overrides["box_levels"] = args.box_levels
+    if args.scene_cut is not None:
+        if args.scene != "auto":
+            raise ValueError("--scene-cut applies to --scene auto only")
+        codec_config = codec_config.replace(scene=SceneConfig(cut_psnr=args.scene_cut))
     if args.codec != "rinr" and overrides:
         raise ValueError(f"--{'/--'.join(k.replace('_', '-') for k in overrides)} apply to --codec rinr only")
     if args.size is not None and args.max_side is not None:
