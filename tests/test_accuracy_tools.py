@@ -51,6 +51,21 @@ def test_demo_prints_one_table(coco, tmp_path, capsys):
     assert {p.name for p in out.iterdir()} == {"rinr", "jpeg", "val"}
 
 
+def test_demo_scene_mode_shares_one_scene_record(coco, tmp_path, capsys):
+    out = tmp_path / "kept"
+    args = ["--data", str(coco), "--train-frames", "4", "--val-frames", "2", "--max-side", "0", "--train-steps", "1",
+            "--batch-size", "2", "--device", "cpu", "--out", str(out), "--scene", "auto", "--scene-cut", "0",
+            *FAST_CODEC]
+    assert tool("demo").main(args) == 0
+    assert "scene mode (new scene below 0 dB)" in capsys.readouterr().out
+    from rinr_data import shards
+
+    samples = [s for tar in sorted((out / "rinr").glob("*.tar")) for s in shards.iter_shard(tar)]
+    assert len(samples) == 4 and len(shards.scene_members(samples)) == 1
+    with pytest.raises(SystemExit, match="--scene"):
+        tool("demo").main([*args[:-len(FAST_CODEC)], "--preset", "paper", "--out", str(tmp_path / "other")])
+
+
 def test_bench_accuracy_runs_every_condition_and_seed(coco, tmp_path, capsys):
     args = ["--data", str(coco), "--train-frames", "4", "--val-frames", "2", "--seeds", "0,1", "--steps", "2",
             "--batch-size", "2", "--batch", "4", "--device", "cpu", "--work", str(tmp_path / "work"), "--quiet",

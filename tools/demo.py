@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from lightning_modules.detection_metrics import OPERATING_THRESHOLD  # noqa: E402
 from lightning_modules.data import JPEGDataModule, RINRDataModule  # noqa: E402
 from lightning_modules.experiment import TrainSettings, loader_speed, train_and_evaluate  # noqa: E402
-from rinr_data import PRESETS, CodecConfig  # noqa: E402
+from rinr_data import PRESETS, CodecConfig, SceneConfig  # noqa: E402
 from rinr_data.compare import QualityScan, load_samples, shard_stats, split_source, write_lossless_shards  # noqa: E402
 from rinr_data.convert import ConvertConfig, encode_dataset  # noqa: E402
 from rinr_data.devices import resolve_device  # noqa: E402
@@ -57,6 +57,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="detector optimizer steps per codec (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scene", choices=("auto", "off"), default="off",
+                   help="'auto': grid scene mode (static camera): the training frames share one scene background "
+                        "record (default: %(default)s)")
+    p.add_argument("--scene-cut", type=float, default=20.0,
+                   help="with --scene auto: a frame its scene reproduces below this PSNR (dB) outside its boxes "
+                        "starts a new scene (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto: INR fitting, decode and training")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, help="keep the shards in this (new or empty) folder; default: a temp folder")
@@ -93,21 +99,28 @@ def main(argv: list[str] | None = None) -> int:
                    if v is not None}
         codec = CodecConfig(preset=args.preset, max_steps=args.fit_steps or DEMO_FIT_STEPS[args.preset],
                             pixels_per_step=args.pixels_per_step, seed=args.seed, device=str(device), **targets)
+        if args.scene == "auto":
+            codec = codec.replace(scene=SceneConfig(cut_psnr=args.scene_cut))
         if args.box_levels is not None:
             try:
                 codec = codec.with_box_levels(args.box_levels)
             except ValueError as exc:
                 raise SystemExit(f"--box-levels: {exc}") from None
         t = time.perf_counter()
-        encode_dataset(train_src, out / "rinr", ConvertConfig(codec_config=codec, max_side=max_side, batch=n_train,
-                                                              shard_size=n_train), **quiet)
+        try:
+            rinr_config = ConvertConfig(codec_config=codec, max_side=max_side, batch=n_train, shard_size=n_train,
+                                        scene=args.scene)
+        except ValueError as exc:
+            raise SystemExit(f"--scene: {exc}") from None
+        encode_dataset(train_src, out / "rinr", rinr_config, **quiet)
         encode_s = time.perf_counter() - t
         rinr = shard_stats(out / "rinr")
         per_step = (f", at most {codec.grid.box_levels} box-only levels" if codec.preset == "grid"
                     else f" of {codec.pixels_per_step} pixels")
+        scene = f", scene mode (new scene below {args.scene_cut:g} dB)" if args.scene == "auto" else ""
         print(f"RINR: preset '{codec.preset}' (targets: objects {codec.object_psnr:g} dB, background "
               f"{codec.background_psnr:g} dB), {codec.max_steps} fitting steps{per_step}, {n_train} frames per "
-              f"fitting call, on {device}: {encode_s:.0f} s", flush=True)
+              f"fitting call{scene}, on {device}: {encode_s:.0f} s", flush=True)
 
         scan = QualityScan(load_samples(train_src, max_side=max_side))
         match = scan.at_object_psnr(rinr.object_psnr) or scan(100)
