@@ -26,7 +26,7 @@ from lightning_modules.data import JPEGDataModule, RINRDataModule  # noqa: E402
 from lightning_modules.experiment import TrainSettings, loader_speed, train_and_evaluate  # noqa: E402
 from rinr_data import PRESETS, CodecConfig, SceneConfig  # noqa: E402
 from rinr_data.compare import QualityScan, load_samples, shard_stats, split_source, write_lossless_shards  # noqa: E402
-from rinr_data.convert import ConvertConfig, encode_dataset  # noqa: E402
+from rinr_data.convert import SCENE_MODES, ConvertConfig, encode_dataset  # noqa: E402
 from rinr_data.devices import resolve_device  # noqa: E402
 from rinr_data.sources import load_sample, open_source  # noqa: E402
 
@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="detector optimizer steps per codec (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scene", choices=("auto", "off"), default="off",
+    p.add_argument("--scene", choices=SCENE_MODES, default="off",
                    help="'auto': grid scene mode (static camera): the training frames share one scene background "
                         "record (default: %(default)s)")
     p.add_argument("--scene-cut", type=float, default=20.0,
