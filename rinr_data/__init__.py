@@ -18,4 +18,4 @@ __all__ = [
     "decode", "decode_batch", "decode_records",
     "pack_record", "unpack_record", "RINRDataset", "RINRLoader", "AugmentConfig",
 ]
-__version__ = "0.3.1"
+__version__ = "0.3.2"

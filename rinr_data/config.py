@@ -137,11 +137,11 @@ class CodecConfig:
                 changes.setdefault(name, None)
         return replace(self, **changes)
 
-    def with_box_levels(self, box_levels: int) -> "CodecConfig":
-        """A copy whose grid allows at most `box_levels` box-only levels (ValueError for the paper preset)."""
+    def with_grid(self, **changes: int) -> "CodecConfig":
+        """A copy whose grid shape has `changes` (box_levels, box_margin, ...; ValueError for the paper preset)."""
         if self.preset != "grid":
-            raise ValueError(f"box levels apply to the grid preset only, not {self.preset!r}")
-        return self.replace(grid=replace(self.grid, box_levels=box_levels))
+            raise ValueError(f"{', '.join(changes)} apply to the grid preset only, not {self.preset!r}")
+        return self.replace(grid=replace(self.grid, **changes))
 
     def unused_fields(self) -> tuple[str, ...]:
         """Names of the fields this config's preset ignores."""

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .siren import TILE
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: weight [B, in, out], bias [B, 1, out]
+MAX_BOX_MARGIN = 255  # one byte in a record
 
 
 @dataclass(frozen=True, order=True)
@@ -26,21 +27,27 @@ class GridShape:
     `box_levels`: the finest levels that hold latents only where they touch a box (zero elsewhere, not coded): the
     background is then drawn from levels of 1/2^box_levels resolution and coarser. In an encoder's settings it is the
     most a frame gets: `frame_box_levels` gives fewer to frames whose background those levels cannot reproduce.
+    `box_margin`: pixels around every box that count as the box's for where latents are coded and which entropy
+    scale they take, so the fine levels also reach the parts of an object its box clips and the codec's seam.
     """
 
     levels: int = 6
     hidden: tuple[int, ...] = (16, 16)
     out_features: int = 3
     box_levels: int = 0
+    box_margin: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.box_levels < self.levels:
             raise ValueError(f"box_levels must be in 0..{self.levels - 1} (levels - 1), got {self.box_levels}")
+        if not 0 <= self.box_margin <= MAX_BOX_MARGIN:
+            raise ValueError(f"box_margin must be in 0..{MAX_BOX_MARGIN} pixels, got {self.box_margin}")
 
     @property
     def dense(self) -> "GridShape":
-        """This shape without box-only levels: what decoding sees (box levels only say where latents were coded)."""
-        return replace(self, box_levels=0)
+        """This shape without box-only levels or margin: what decoding sees (both only say where latents were
+        coded)."""
+        return replace(self, box_levels=0, box_margin=0)
 
     def layer_dims(self) -> list[tuple[int, int]]:
         """(fan_in, fan_out) of every synthesis layer."""
@@ -63,9 +70,13 @@ class GridShape:
 
 
 def level_masks(box_mask: torch.Tensor, shape: GridShape) -> list[torch.Tensor]:
-    """Per level, which latents cover a box pixel (bool [h_l, w_l]); the entropy model codes those apart."""
+    """Per level, which latents cover a pixel within `shape.box_margin` of a box (bool [h_l, w_l]); the entropy
+    model codes those apart."""
     h, w = box_mask.shape
     m = box_mask[None, None].float()
+    if shape.box_margin:
+        r = shape.box_margin
+        m = F.max_pool2d(m, 2 * r + 1, stride=1, padding=r)
     out = [m[0, 0] > 0]
     # A latent of level l covers the 2x2 latents of level l-1 under it: pooling the level above reads 4x less
     # than pooling the frame's mask by 2**l (the decoder runs this for every record).

@@ -1,10 +1,11 @@
 """Rate-constrained fitting of latent-grid INRs: least bits such that boxes and background reach their PSNR targets.
 
 Every frame of a call is fitted at once (frames of one size stacked). The loss of a frame is its estimated rate in
-bits per pixel plus a weighted MSE inside and outside its boxes; the two weights are Lagrange multipliers raised or
-lowered every step by how far the region's PSNR is from its target (dual ascent), so the fit lands on the targets
-instead of on a hand-tuned lambda. Latents are trained with additive uniform noise first, then with straight-through
-rounding, and the synthesis weights are fake-quantised in that second phase, so what is measured is what ships.
+bits per pixel plus a weighted MSE inside and outside its boxes (and in the ring of a box margin); the weights are
+Lagrange multipliers raised or lowered every step by how far the region's PSNR is from its target (dual ascent), so
+the fit lands on the targets instead of on a hand-tuned lambda. Latents are trained with additive uniform noise
+first, then with straight-through rounding, and the synthesis weights are fake-quantised in that second phase, so
+what is measured is what ships.
 """
 
 from __future__ import annotations
@@ -117,12 +118,16 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
     gen = torch.Generator().manual_seed(settings.seed * 1000003 + salt)
     image = torch.stack([t.image for t in targets]).to(device)
     inside = torch.stack([t.box_mask for t in targets]).to(device)[:, None].float()
-    n_in = inside.sum(dim=(1, 2, 3))
-    n_out = h * w - n_in
-    has = torch.stack([n_in > 0, n_out > 0], dim=1)
-    goal = torch.tensor([[t.object_psnr, t.background_psnr] for t in targets], device=device) + PSNR_MARGIN
     masks = [torch.stack(ms).to(device)[:, None].float() for ms in
              zip(*(level_masks(t.box_mask, shape) for t in targets))]
+    # The box margin's ring (level 0 is at pixel resolution) must reach the background target on its own: pooled
+    # with the whole background, the seam a box's fine levels leave at its edge would cost the fit almost nothing.
+    ring = masks[0] - inside
+    regions = (inside, 1 - inside, ring)
+    n_px = torch.stack([r.sum(dim=(1, 2, 3)) for r in regions], dim=1)  # [B, region]
+    has = n_px > 0
+    goal = torch.tensor([[t.object_psnr, t.background_psnr, t.background_psnr] for t in targets],
+                        device=device) + PSNR_MARGIN
     box_levels = [shape.box_levels if t.box_levels is None else t.box_levels for t in targets]
     if not all(0 <= b <= shape.box_levels for b in box_levels):
         raise ValueError(f"target box levels {box_levels} must be in 0..{shape.box_levels} (the shape's)")
@@ -152,7 +157,7 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
     log_scale = torch.zeros(count, shape.levels, grid_context.PASSES, 2, device=device, requires_grad=True)
     ctx_weights = torch.zeros(count, shape.levels, grid_context.WEIGHTS, device=device, requires_grad=True)
     ctx_spreads = torch.zeros(count, shape.levels, grid_context.PASSES, device=device, requires_grad=True)
-    log_weight = torch.full((count, 2), math.log(INITIAL_WEIGHT), device=device)
+    log_weight = torch.full((count, 3), math.log(INITIAL_WEIGHT), device=device)
     # Latents live on the integer grid, far larger than the synthesis weights: they need their own, larger step.
     opt = torch.optim.Adam([{"params": latents, "base": settings.latent_lr},
                             {"params": [*trainable, log_scale, log_scale_syn, ctx_weights, ctx_spreads],
@@ -172,8 +177,7 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
         feats = q if base_lat is None else [b + d for b, d in zip(base_lat, q)]
         out = renderer(synth, feats, h, w)
         err = ((out - image) ** 2).mean(dim=1, keepdim=True)
-        mse = torch.stack([(err * inside).sum(dim=(1, 2, 3)) / n_in.clamp_min(1),
-                           (err * (1 - inside)).sum(dim=(1, 2, 3)) / n_out.clamp_min(1)], dim=1)
+        mse = torch.stack([(err * r).sum(dim=(1, 2, 3)) for r in regions], dim=1) / n_px.clamp_min(1)
         bits = torch.zeros(count, device=device)
         for lv, (lat, m, e) in enumerate(zip(q, masks, exists)):
             sc = torch.exp(log_scale[:, lv])  # [B, pass, region (in boxes, outside)]

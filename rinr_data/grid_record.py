@@ -28,7 +28,8 @@ CODEC = "latent-grid"
 FLAG_SCENE_REF = 1
 FLAG_CONTEXT = 2  # latents coded under the checkerboard context model (grid_context); else one scale per region
 FLAG_BOX_LEVELS = 4  # a box-levels byte follows the weight bits (GridShape.box_levels); absent means 0
-FLAGS = FLAG_SCENE_REF | FLAG_CONTEXT | FLAG_BOX_LEVELS
+FLAG_BOX_MARGIN = 8  # a box-margin byte follows (GridShape.box_margin, pixels); absent means 0
+FLAGS = FLAG_SCENE_REF | FLAG_CONTEXT | FLAG_BOX_LEVELS | FLAG_BOX_MARGIN
 MAX_LEVELS = 12
 MAX_HIDDEN_LAYERS = 8
 MAX_SCENE_ID = 64
@@ -170,13 +171,15 @@ def pack(record: GridRecord) -> bytes:
 def _pack(record: GridRecord, plan: _CodingPlan) -> bytes:
     shape = record.shape
     flags = ((FLAG_SCENE_REF if record.scene is not None else 0) | (FLAG_CONTEXT if record.context is not None else 0)
-             | (FLAG_BOX_LEVELS if shape.box_levels else 0))
+             | (FLAG_BOX_LEVELS if shape.box_levels else 0) | (FLAG_BOX_MARGIN if shape.box_margin else 0))
     parts = [_HEADER.pack(MAGIC, FORMAT_VERSION, CODEC_IDS[CODEC], flags, record.height, record.width, 0.0,
                           len(record.boxes), ANS, 0),
              struct.pack(f"<BB{len(shape.hidden)}BB", shape.levels, len(shape.hidden), *shape.hidden,
                          record.weight_bits)]
     if shape.box_levels:
         parts.append(struct.pack("<B", shape.box_levels))
+    if shape.box_margin:
+        parts.append(struct.pack("<B", shape.box_margin))
     if record.scene is not None:
         name = record.scene.encode("ascii")
         parts.append(struct.pack("<B", len(name)) + name)
@@ -228,7 +231,10 @@ def unpack(blob: bytes) -> GridRecord:
     box_levels = reader.unpack(struct.Struct("<B"), "box levels")[0] if flags & FLAG_BOX_LEVELS else 0
     if flags & FLAG_BOX_LEVELS and not 0 < box_levels < levels:
         raise FormatError(f"box levels {box_levels} out of bounds for {levels} levels (1..{levels - 1})")
-    shape = GridShape(levels, hidden, box_levels=box_levels)
+    box_margin = reader.unpack(struct.Struct("<B"), "box margin")[0] if flags & FLAG_BOX_MARGIN else 0
+    if flags & FLAG_BOX_MARGIN and not box_margin:
+        raise FormatError("box margin flag set with a margin of 0 pixels")
+    shape = GridShape(levels, hidden, box_levels=box_levels, box_margin=box_margin)
     scene = None
     if flags & FLAG_SCENE_REF:
         (length,) = reader.unpack(struct.Struct("<B"), "scene id length")

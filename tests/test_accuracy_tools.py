@@ -132,10 +132,13 @@ def test_bench_accuracy_preset_syntax_and_named_sections(tmp_path):
     cut = bench.parse_preset("grid@24/27.5+scene+cut20")
     assert cut.name == "grid@24/27.5+scene5+cut20" and cut.codec().scene.cut_psnr == 20.0
     assert "new scene below 20 dB" in cut.label(cut.codec())
+    pad = bench.parse_preset("grid@24/27.5+pad4+scene+cut20")
+    assert pad.name == "grid@24/27.5+pad4+scene5+cut20" and pad.codec().grid.box_margin == 4
+    assert pad.codec().grid.box_levels == bench.CodecConfig().grid.box_levels and "4 px" in pad.label(pad.codec())
     paper = bench.parse_preset("paper").codec(fit_steps=77)
     assert (paper.preset, paper.max_steps, paper.object_psnr) == ("paper", 77, 35.0)
     for bad in ("grid:x", "grid@30", "paper+box1", "grid+boxz", "grid+scenex", "paper+scene", "grid+foo",
-                "grid+cut20", "grid+scene+cutx"):
+                "grid+cut20", "grid+scene+cutx", "paper+pad4", "grid+padx"):
         with pytest.raises(ValueError, match="bad --presets entry"):
             bench.parse_preset(bad)
     doc = tmp_path / "BENCHMARKS.md"

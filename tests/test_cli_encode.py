@@ -212,13 +212,18 @@ def test_usage_errors(tmp_path, capsys):
     assert main([str(tmp_path / "nothing"), str(tmp_path / "o")]) == 2
 
 
-def test_box_levels_flag_sets_the_grid_records_and_is_checked(tmp_path, capsys):
+def test_box_levels_and_margin_flags_set_the_grid_records_and_are_checked(tmp_path, capsys):
     src = write_coco(tmp_path / "src", {"img_a": TRUTH["img_a"]})
     assert main([str(src), str(tmp_path / "out"), "--box-levels", "0", "--max-steps", "5", "--no-progress"]) == 0
     record = R.unpack_record(next(iter(read_out(tmp_path / "out").values()))["rinr"])
     assert record.shape.box_levels == 0 != R.CodecConfig().grid.box_levels
+    assert main([str(src), str(tmp_path / "wide"), "--box-margin", "3", "--max-steps", "5", "--no-progress"]) == 0
+    record = R.unpack_record(next(iter(read_out(tmp_path / "wide").values()))["rinr"])
+    assert record.shape.box_margin == 3 != R.CodecConfig().grid.box_margin
     for extra, message in ((["--box-levels", "9"], "box_levels must be in"),
+                           (["--box-margin", "300"], "box_margin must be in"),
                            (["--preset", "paper", "--box-levels", "1"], "grid preset only"),
+                           (["--preset", "paper", "--box-margin", "1"], "grid preset only"),
                            (["--codec", "jpeg", "--box-levels", "1"], "apply to --codec rinr only")):
         with pytest.raises(SystemExit):
             main([str(src), str(tmp_path / "other"), *extra, "--no-progress"])

@@ -123,12 +123,12 @@ def test_config_is_validated():
         R.CodecConfig(preset="nope")
     with pytest.raises(ValueError, match="entropy_coder"):
         R.CodecConfig(entropy_coder="lzma")
-    grid = R.CodecConfig(object_psnr=30.0).with_box_levels(0)
+    grid = R.CodecConfig(object_psnr=30.0).with_grid(box_levels=0)
     assert grid.grid.box_levels == 0 and grid.object_psnr == 30.0 and grid.grid.levels == R.CodecConfig().grid.levels
     with pytest.raises(ValueError, match="grid preset only, not 'paper'"):
-        R.CodecConfig(preset="paper").with_box_levels(1)
+        R.CodecConfig(preset="paper").with_grid(box_levels=1)
     with pytest.raises(ValueError, match="box_levels must be in"):
-        R.CodecConfig().with_box_levels(9)
+        R.CodecConfig().with_grid(box_levels=9)
 
 
 @pytest.mark.parametrize("coder", ["raw", "zstd", "brotli", "ans"])

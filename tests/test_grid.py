@@ -289,6 +289,63 @@ def test_box_only_levels_refuse_latents_off_the_boxes_and_bad_counts():
         R.unpack_record(_with_crc(bytes(blob)))
 
 
+def test_box_margin_widens_where_box_levels_hold_latents():
+    mask = box_mask(np.asarray([[6.0, 5.0, 9.0, 8.0]]), 16, 20)
+    plain = level_masks(mask, GridShape(levels=3, box_levels=2))
+    wide = level_masks(mask, GridShape(levels=3, box_levels=2, box_margin=2))
+    rows, cols = np.nonzero(wide[0].numpy())
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (3, 9, 4, 10)  # box pixels 5..7 x 6..8, 2 px around
+    for p, w in zip(plain, wide):
+        assert bool((w | ~p).all()) and int(w.sum()) > int(p.sum())
+    assert GridShape(levels=3, box_levels=2, box_margin=2).dense == GridShape(levels=3)
+    with pytest.raises(ValueError, match="box_margin"):
+        GridShape(levels=3, box_margin=256)
+
+
+def test_box_margin_round_trips_and_bounds_the_coded_latents():
+    rec = _box_level_record(2, True)
+    ring = dataclasses.replace(rec, shape=dataclasses.replace(rec.shape, box_margin=1))
+    outside = ~level_masks(box_mask(np.asarray(rec.boxes), 12, 16), rec.shape)[0].numpy()
+    inside_ring = level_masks(box_mask(np.asarray(rec.boxes), 12, 16), ring.shape)[0].numpy() & outside
+    r, c = np.argwhere(inside_ring)[0]
+    ring.latents[0][r, c] = 2  # a latent only the margin reaches
+    blob = R.pack_record(ring)
+    parsed = R.unpack_record(blob)
+    assert parsed.shape.box_margin == 1 and np.array_equal(parsed.latents[0], ring.latents[0])
+    with pytest.raises(ValueError, match="level 0 holds latents off the boxes"):
+        R.pack_record(dataclasses.replace(ring, shape=rec.shape))
+    # The margin byte follows the box-levels byte; a set flag with a zero margin is malformed.
+    pos = record_header_size() + 2 + 1 + 1 + 1
+    bad = bytearray(blob)
+    bad[pos] = 0
+    with pytest.raises(R.FormatError, match="box margin"):
+        R.unpack_record(_with_crc(bytes(bad)))
+
+
+def test_box_margin_reaches_the_record_and_decodes_as_measured():
+    frame = smooth_frame(24, 32, seed=6)
+    config = FAST.replace(grid=dataclasses.replace(FAST.grid, box_margin=3))
+    encoded = R.encode_frames([frame], [[[4, 4, 14, 12]]], config)[0]
+    rec = R.unpack_record(encoded.blob)
+    assert rec.shape.box_margin == 3
+    q = region_psnr(torch.from_numpy(frame).permute(2, 0, 1), R.decode(encoded.blob), encoded.boxes)
+    assert q.objects == pytest.approx(encoded.object_psnr, abs=1e-6)
+
+
+def test_box_margin_fits_what_a_box_clips():
+    frame = smooth_frame(24, 32, seed=7)
+    frame[4:20, 6:22] = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    box = [[8.0, 6.0, 20.0, 18.0]]  # clips the busy object by 2 px on every side
+    ring = box_mask(np.asarray([[6.0, 4.0, 22.0, 20.0]]), 24, 32) & ~box_mask(np.asarray(box), 24, 32)
+    ring_psnr = []
+    for margin in (0, 2):
+        config = FAST.replace(grid=dataclasses.replace(FAST.grid, box_margin=margin))
+        out = R.decode(R.encode_frames([frame], [box], config)[0].blob).permute(1, 2, 0).double()
+        ring_psnr.append(float(-10 * torch.log10(((out - torch.from_numpy(frame)) ** 2).mean(-1)[ring].mean()
+                                                 / 255 ** 2)))
+    assert ring_psnr[1] > ring_psnr[0] + 1.0
+
+
 def test_default_grid_fits_background_from_coarse_levels_only():
     frame = smooth_frame(24, 32, seed=5)
     box = [[4, 4, 14, 12]]

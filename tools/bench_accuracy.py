@@ -199,12 +199,14 @@ class RinrVariant:
     box_levels: int | None = None
     scene_margin: float | None = None  # scene mode with this SceneConfig.psnr_margin; None: per-frame records
     scene_cut: float | None = None  # SceneConfig.cut_psnr (scene mode only)
+    box_margin: int | None = None  # GridShape.box_margin (pixels)
 
     @property
     def name(self) -> str:
         """The spec without its step count (steps are in the label): `grid`, `grid@30/30+box0+scene8`."""
         return (self.preset + (f"@{self.psnr[0]:g}/{self.psnr[1]:g}" if self.psnr else "")
                 + (f"+box{self.box_levels}" if self.box_levels is not None else "")
+                + (f"+pad{self.box_margin}" if self.box_margin is not None else "")
                 + (f"+scene{self.scene_margin:g}" if self.scene_margin is not None else "")
                 + (f"+cut{self.scene_cut:g}" if self.scene_cut is not None else ""))
 
@@ -215,19 +217,21 @@ class RinrVariant:
         if self.scene_margin is not None:
             fields.update(scene=SceneConfig(psnr_margin=self.scene_margin, cut_psnr=self.scene_cut))
         codec = CodecConfig(preset=self.preset, max_steps=self.steps or fit_steps, **fields)  # type: ignore[arg-type]
-        return codec if self.box_levels is None else codec.with_box_levels(self.box_levels)
+        grid = {k: v for k, v in (("box_levels", self.box_levels), ("box_margin", self.box_margin)) if v is not None}
+        return codec.with_grid(**grid) if grid else codec
 
     def label(self, codec: CodecConfig) -> str:
         """Table label: preset, steps, and what differs from the preset's defaults."""
         return (f"RINR {self.preset}, {codec.max_steps} steps"
                 + (f", targets {self.psnr[0]:g}/{self.psnr[1]:g} dB" if self.psnr else "")
                 + (f", {self.box_levels} box-only levels" if self.box_levels is not None else "")
+                + (f", box levels {self.box_margin} px around the boxes" if self.box_margin is not None else "")
                 + (f", scene mode (scene {self.scene_margin:g} dB above the background)"
                    if self.scene_margin is not None else "")
                 + (f", new scene below {self.scene_cut:g} dB" if self.scene_cut is not None else ""))
 
 
-PRESET_GRAMMAR = "PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN][+scene[MARGIN_DB]][+cutDB]"
+PRESET_GRAMMAR = "PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN][+padPX][+scene[MARGIN_DB]][+cutDB]"
 
 
 def parse_preset(text: str) -> RinrVariant:
@@ -241,21 +245,23 @@ def parse_preset(text: str) -> RinrVariant:
         if targets:
             obj, _, bg = targets.partition("/")
             psnr = (float(obj), float(bg))
-        box = margin = cut = None
+        box = pad = margin = cut = None
         for m in modifiers:
             if m.startswith("box"):
                 box = int(m[3:])
+            elif m.startswith("pad"):
+                pad = int(m[3:])
             elif m.startswith("scene"):
                 margin = float(m[5:]) if m[5:] else SceneConfig.psnr_margin
             elif m.startswith("cut"):
                 cut = float(m[3:])
             else:
                 raise ValueError(f"unknown modifier +{m}")
-        variant = RinrVariant(name, int(steps) if steps else None, psnr, box, margin, cut)
+        variant = RinrVariant(name, int(steps) if steps else None, psnr, box, margin, cut, pad)
     except ValueError as exc:
         raise ValueError(f"bad --presets entry {spec!r} (want {PRESET_GRAMMAR}): {exc}") from None
-    if (box is not None or margin is not None) and variant.preset != "grid":
-        raise ValueError(f"bad --presets entry {spec!r}: +boxN and +scene apply to the grid preset only")
+    if (box is not None or pad is not None or margin is not None) and variant.preset != "grid":
+        raise ValueError(f"bad --presets entry {spec!r}: +boxN, +padPX and +scene apply to the grid preset only")
     if cut is not None and margin is None:
         raise ValueError(f"bad --presets entry {spec!r}: +cutDB needs +scene")
     return variant
@@ -285,10 +291,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="probability of sharpening the pixels outside the boxes (factor 2-4; default 0)")
     p.add_argument("--presets", default="grid,paper",
                    help=f"RINR presets, one condition each, as {PRESET_GRAMMAR} to set that preset's fitting "
-                        "steps, PSNR targets and (grid) box-only levels or scene mode (scene backgrounds MARGIN_DB "
-                        "above the background target, shared by the frames of each --batch; +cutDB: a frame the "
-                        "scene reproduces below DB starts a new one, default the background target); JPEG is "
-                        "matched to the first (default: %(default)s)")
+                        "steps, PSNR targets and (grid) box-only levels, their margin in pixels around the boxes "
+                        "or scene mode (scene backgrounds MARGIN_DB above the background target, shared by the "
+                        "frames of each --batch; +cutDB: a frame the scene reproduces below DB starts a new one, "
+                        "default the background target); JPEG is matched to the first (default: %(default)s)")
     p.add_argument("--fit-steps", type=int, default=None, help="RINR fitting step budget (default: each preset's)")
     p.add_argument("--pixels-per-step", type=int, default=CodecConfig.pixels_per_step,
                    help="paper preset: RINR pixels per fitting step (default: %(default)s)")

@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                            ("cpu" if args.device == "auto" else args.device))
     if args.box_levels is not None:
         try:
-            config = config.with_box_levels(args.box_levels)
+            config = config.with_grid(box_levels=args.box_levels)
         except ValueError as exc:
             p.error(f"--box-levels: {exc}")
     section = args.section or (config.preset + ("-scene" if args.scene else "") + ("-curve" if args.curve else ""))

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             codec = codec.replace(scene=SceneConfig(cut_psnr=args.scene_cut))
         if args.box_levels is not None:
             try:
-                codec = codec.with_box_levels(args.box_levels)
+                codec = codec.with_grid(box_levels=args.box_levels)
             except ValueError as exc:
                 raise SystemExit(f"--box-levels: {exc}") from None
         t = time.perf_counter()

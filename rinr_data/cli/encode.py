@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"get fewer (default: {CodecConfig.grid.box_levels}; 0 keeps a "
                         f"full-resolution background, which detectors trained on the frames want: "
                         f"docs/BENCHMARKS.md, Accuracy parity)")
+    c.add_argument("--box-margin", type=int, metavar="PX",
+                   help=f"grid preset: box-only levels also hold latents this many pixels around every box, so "
+                        f"they reach what a box clips and the codec leaves no seam at its edge (0-255; default: "
+                        f"{CodecConfig.grid.box_margin})")
     c.add_argument("--seed", type=int, help=f"fitting seed (default: {CodecConfig.seed})")
     c.add_argument("--scene", choices=SCENE_MODES, default="off",
                    help="'auto': scene mode (grid preset, static cameras): the frames of each --batch share scene "
@@ -98,9 +102,10 @@ def build_config(args: argparse.Namespace) -> ConvertConfig:
     overrides = {name: getattr(args, name) for name in ("preset", "object_psnr", "background_psnr", "max_steps",
                                                          "pixels_per_step", "seed") if getattr(args, name) is not None}
     codec_config = CodecConfig(device=_device(args.device), **overrides)
-    if args.box_levels is not None:
-        codec_config = codec_config.with_box_levels(args.box_levels)
-        overrides["box_levels"] = args.box_levels
+    for name in ("box_levels", "box_margin"):
+        if getattr(args, name) is not None:
+            codec_config = codec_config.with_grid(**{name: getattr(args, name)})
+            overrides[name] = getattr(args, name)
     if args.scene_cut is not None:
         if args.scene != "auto":
             raise ValueError("--scene-cut applies to --scene auto only")
