@@ -162,3 +162,40 @@ def test_bench_accuracy_augmentation_flags():
     assert bench.describe(boxes_only) == "on, plus blur inside the boxes (p 0.5, sigma 0.5-2)"
     with pytest.raises(SystemExit, match="drop --no-augment"):
         bench.augmentation(bench.parse_args(["--no-augment", "--blur", "0.5"]))
+
+
+def test_bench_hybrid_mixes_the_regions_it_names(coco, tmp_path, capsys):
+    import torch
+
+    from rinr_data.cli.decode import decoded_samples
+    from rinr_data.compare import write_lossless_shards
+    from rinr_data.convert import ConvertConfig, encode_dataset
+    from rinr_data.frames import box_mask
+    from rinr_data.sources import open_source
+
+    hybrid = tool("bench_hybrid")
+    a, b = torch.zeros(3, 6, 8, dtype=torch.uint8), torch.full((3, 6, 8), 9, dtype=torch.uint8)
+    box = [[2.0, 2.0, 4.0, 4.0]]
+    inside = box_mask(box, 6, 8)
+    assert bool((hybrid.mix("boxes-original", a, b, box)[:, inside] == 0).all())
+    assert bool((hybrid.mix("boxes-original", a, b, box)[:, ~inside] == 9).all())
+    assert bool((hybrid.mix("boxes-codec", a, b, box) == hybrid.mix("boxes-original", b, a, box)).all())
+    ring = hybrid.mix("ring-original:1", a, b, box)[0] == 0
+    assert int(ring.sum()) == 16 - 4 and not bool((ring & inside).any())  # the 4x4 around the 2x2 box, less the box
+    assert bool((hybrid.mix("codec", a, b, box) == b).all())
+    with pytest.raises(ValueError, match="unknown mix"):
+        hybrid.mix("ring", a, b, box)
+
+    source = open_source(coco)
+    original = write_lossless_shards(source, tmp_path / "original", shard_size=4)
+    jpeg = tmp_path / "jpeg"
+    encode_dataset(source, jpeg, ConvertConfig(codec="jpeg", quality=10, shard_size=4))
+    mixed = hybrid.write_mix("boxes-original", jpeg, original, tmp_path / "mixed")
+    for (key, out, meta), (_, orig, _), (_, dec, _) in zip(decoded_samples([mixed]), decoded_samples([original]),
+                                                           decoded_samples([jpeg])):
+        inside = box_mask(meta["boxes"], *out.shape[1:])
+        assert bool((out[:, inside] == orig[:, inside]).all()) and bool((out[:, ~inside] == dec[:, ~inside]).all())
+        assert bool((dec != orig).any()), key  # q10 JPEG differs, so the mix is not trivially the original
+    with pytest.raises(SystemExit):
+        hybrid.parse_args([str(jpeg), str(original), str(original), "--mixes", "codec,nope"])
+    assert "unknown mix 'nope'" in capsys.readouterr().err
