@@ -124,3 +124,9 @@ def box_mask(boxes: Any, height: int, width: int, device: torch.device | str | N
     in_cols = ((cols >= left[:, None]) & (cols < right[:, None])).to(torch.float32)  # [N, W]
     # A pixel is covered when some box holds both its row and its column: one [H, N] x [N, W] product.
     return (in_rows.T @ in_cols) > 0
+def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Bool mask [H, W] grown by `pixels` on every side (Chebyshev distance), clipped to the frame."""
+    if pixels <= 0:
+        return mask
+    grown = torch.nn.functional.max_pool2d(mask[None, None].float(), 2 * pixels + 1, stride=1, padding=pixels)
+    return grown[0, 0] > 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from .frames import grow_mask
 from .siren import TILE
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: weight [B, in, out], bias [B, 1, out]
@@ -73,10 +74,7 @@ def level_masks(box_mask: torch.Tensor, shape: GridShape) -> list[torch.Tensor]:
     """Per level, which latents cover a pixel within `shape.box_margin` of a box (bool [h_l, w_l]); the entropy
     model codes those apart."""
     h, w = box_mask.shape
-    m = box_mask[None, None].float()
-    if shape.box_margin:
-        r = shape.box_margin
-        m = F.max_pool2d(m, 2 * r + 1, stride=1, padding=r)
+    m = grow_mask(box_mask, shape.box_margin)[None, None].float()
     out = [m[0, 0] > 0]
     # A latent of level l covers the 2x2 latents of level l-1 under it: pooling the level above reads 4x less
     # than pooling the frame's mask by 2**l (the decoder runs this for every record).
