@@ -1,30 +1,33 @@
-# Quick start: `make demo` runs the main job on the embedded sample set, `make test` runs the tests.
-# The venv sees the base Python's packages so a torch stack installed there once is reused by every clone.
+# Quick start: `make demo` runs the main job on the embedded sample set, `make test` runs the checks and the tests.
+# The venv sees the base Python's packages, so a torch stack installed there once is reused by every clone; where the
+# base Python has none, pip installs it into .venv. make never installs into the base Python.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-all bench-codec clean base-torch
+.PHONY: demo test test-all lint bench-codec clean
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c "import torch, torchvision" 2>/dev/null || $(MAKE) --no-print-directory base-torch
 	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_PINS)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
-
-# Best effort: put torch into the base Python once; if that is not allowed, pip installs it into .venv instead.
-base-torch:
-	-$(PYTHON) -m pip install --quiet --disable-pip-version-check $(TORCH_PINS)
 
 demo: $(STAMP)
 	$(PY) tools/demo.py
 
-test: $(STAMP)
+# Style and layer contracts first: they take seconds and name what is wrong.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+test: lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow"
 
-test-all: $(STAMP)
+test-all: lint
 	$(PY) -m pytest -q
 
 bench-codec: $(STAMP)

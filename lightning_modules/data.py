@@ -14,22 +14,17 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from rinr_data.augment import AugmentConfig
-from rinr_data.dataset import ON_ERROR, LoaderBatch, ParsedSample, RINRDataset
-from rinr_data.errors import FormatError
-from rinr_data.loader import RINRLoader
-from rinr_data.shardlist import resolve_shards
-from rinr_data.shards import image_member, sample_json
-from rinr_data.streaming import FetchPolicy
+from rinr_data.errors import WrongCodecError
+from rinr_data.pipeline.augment import AugmentConfig
+from rinr_data.pipeline.dataset import ON_ERROR, RINRDataset
+from rinr_data.pipeline.loader import RINRLoader
+from rinr_data.pipeline.samples import ParsedSample, parse_sample
+from rinr_data.pipeline.shardlist import resolve_shards
+from rinr_data.pipeline.streaming import FetchPolicy
+from rinr_data.shards import image_member
 
 RINR_CODECS = ("rinr",)
 CLASSIC_CODECS = ("jpeg", "webp", "avif")
-
-
-class WrongCodecError(FormatError):
-    """Shards of another codec than the data module reads: a configuration mistake, raised whatever on_error says."""
-
-    fatal = True
 
 
 class CodecDataset(RINRDataset):
@@ -41,7 +36,7 @@ class CodecDataset(RINRDataset):
         *args, **kwargs: as RINRDataset.
         codecs: accepted image-member codecs ("rinr", "jpeg", "webp", "avif").
         owner: name used in error messages (the data module's class).
-        encoded_jpeg: leave JPEG members undecoded (uint8 byte tensors) for a device-side decode in the main process.
+        encoded_jpeg: leave JPEG members undecoded for a decode on the device (nvJPEG) in the main process.
     """
 
     def __init__(self, *args: Any, codecs: Sequence[str], owner: str, encoded_jpeg: bool = False,
@@ -65,29 +60,9 @@ class CodecDataset(RINRDataset):
 
     def parse(self, sample: dict[str, Any]) -> ParsedSample:
         """Refuse members of another codec; with encoded_jpeg keep the JPEG bytes for the device decode."""
-        codec, data = image_member(sample)
+        codec, _ = image_member(sample)
         self._check(codec, f"{sample.get('__url__')} (sample {sample['__key__']!r}): ", "holds")
-        if not self.encoded_jpeg:
-            return super().parse(sample)
-        meta = sample_json(sample)
-        return ParsedSample(sample["__key__"], codec, None, torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                            torch.tensor(meta["boxes"], dtype=torch.float32).reshape(-1, 4),
-                            torch.tensor(meta["labels"], dtype=torch.int64).reshape(-1),
-                            (int(meta["height"]), int(meta["width"])))
-
-
-class JPEGDeviceLoader(RINRLoader):
-    """RINRLoader for a CodecDataset(encoded_jpeg=True): decodes the JPEG bytes with torchvision on the device."""
-
-    def finish(self, batch: LoaderBatch) -> dict[str, Any]:
-        from torchvision.io import ImageReadMode, decode_jpeg
-
-        images = decode_jpeg(list(batch.images or []), mode=ImageReadMode.RGB, device=self.device)
-        for key, img, size in zip(batch.keys, images, batch.sizes):
-            if tuple(img.shape[-2:]) != size:
-                raise FormatError(f"sample {key!r}: image is {img.shape[-1]}x{img.shape[-2]} but its json says "
-                                  f"{size[1]}x{size[0]}")
-        return super().finish(replace(batch, images=images))
+        return parse_sample(sample, keep_encoded=self.encoded_jpeg)
 
 
 class ShardDataModule(L.LightningDataModule):
@@ -197,13 +172,10 @@ class ShardDataModule(L.LightningDataModule):
         ds = self.dataset(split, shuffle)
         if self.trainer is not None:
             ds.set_epoch(self.trainer.current_epoch)
-        return self._loader_class()(ds, num_workers=self.num_workers, image_size=self.image_size, augment=augment)
+        return RINRLoader(ds, num_workers=self.num_workers, image_size=self.image_size, augment=augment)
 
     def _dataset_options(self) -> dict[str, Any]:
         return {}
-
-    def _loader_class(self) -> type[RINRLoader]:
-        return RINRLoader
 
 
 class RINRDataModule(ShardDataModule):
@@ -237,6 +209,3 @@ class JPEGDataModule(ShardDataModule):
 
     def _dataset_options(self) -> dict[str, Any]:
         return {"codecs": ("jpeg",), "encoded_jpeg": True} if self.gpu_decode else {}
-
-    def _loader_class(self) -> type[RINRLoader]:
-        return JPEGDeviceLoader if self.gpu_decode else RINRLoader

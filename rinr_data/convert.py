@@ -18,18 +18,15 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from . import shards
-from .classic import CLASSIC_CODECS, decode_classic, encode_classic, quality_range
-from .config import CodecConfig
-from .encoder import encode_frames
-from .grid_encoder import encode_sequence_frames
-from .frames import to_chw_uint8
-from .metrics import region_psnr
-from .record import FORMAT_VERSION
+from . import codecs, shards
+from ._version import __version__
+from .codecs import GridConfig
+from .core.devices import rank_and_world
+from .errors import ResumeError
+from .format import FORMAT_VERSION
 from .sources import LoadedSample, SampleError, Source, SourceItem, load_sample
 
-CODECS = ("rinr",) + CLASSIC_CODECS
-DEFAULT_QUALITY = {"jpeg": 90, "webp": 90, "avif": 80}
+CODECS = codecs.MEMBERS
 SCENE_MODES = ("auto", "off")
 ON_ERROR = ("stop", "skip")
 STATE_FILE = "state.json"
@@ -43,18 +40,14 @@ ErrorHandler = Callable[[SourceItem, SampleError], None]
 Encoder = Callable[[Sequence[LoadedSample]], list[shards.ShardSample]]
 
 
-class ResumeError(RuntimeError):
-    """An output folder cannot be resumed with these arguments (or is not a resumable output)."""
-
-
 @dataclass(frozen=True)
 class ConvertConfig:
     """How a dataset becomes shards.
 
     Args:
         codec: "rinr" (residual INR records) or a classic codec: "jpeg", "webp", "avif".
-        codec_config: encoder settings for "rinr".
-        quality: classic codec quality (default per codec in DEFAULT_QUALITY).
+        codec_config: encoder settings for "rinr" (GridConfig or PaperConfig: which INR codec).
+        quality: classic codec quality (default per codec in codecs.classic.DEFAULT_QUALITY).
         size: resize every image to exactly (width, height); boxes are scaled alike.
         max_side: downscale images whose longer side exceeds this (aspect kept); ignored with `size`.
         shard_size: samples per shard (before failures are dropped).
@@ -67,7 +60,7 @@ class ConvertConfig:
     """
 
     codec: str = "rinr"
-    codec_config: CodecConfig = field(default_factory=CodecConfig)
+    codec_config: Any = field(default_factory=GridConfig)
     quality: int | None = None
     size: tuple[int, int] | None = None
     max_side: int | None = None
@@ -81,12 +74,9 @@ class ConvertConfig:
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
             raise ValueError(f"unknown codec {self.codec!r}; valid codecs: {', '.join(CODECS)}")
-        if self.quality is not None:
-            if self.codec == "rinr":
-                raise ValueError("quality applies to the classic codecs (jpeg, webp, avif), not rinr")
-            valid = quality_range(self.codec)
-            if self.quality not in valid:
-                raise ValueError(f"{self.codec} quality must be in {valid.start}..{valid.stop - 1}, got {self.quality}")
+        codec, config = self.encoder()
+        if self.quality is not None and codec.member == codecs.RECORD_MEMBER:
+            raise ValueError("quality applies to the classic codecs (jpeg, webp, avif), not rinr")
         for name in ("shard_size", "batch", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -94,27 +84,26 @@ class ConvertConfig:
             raise ValueError(f"max_side must be >= 1, got {self.max_side}")
         if self.scene not in SCENE_MODES:
             raise ValueError(f"unknown scene mode {self.scene!r}; valid: {', '.join(SCENE_MODES)}")
-        if self.scene == "auto" and (self.codec != "rinr" or self.codec_config.preset != "grid"):
+        if self.scene == "auto" and not getattr(codec, "supports_scenes", False):
             raise ValueError(f"scene mode needs codec rinr with the grid preset, not {self.codec} "
-                             f"{self.codec_config.preset if self.codec == 'rinr' else ''}".rstrip())
+                             f"{codec.name if codec.member == codecs.RECORD_MEMBER else ''}".rstrip())
         if self.on_error not in ON_ERROR:
             raise ValueError(f"unknown on_error {self.on_error!r}; valid: {', '.join(ON_ERROR)}")
         shards.check_prefix(self.prefix)
 
+    def encoder(self) -> tuple[Any, Any]:
+        """The codec that writes the image members and the config it encodes with."""
+        return codecs.for_output(self.codec, self.codec_config, self.quality)
+
     @property
     def effective_quality(self) -> int | None:
         """The classic codec quality in use (None for rinr)."""
-        return None if self.codec == "rinr" else (self.quality or DEFAULT_QUALITY[self.codec])
+        return self.codec_settings().get("quality")
 
     def codec_settings(self) -> dict[str, Any]:
-        """What decides the image member bytes: the codec config (rinr) or the quality (classic codecs)."""
-        if self.codec != "rinr":
-            return {"quality": self.effective_quality}
-        cfg = shards.jsonable(self.codec_config)
-        cfg.pop("device")  # where fitting ran is not a property of the data
-        for name in self.codec_config.unused_fields():
-            cfg.pop(name)
-        return cfg
+        """What decides the image member bytes (the codec's settings; never where it ran)."""
+        codec, config = self.encoder()
+        return codec.settings(config) if hasattr(codec, "settings") else config.settings()
 
     def settings(self) -> dict[str, Any]:
         """Settings that decide the shards' content; a resumed run must match them (device, workers and
@@ -193,19 +182,19 @@ def _encode_one(sample: LoadedSample, encode: Encoder, handler: ErrorHandler) ->
         return []
 
 
-def rinr_encoder(config: CodecConfig, scene: bool = False) -> Encoder:
-    """RINR encoding of a batch of samples: encode_frames, or (scene mode) encode_sequence_frames.
-
-    In scene mode each frame's JSON names its scene and the first frame of each scene carries the scene record.
-    """
+def sample_encoder(codec: Any, config: Any, pool: Executor, scene: bool = False) -> Encoder:
+    """Encoding of a batch of samples by `codec`: frames fitted together, independent frames on the pool, or
+    (scene mode) one sequence whose frames' JSON name their scene (the first frame of a scene carries its record)."""
 
     def encode(batch: Sequence[LoadedSample]) -> list[shards.ShardSample]:
         images, boxes = [s.image for s in batch], [s.boxes for s in batch]
         scenes: dict[str, bytes] = {}
         if scene:
-            scenes, frames = encode_sequence_frames(images, boxes, config)
+            scenes, frames = codec.encode_sequence(images, boxes, config)
+        elif getattr(codec, "parallel_frames", False):
+            frames = list(pool.map(lambda s: codec.encode([s.image], [s.boxes], config)[0], batch))
         else:
-            frames = encode_frames(images, boxes, config)
+            frames = codec.encode(images, boxes, config)
         out = []
         for s, f in zip(batch, frames):
             meta = shards.sample_meta(s.width, s.height, f.boxes, s.labels, s.item.source, f.object_psnr,
@@ -215,24 +204,8 @@ def rinr_encoder(config: CodecConfig, scene: bool = False) -> Encoder:
                 meta["scene"] = f.scene
                 if meta["scene"] in scenes:
                     carried = {meta["scene"]: scenes.pop(meta["scene"])}
-            out.append(shards.ShardSample(s.item.key, "rinr", f.blob, meta, carried))
+            out.append(shards.ShardSample(s.item.key, codec.member, f.blob, meta, carried))
         return out
-
-    return encode
-
-
-def classic_encoder(codec: str, quality: int, pool: Executor) -> Encoder:
-    """JPEG/WebP/AVIF encoding on the pool, with the achieved PSNR over boxes and background."""
-
-    def one(s: LoadedSample) -> shards.ShardSample:
-        chw = to_chw_uint8(s.image)
-        data = encode_classic(chw, codec, quality)
-        q = region_psnr(chw, decode_classic(data, (s.height, s.width)), s.boxes)
-        return shards.ShardSample(s.item.key, codec, data, shards.sample_meta(
-            s.width, s.height, s.boxes, s.labels, s.item.source, q.objects, q.background))
-
-    def encode(batch: Sequence[LoadedSample]) -> list[shards.ShardSample]:
-        return list(pool.map(one, batch))
 
     return encode
 
@@ -242,8 +215,7 @@ def classic_encoder(codec: str, quality: int, pool: Executor) -> Encoder:
 
 def init_distributed() -> tuple[int, int]:
     """(rank, world size) from torchrun's environment; joins a gloo process group when WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank, world = rank_and_world()
     if world > 1:
         import torch.distributed as dist
 
@@ -372,8 +344,7 @@ def encode_dataset(source: Source, out: str | Path, config: ConvertConfig, *, ra
     written = []
     try:
         with ThreadPoolExecutor(config.workers) as pool:
-            encoder = (rinr_encoder(config.codec_config, config.scene == "auto") if config.codec == "rinr"
-                       else classic_encoder(config.codec, config.effective_quality, pool))
+            encoder = sample_encoder(*config.encoder(), pool, config.scene == "auto")
             for i in todo:
 
                 def advance(key: str | None, shard: int = i) -> None:
@@ -446,6 +417,4 @@ def build_manifest(source: Source, config: ConvertConfig, infos: Sequence[shards
 
 
 def _version() -> str:
-    from . import __version__
-
     return __version__

@@ -8,11 +8,11 @@ import numpy as np
 
 import rinr_data as R
 from rinr_data import shards
-from rinr_data.classic import encode_classic
+from rinr_data.codecs.classic import encode_classic
 
 from conftest import smooth_frame
 
-FAST = R.CodecConfig(max_steps=4, eval_every=4, pixels_per_step=128)
+FAST = R.GridConfig(max_steps=4)
 
 
 def frames(count: int, height: int = 16, width: int = 20) -> tuple[list[np.ndarray], list[list[list[float]]]]:

@@ -1,28 +1,24 @@
-"""tools/demo.py and tools/bench_accuracy.py end to end on a tiny COCO set (seconds, not minutes)."""
+"""The demo and the accuracy tools (rinr_bench.demo, .bench_accuracy, .bench_hybrid behind tools/*.py) end to end
+on a tiny COCO set (seconds, not minutes)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 from pathlib import Path
 
 import pytest
 
-from rinr_data.augment import AugmentConfig
+from rinr_data import GridConfig
+from rinr_data.pipeline.augment import AugmentConfig
 
 from tiny_datasets import TRUTH, write_coco
 
-REPO = Path(__file__).resolve().parents[1]
 FAST_CODEC = ["--fit-steps", "4", "--pixels-per-step", "64"]
 
 
 def tool(name: str):
-    """Import tools/<name>.py as a module."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """The rinr_bench module behind tools/<name>.py."""
+    return importlib.import_module(f"rinr_bench.{name}")
 
 
 @pytest.fixture
@@ -134,7 +130,7 @@ def test_bench_accuracy_preset_syntax_and_named_sections(tmp_path):
     assert "new scene below 20 dB" in cut.label(cut.codec())
     pad = bench.parse_preset("grid@24/27.5+pad4+scene+cut20")
     assert pad.name == "grid@24/27.5+pad4+scene5+cut20" and pad.codec().grid.box_margin == 4
-    assert pad.codec().grid.box_levels == bench.CodecConfig().grid.box_levels and "4 px" in pad.label(pad.codec())
+    assert pad.codec().grid.box_levels == GridConfig().grid.box_levels and "4 px" in pad.label(pad.codec())
     paper = bench.parse_preset("paper").codec(fit_steps=77)
     assert (paper.preset, paper.max_steps, paper.object_psnr) == ("paper", 77, 35.0)
     for bad in ("grid:x", "grid@30", "paper+box1", "grid+boxz", "grid+scenex", "paper+scene", "grid+foo",
@@ -167,10 +163,10 @@ def test_bench_accuracy_augmentation_flags():
 def test_bench_hybrid_mixes_the_regions_it_names(coco, tmp_path, capsys):
     import torch
 
+    from rinr_bench.compare import write_lossless_shards
     from rinr_data.cli.decode import decoded_samples
-    from rinr_data.compare import write_lossless_shards
     from rinr_data.convert import ConvertConfig, encode_dataset
-    from rinr_data.frames import box_mask
+    from rinr_data.core.frames import box_mask
     from rinr_data.sources import open_source
 
     hybrid = tool("bench_hybrid")

@@ -1,10 +1,9 @@
-"""Tests for the benchmark baselines in tools/baselines.py."""
+"""Tests for the benchmark baselines in rinr_bench/baselines.py."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from rinr_data.classic import decode_classic, encode_classic
-from rinr_data.frames import box_mask
-from rinr_data.metrics import psnr, region_psnr
+from rinr_bench import baselines
+from rinr_data.codecs.classic import decode_classic, encode_classic
+from rinr_data.core.frames import box_mask
+from rinr_data.core.metrics import psnr, region_psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "vtest-dev"
-
-# tools/ is not a package: import the module the way bench_codec.py sees it, with tools/ on sys.path.
-if str(ROOT / "tools") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tools"))
-import baselines  # noqa: E402
 
 
 def make_image(height: int = 40, width: int = 48, seed: int = 0) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""tools/bench_codec.py end to end on a tiny COCO set: per-frame, scene and trade-off sections."""
+"""rinr_bench.bench_codec end to end on a tiny COCO set: per-frame, scene and trade-off sections."""
 
 from __future__ import annotations
 

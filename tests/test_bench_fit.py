@@ -1,4 +1,4 @@
-"""tools/bench_fit.py end to end on a tiny COCO set: both renderers fit, and to the same quality."""
+"""rinr_bench.bench_fit end to end on a tiny COCO set: both renderers fit, and to the same quality."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rinr_data.classic import (
+from rinr_data.codecs.classic.pillow import (
     CLASSIC_CODECS,
     cheapest_quality,
     decode_classic,
@@ -13,7 +13,7 @@ from rinr_data.classic import (
     quality_sweep,
 )
 from rinr_data.errors import FormatError
-from rinr_data.metrics import psnr
+from rinr_data.core.metrics import psnr
 
 
 def make_image(height: int = 40, width: int = 48, seed: int = 0) -> torch.Tensor:

@@ -17,10 +17,10 @@ from PIL import Image
 
 import rinr_data as R
 from rinr_data import shards
-from rinr_data.classic import decode_classic
+from rinr_data.codecs.classic import decode_classic
 from rinr_data.cli.encode import main
-from rinr_data.decoder import decode
-from rinr_data.metrics import region_psnr
+from rinr_data.decode import decode
+from rinr_data.core.metrics import region_psnr
 
 from conftest import DATA
 from test_shards import read_with_plain_webdataset
@@ -216,10 +216,10 @@ def test_box_levels_and_margin_flags_set_the_grid_records_and_are_checked(tmp_pa
     src = write_coco(tmp_path / "src", {"img_a": TRUTH["img_a"]})
     assert main([str(src), str(tmp_path / "out"), "--box-levels", "0", "--max-steps", "5", "--no-progress"]) == 0
     record = R.unpack_record(next(iter(read_out(tmp_path / "out").values()))["rinr"])
-    assert record.shape.box_levels == 0 != R.CodecConfig().grid.box_levels
+    assert record.shape.box_levels == 0 != R.GridConfig().grid.box_levels
     assert main([str(src), str(tmp_path / "wide"), "--box-margin", "3", "--max-steps", "5", "--no-progress"]) == 0
     record = R.unpack_record(next(iter(read_out(tmp_path / "wide").values()))["rinr"])
-    assert record.shape.box_margin == 3 != R.CodecConfig().grid.box_margin
+    assert record.shape.box_margin == 3 != R.GridConfig().grid.box_margin
     for extra, message in ((["--box-levels", "9"], "box_levels must be in"),
                            (["--box-margin", "300"], "box_margin must be in"),
                            (["--preset", "paper", "--box-levels", "1"], "grid preset only"),
@@ -252,7 +252,7 @@ def test_scene_auto_stores_scene_records_in_the_shards(tmp_path):
     import torch
 
     import rinr_data as R
-    from rinr_data.dataset import RINRDataset
+    from rinr_data.pipeline.dataset import RINRDataset
 
     same = {f"f{i}": TRUTH["img_b"] for i in range(5)}  # 5 frames of one static scene
     src = write_coco(tmp_path / "src", same)
@@ -357,7 +357,7 @@ def test_two_rank_torchrun_encode(tmp_path):
 
 
 def test_a_frame_whose_scene_is_missing_fails_alone(tmp_path):
-    from rinr_data.dataset import RINRDataset
+    from rinr_data.pipeline.dataset import RINRDataset
 
     same = {f"f{i}": TRUTH["img_b"] for i in range(3)}
     src = write_coco(tmp_path / "src", same)

@@ -10,20 +10,21 @@ import torch
 from PIL import Image
 
 import rinr_data as R
-from rinr_data.metrics import region_psnr
+from rinr_data import codecs
+from rinr_data.core.metrics import region_psnr
 
 from conftest import smooth_frame
 
 CONFIGS = {
-    "paper": R.CodecConfig(preset="paper", max_steps=300, eval_every=25, background_psnr=20.0, object_psnr=25.0,
+    "paper": R.PaperConfig(max_steps=300, eval_every=25, background_psnr=20.0, object_psnr=25.0,
                            pixels_per_step=512),
-    "grid": R.CodecConfig(preset="grid", max_steps=300, background_psnr=20.0, object_psnr=25.0),
+    "grid": R.GridConfig(max_steps=300, background_psnr=20.0, object_psnr=25.0),
 }
 FAST = CONFIGS["paper"]
 
 
 @pytest.fixture(params=sorted(CONFIGS))
-def fast(request) -> R.CodecConfig:
+def fast(request) -> R.GridConfig | R.PaperConfig:
     """Every codec test runs for every preset."""
     return CONFIGS[request.param]
 
@@ -119,16 +120,26 @@ def test_bad_images_are_type_errors(fast):
 
 
 def test_config_is_validated():
-    with pytest.raises(ValueError, match="valid presets: grid, paper"):
-        R.CodecConfig(preset="nope")
+    with pytest.raises(ValueError, match="valid codecs: grid, paper"):
+        codecs.config("nope")
     with pytest.raises(ValueError, match="entropy_coder"):
-        R.CodecConfig(entropy_coder="lzma")
-    grid = R.CodecConfig(object_psnr=30.0).with_grid(box_levels=0)
-    assert grid.grid.box_levels == 0 and grid.object_psnr == 30.0 and grid.grid.levels == R.CodecConfig().grid.levels
-    with pytest.raises(ValueError, match="grid preset only, not 'paper'"):
-        R.CodecConfig(preset="paper").with_grid(box_levels=1)
+        R.PaperConfig(entropy_coder="lzma")
+    grid = R.GridConfig(object_psnr=30.0).with_grid(box_levels=0)
+    assert grid.grid.box_levels == 0 and grid.object_psnr == 30.0 and grid.grid.levels == R.GridConfig().grid.levels
+    with pytest.raises(TypeError, match="box_levels"):  # each codec owns its config: no grid fields on the paper's
+        codecs.config("paper", box_levels=1)
     with pytest.raises(ValueError, match="box_levels must be in"):
-        R.CodecConfig().with_grid(box_levels=9)
+        R.GridConfig().with_grid(box_levels=9)
+
+
+def test_codec_config_is_deprecated_but_still_builds_each_codecs_config():
+    with pytest.warns(DeprecationWarning, match="GridConfig"):
+        grid = R.CodecConfig(max_steps=7, pixels_per_step=64)  # a field of the other codec was ignored, as before
+    assert grid == R.GridConfig(max_steps=7)
+    with pytest.warns(DeprecationWarning):
+        assert R.CodecConfig(preset="paper", latent_lr=0.5) == R.PaperConfig()
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="valid presets: grid, paper"):
+        R.CodecConfig(preset="nope")
 
 
 @pytest.mark.parametrize("coder", ["raw", "zstd", "brotli", "ans"])
@@ -140,23 +151,24 @@ def test_every_entropy_coder_round_trips_to_the_same_image(tiny_frame, coder):
 
 
 def test_presets_bring_their_defaults():
-    assert R.CodecConfig().preset == "grid"
-    assert (R.CodecConfig().object_psnr, R.CodecConfig().background_psnr) == (33.0, 25.0)
-    paper = R.CodecConfig(preset="paper")
+    assert R.GridConfig().preset == "grid" and codecs.for_config(R.GridConfig()).name == "grid"
+    assert (R.GridConfig().object_psnr, R.GridConfig().background_psnr) == (33.0, 25.0)
+    paper = R.PaperConfig()
+    assert paper.preset == "paper" and codecs.for_config(paper).name == "paper"
     assert (paper.object_psnr, paper.background_psnr, paper.max_steps, paper.lr) == (35.0, 26.0, 2000, 1e-3)
-    assert R.CodecConfig(preset="paper", max_steps=7).max_steps == 7
-    assert paper.replace(preset="grid").max_steps == R.CodecConfig().max_steps
+    assert R.PaperConfig(max_steps=7).max_steps == 7
+    assert codecs.config("grid").max_steps == R.GridConfig().max_steps == 1500
 
 
 def test_paper_object_size_classes():
-    cfg = R.CodecConfig(preset="paper")
+    cfg = R.PaperConfig()
     assert [(s.width, s.depth) for s in (cfg.object_shape(a) for a in (1000, 1001, 3000, 3001, 10000, 10001))] == [
         (10, 3), (15, 3), (15, 3), (17, 5), (17, 5), (24, 5)]
     assert (cfg.background.width, cfg.background.depth) == (28, 10)
 
 
 def test_region_detail_separates_sharp_and_smooth_regions():
-    from rinr_data.metrics import region_detail
+    from rinr_data.core.metrics import region_detail
 
     image = torch.full((3, 20, 30), 0.5)
     image[:, 2:12, 3:13] = (torch.arange(10)[:, None] + torch.arange(10)[None, :]) % 2  # a checkerboard box
@@ -170,7 +182,7 @@ def test_region_detail_separates_sharp_and_smooth_regions():
 
 
 def test_box_mask_covers_every_pixel_a_box_touches():
-    from rinr_data.frames import box_mask, box_region
+    from rinr_data.core.frames import box_mask, box_region
 
     gen = torch.Generator().manual_seed(0)
     h, w = 17, 23

@@ -1,4 +1,4 @@
-"""rinr_data.compare: frame-index splits, lossless reference shards, shard statistics, matched JPEG qualities."""
+"""rinr_bench.compare: frame-index splits, lossless reference shards, shard statistics, matched JPEG qualities."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from rinr_bench.compare import (QualityScan, encode_lossless, load_samples, shard_stats, split_source,
+                                write_lossless_shards)
 from rinr_data import shards
-from rinr_data.classic import decode_classic
-from rinr_data.compare import (QualityScan, encode_lossless, load_samples, shard_stats, split_source,
-                               write_lossless_shards)
+from rinr_data.codecs.classic import decode_classic
 from rinr_data.sources import load_sample, open_source
 
 from shard_fixtures import write_dataset

@@ -9,24 +9,24 @@ import numpy as np
 import pytest
 
 from rinr_data import shards
-from rinr_data.config import CodecConfig
+from rinr_data.codecs import GridConfig, PaperConfig
 from rinr_data.convert import (
     ConvertConfig,
-    ResumeError,
     check_state,
-    classic_encoder,
     encode_dataset,
     encode_stage,
     load_stage,
     plan_shards,
+    sample_encoder,
     stop_on_error,
 )
+from rinr_data.errors import ResumeError
 from rinr_data.sources import LoadedSample, SampleError, SourceItem, open_source
 
 from tiny_datasets import one_torch_thread  # noqa: F401 - autouse fixture
 from tiny_datasets import write_coco
 
-FAST = CodecConfig(max_steps=10, pixels_per_step=64)
+FAST = GridConfig(max_steps=10)
 
 
 def item(key: str, error: str | None = None) -> SourceItem:
@@ -74,7 +74,7 @@ def test_classic_encoder_reports_region_psnr():
     s.boxes = np.array([[1.0, 1.0, 3.0, 3.0]])
     s.labels = [0]
     with ThreadPoolExecutor(1) as pool:
-        (out,) = classic_encoder("jpeg", 90, pool)([s])
+        (out,) = sample_encoder(*ConvertConfig(codec="jpeg", quality=90).encoder(), pool)([s])
     assert out.codec == "jpeg" and out.image[:2] == b"\xff\xd8"
     assert out.meta["object_psnr"] == shards.PSNR_LOSSLESS  # a flat image codes losslessly; JSON has no inf
     assert out.meta["background_psnr"] == shards.PSNR_LOSSLESS and out.meta["boxes"] == [[1.0, 1.0, 3.0, 3.0]]
@@ -89,8 +89,8 @@ def test_config_validation_and_resume_settings():
         ConvertConfig(codec="jpeg", quality=0)
     with pytest.raises(ValueError, match="shard prefix"):
         ConvertConfig(prefix="a.b")
-    a = ConvertConfig(codec_config=CodecConfig(device="cpu"), workers=1, on_error="stop")
-    b = ConvertConfig(codec_config=CodecConfig(device="auto"), workers=4, on_error="skip")
+    a = ConvertConfig(codec_config=GridConfig(device="cpu"), workers=1, on_error="stop")
+    b = ConvertConfig(codec_config=GridConfig(device="auto"), workers=4, on_error="skip")
     assert a.settings() == b.settings()  # where and how robustly it runs does not change the shards
     assert a.settings() != ConvertConfig(batch=2).settings()
     assert ConvertConfig(codec="avif").effective_quality == 80
@@ -103,7 +103,7 @@ def test_state_mismatch_names_the_differing_arguments(tmp_path):
     out.mkdir()
     assert check_state(out, source, ConvertConfig(shard_size=2)) is None
     assert check_state(out, source, ConvertConfig(shard_size=2)) is None
-    msg = check_state(out, source, ConvertConfig(shard_size=3, codec_config=CodecConfig(max_steps=5)))
+    msg = check_state(out, source, ConvertConfig(shard_size=3, codec_config=GridConfig(max_steps=5)))
     assert "settings.shard_size is 3 now, was 2" in msg and "settings.codec_config.max_steps is 5" in msg
     (tmp_path / "src" / "images" / "img_a.png").unlink()
     (tmp_path / "src" / "images" / "img_a.png").write_bytes(b"")  # same names: no fingerprint change
@@ -136,12 +136,13 @@ def test_crash_mid_shard_then_resume_gives_the_uninterrupted_result(tmp_path):
     assert whole.samples == resumed.samples == 3
 
 
-def test_resume_state_holds_only_what_the_preset_reads():
-    paper = CodecConfig(preset="paper")
-    assert (ConvertConfig(codec_config=paper).settings()
-            == ConvertConfig(codec_config=paper.replace(latent_lr=0.5, scene=None)).settings())
-    grid = CodecConfig(preset="grid")
-    assert (ConvertConfig(codec_config=grid).settings()
-            == ConvertConfig(codec_config=grid.replace(pixels_per_step=7, w0=3.0)).settings())
+def test_resume_state_holds_what_the_codec_reads():
+    paper = PaperConfig()
+    settings = ConvertConfig(codec_config=paper).settings()["codec_config"]
+    assert settings["preset"] == "paper" and "device" not in settings and "latent_lr" not in settings
+    assert settings == ConvertConfig(codec_config=paper.replace(device="auto")).settings()["codec_config"]
+    grid = GridConfig()
+    settings = ConvertConfig(codec_config=grid).settings()["codec_config"]
+    assert settings["preset"] == "grid" and "pixels_per_step" not in settings and "w0" not in settings
     assert (ConvertConfig(codec_config=grid).settings()
             != ConvertConfig(codec_config=grid.replace(latent_lr=0.5)).settings())

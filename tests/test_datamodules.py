@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torchvision import tv_tensors
 
-from lightning_modules.data import CodecDataset, JPEGDataModule, JPEGDeviceLoader, RINRDataModule
+from lightning_modules.data import CodecDataset, JPEGDataModule, RINRDataModule
 from rinr_data.errors import FormatError
-from rinr_data.loader import RINRLoader
+from rinr_data.pipeline.loader import RINRLoader
 
 from conftest import smooth_frame
 from shard_fixtures import write_dataset
@@ -274,7 +274,7 @@ def test_encoded_jpeg_path_matches_pillow(folders):
     def loader(encoded: bool) -> RINRLoader:
         ds = CodecDataset(folders["jpeg"], batch_size=3, seed=2, device="cpu", codecs=("jpeg",), owner="test",
                           encoded_jpeg=encoded)
-        return (JPEGDeviceLoader if encoded else RINRLoader)(ds)
+        return RINRLoader(ds)  # kept JPEG bytes are decoded by the loader's device decode, images by Pillow
 
     pillow, device = list(loader(False)), list(loader(True))
     assert [b["keys"] for b in pillow] == [b["keys"] for b in device]

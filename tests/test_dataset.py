@@ -10,9 +10,9 @@ import torch
 from torchvision import tv_tensors
 
 import rinr_data as R
-from rinr_data.augment import AugmentConfig
-from rinr_data.dataset import RINRDataset
-from rinr_data.loader import RINRLoader
+from rinr_data.pipeline.augment import AugmentConfig
+from rinr_data.pipeline.dataset import RINRDataset
+from rinr_data.pipeline.loader import RINRLoader
 
 from shard_fixtures import write_dataset
 
@@ -214,7 +214,7 @@ def test_len_matches_the_batches_delivered(rinr_dir):
 
 
 def test_blur_and_noise_are_off_by_default_and_change_pixels_not_boxes():
-    from rinr_data.augment import augment_batch, build_transform
+    from rinr_data.pipeline.augment import augment_batch, build_transform
 
     plain = dict(flip=0.0, scale=(1.0, 1.0), brightness=0.0, contrast=0.0, saturation=0.0)
     images = torch.rand(2, 3, 24, 32)
@@ -231,7 +231,7 @@ def test_blur_and_noise_are_off_by_default_and_change_pixels_not_boxes():
 
 
 def test_box_blur_changes_only_the_pixels_inside_boxes():
-    from rinr_data.augment import augment_batch, build_transform
+    from rinr_data.pipeline.augment import augment_batch, build_transform
 
     plain = dict(flip=0.0, scale=(1.0, 1.0), brightness=0.0, contrast=0.0, saturation=0.0)
     images = torch.rand(2, 3, 24, 32)
@@ -252,8 +252,8 @@ def test_box_blur_changes_only_the_pixels_inside_boxes():
 
 
 def test_background_sharpen_changes_only_the_pixels_outside_boxes():
-    from rinr_data.augment import augment_batch, build_transform
-    from rinr_data.metrics import region_detail
+    from rinr_data.pipeline.augment import augment_batch, build_transform
+    from rinr_data.core.metrics import region_detail
 
     plain = dict(flip=0.0, scale=(1.0, 1.0), brightness=0.0, contrast=0.0, saturation=0.0)
     smooth = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 26, 34), 3, stride=1)  # 24x32, room to sharpen

@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 
 from lightning_modules import EdgeDetector
-from lightning_modules.detector import (STRIDE, WarmupCosine, build_map_metric, decode_centernet,
-                                        encode_centernet_targets)
+from lightning_modules.detector import WarmupCosine, build_map_metric
+from lightning_modules.networks import STRIDE, decode_centernet, encode_centernet_targets
 
 # Class 0 is red, class 1 is blue; xyxy pixels in 64x48 frames.
 OVERFIT = [

@@ -1,4 +1,4 @@
-"""lightning_modules.experiment: paired short trainings on shard folders and evaluation on reference shards."""
+"""rinr_bench.experiment: paired short trainings on shard folders and evaluation on reference shards."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from lightning_modules.data import JPEGDataModule, RINRDataModule
-from lightning_modules.experiment import (TrainSettings, detect, evaluate, loader_speed, train_and_evaluate,
-                                          train_detector)
+from rinr_bench.experiment import (TrainSettings, detect, evaluate, loader_speed, train_and_evaluate,
+                                   train_detector)
 
 from shard_fixtures import write_dataset
 

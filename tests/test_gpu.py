@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import rinr_data as R
-from rinr_data.dataset import RINRDataset
-from rinr_data.loader import RINRLoader
-from rinr_data.metrics import region_psnr
+from rinr_data.pipeline.dataset import RINRDataset
+from rinr_data.pipeline.loader import RINRLoader
+from rinr_data.core.metrics import region_psnr
 
 from conftest import smooth_frame
 from shard_fixtures import write_dataset

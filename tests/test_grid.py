@@ -12,18 +12,19 @@ import pytest
 import torch
 
 import rinr_data as R
-from rinr_data import entropy, grid_record
-from rinr_data.frames import box_mask
-from rinr_data import grid as grid_mod
-from rinr_data.grid import GridShape, level_masks
-from rinr_data.grid_context import LevelContext
-from rinr_data.entropy import laplace_bits
-from rinr_data.metrics import region_psnr
-from rinr_data.quantize import QuantizedTensor
+from rinr_data.codecs.grid import record as grid_record
+from rinr_data.format import entropy
+from rinr_data.core.frames import box_mask
+from rinr_data.codecs.grid import model as grid_mod
+from rinr_data.codecs.grid.model import GridShape, level_masks
+from rinr_data.codecs.grid.context import LevelContext
+from rinr_data.format.entropy import laplace_bits
+from rinr_data.core.metrics import region_psnr
+from rinr_data.format.quantize import QuantizedTensor
 
 from conftest import smooth_frame
 
-FAST = R.CodecConfig(max_steps=120, object_psnr=25.0, background_psnr=20.0)
+FAST = R.GridConfig(max_steps=120, object_psnr=25.0, background_psnr=20.0)
 
 
 def test_laplace_chunks_round_trip_and_cost_what_the_model_says():
@@ -235,13 +236,13 @@ def test_records_without_scene_decode_without_scenes(sequence):
 def test_scene_mode_needs_the_grid_preset(sequence):
     frames, boxes, *_ = sequence
     with pytest.raises(ValueError, match="grid"):
-        R.encode_sequence(frames, boxes, R.CodecConfig(preset="paper"))
+        R.encode_sequence(frames, boxes, R.PaperConfig())
 
 
 def record_header_size() -> int:
-    from rinr_data.record import _HEADER
+    from rinr_data.format.container import HEADER
 
-    return _HEADER.size
+    return HEADER.size
 
 
 def _with_crc(blob: bytes) -> bytes:

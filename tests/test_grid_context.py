@@ -9,10 +9,12 @@ import pytest
 import torch
 
 import rinr_data as R
-from rinr_data import entropy, grid_context, grid_record
-from rinr_data.grid import GridShape
-from rinr_data.grid_context import LevelContext
-from rinr_data.quantize import QuantizedTensor
+from rinr_data.codecs.grid import context as grid_context
+from rinr_data.codecs.grid import record as grid_record
+from rinr_data.format import entropy
+from rinr_data.codecs.grid.model import GridShape
+from rinr_data.codecs.grid.context import LevelContext
+from rinr_data.format.quantize import QuantizedTensor
 
 
 def _smooth_latents(shape: GridShape, height: int, width: int, seed: int) -> list[np.ndarray]:
@@ -114,10 +116,10 @@ def test_zero_context_codes_like_one_scale_per_region():
 def test_fitting_with_context_writes_context_records():
     frame = np.zeros((16, 24, 3), np.uint8)
     frame[:, :, 0] = np.linspace(0, 255, 24, dtype=np.uint8)[None]
-    config = R.CodecConfig(max_steps=60, object_psnr=24.0, background_psnr=20.0)
+    config = R.GridConfig(max_steps=60, object_psnr=24.0, background_psnr=20.0)
     rec = R.unpack_record(R.encode(frame, [[2, 2, 10, 9]], config))
     assert rec.context is not None and len(rec.context) == config.grid.levels
-    from rinr_data import grid_fit
+    from rinr_data.codecs.grid import fit as grid_fit
 
     settings = grid_fit.GridFitSettings(steps=5, lr=0.03, weight_bits=8, seed=0, context=False)
     target = grid_fit.GridTarget(torch.rand(3, 8, 8), torch.zeros(8, 8, dtype=torch.bool), 25.0, 20.0)

@@ -11,12 +11,14 @@ import zlib
 import pytest
 
 import rinr_data as R
-from rinr_data import record
+from rinr_data import codecs
+from rinr_data.codecs.paper import record
+from rinr_data.format import container
 
 from conftest import DATA, smooth_frame
 
-CONFIGS = {"paper": R.CodecConfig(preset="paper", max_steps=20, eval_every=10, pixels_per_step=256),
-           "grid": R.CodecConfig(preset="grid", max_steps=20)}
+CONFIGS = {"paper": R.PaperConfig(max_steps=20, eval_every=10, pixels_per_step=256),
+           "grid": R.GridConfig(max_steps=20)}
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
@@ -31,13 +33,13 @@ def _refresh_crc(data: bytes) -> bytes:
 
 
 def test_pack_unpack_is_lossless(blob):
-    assert record.pack(record.unpack(blob)) == blob
+    assert R.pack_record(R.unpack_record(blob)) == blob
 
 
 def test_header_fields(blob):
-    head = record.read_header(blob)
-    assert (head["height"], head["width"], head["n_boxes"]) == (12, 16, 2)
-    assert head["codec"] in ("residual-siren", "latent-grid")
+    head = container.read_header(blob)
+    assert (head.height, head.width, head.n_boxes) == (12, 16, 2)
+    assert codecs.for_record(blob).name in ("paper", "grid")
     assert blob[:4] == b"RINR" and blob[4] == R.FORMAT_VERSION
 
 
@@ -76,8 +78,8 @@ def test_checksum_valid_garbage_is_still_refused_cleanly(blob):
         else:
             # A flipped size can still parse (an entropy model near certainty costs no stream words): the image
             # then has the size its header declares, never anything else.
-            head = record.read_header(mutated)
-            assert img.shape == (3, head["height"], head["width"])
+            head = container.read_header(mutated)
+            assert img.shape == (3, head.height, head.width)
             outcomes["ok"] += 1
     assert outcomes["error"] > 0
 
@@ -118,8 +120,9 @@ def _reference_record(coder: str) -> record.Record:
     """A record built from fixed integers: its bytes depend on the format and the coders, not on any fitting."""
     import numpy as np
 
-    from rinr_data.quantize import QuantizedINR, QuantizedTensor
-    from rinr_data.siren import SirenShape
+    from rinr_data.codecs.paper.weights import QuantizedINR
+    from rinr_data.format.quantize import QuantizedTensor
+    from rinr_data.codecs.paper.siren import SirenShape
 
     def inr(width: int, depth: int, seed: int) -> QuantizedINR:
         rng = np.random.default_rng(seed)
@@ -159,7 +162,7 @@ def test_a_record_written_by_0_3_1_still_parses_repacks_and_decodes():
     import torch
     from PIL import Image
 
-    from rinr_data.metrics import region_psnr
+    from rinr_data.core.metrics import region_psnr
 
     folder = DATA / "records"
     meta = json.loads((folder / "grid-0.3.1.json").read_text())

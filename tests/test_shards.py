@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from rinr_data import shards
+from rinr_data.core.jsonable import jsonable
 from rinr_data.errors import FormatError
 
 
@@ -85,7 +86,7 @@ def test_reading_broken_shards_and_samples(tmp_path):
 
 def test_manifest_round_trip_and_checks(tmp_path):
     manifest = {"format": "rinr-shards", "version": shards.LAYOUT_VERSION, "classes": ["a"],
-                "codec_config": shards.jsonable({"max_area": math.inf}), "shards": []}
+                "codec_config": jsonable({"max_area": math.inf}), "shards": []}
     shards.write_manifest(tmp_path, manifest)
     assert shards.read_manifest(tmp_path)["codec_config"] == {"max_area": "inf"}
     shards.write_manifest(tmp_path, {**manifest, "version": 99})

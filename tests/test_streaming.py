@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rinr_data.dataset import RINRDataset
-from rinr_data.loader import RINRLoader
-from rinr_data.streaming import FetchError, FetchPolicy, open_shard
+from rinr_data.pipeline.dataset import RINRDataset
+from rinr_data.pipeline.loader import RINRLoader
+from rinr_data.pipeline.streaming import FetchError, FetchPolicy, open_shard
 
 from shard_fixtures import write_dataset
 

@@ -1,88 +1,12 @@
 #!/usr/bin/env python3
-"""Fitting-speed benchmark of the "grid" preset: seconds per step with the fit's renderer against the decoder's.
+"""Fitting-speed benchmark of the grid preset: the fit's renderer against the decoder's.
 
-Fits the same real frames twice in one process, once differentiating the decoder's `render` (the reference) and
-once `render_dense` (the default), and prints seconds per step, the speed-up and the PSNRs each fit reached, so a
-faster fit is shown to reach the same quality.
+`python tools/bench_fit.py --help` lists the options; the logic is rinr_bench.bench_fit (installed by `make`).
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
-import time
-from dataclasses import replace
-from pathlib import Path
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_codec import load_frames, machine  # noqa: E402
-
-import rinr_data as R  # noqa: E402
-from rinr_data.frames import box_mask  # noqa: E402
-from rinr_data.grid import render  # noqa: E402
-from rinr_data.grid_encoder import fit_settings  # noqa: E402
-from rinr_data.grid_fit import GridFit, GridTarget, fit_grids  # noqa: E402
-from rinr_data.metrics import mse_to_psnr  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def region_psnrs(fit: GridFit, target: GridTarget) -> tuple[float, float]:
-    """Object and background PSNR (dB) of a fit's float reconstruction (quantised latents, float synthesis)."""
-    h, w = target.image.shape[1:]
-    out = render(fit.layers, [lat[None, None].float() for lat in fit.latents], h, w)[0].clamp(0, 1)
-    err = ((out - target.image) ** 2).mean(dim=0)
-    inside = target.box_mask
-    return mse_to_psnr(float(err[inside].mean())), mse_to_psnr(float(err[~inside].mean()))
-
-
-def timed_fit(config: R.CodecConfig, targets: list[GridTarget], dense: bool) -> tuple[float, list[GridFit]]:
-    """Seconds per step of one stacked fit of `targets`, and its fits."""
-    settings = replace(fit_settings(config), dense_render=dense)
-    start = time.perf_counter()
-    fits = fit_grids(config.grid, targets, settings)
-    return (time.perf_counter() - start) / config.max_steps, fits
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Fit with both renderers and print the comparison."""
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "vtest-dev",
-                   help="dataset folder (default: ../shared/data/vtest-dev beside the checkout)")
-    p.add_argument("--frames", type=int, default=4, help="frames fitted together in one call")
-    p.add_argument("--steps", type=int, default=60, help="fitting steps per run")
-    p.add_argument("--scale", type=float, default=1.0, help="resize frames by this factor before fitting")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    config = replace(R.CodecConfig(preset="grid"), max_steps=args.steps)
-    images, boxes, _ = load_frames(args.data, args.frames)
-    if args.scale != 1.0:
-        size = [round(images[0].shape[1] * args.scale), round(images[0].shape[2] * args.scale)]
-        images = [torch.nn.functional.interpolate(i[None].float(), size=size, mode="area")[0].round().to(torch.uint8)
-                  for i in images]
-        boxes = [b * args.scale for b in boxes]
-    targets = [GridTarget(i.float() / 255, box_mask(b, i.shape[1], i.shape[2]), config.object_psnr,
-                          config.background_psnr) for i, b in zip(images, boxes)]
-    h, w = images[0].shape[1:]
-    print(f"{len(targets)} frame(s) of {args.data.name} at {w}x{h}, {args.steps} steps each run; {machine()}")
-    rows = []
-    for name, dense in (("render (reference)", False), ("render_dense", True)):
-        seconds, fits = timed_fit(config, targets, dense)
-        psnrs = [region_psnrs(f, t) for f, t in zip(fits, targets)]
-        objects = sum(o for o, _ in psnrs) / len(psnrs)
-        background = sum(b for _, b in psnrs) / len(psnrs)
-        rows.append((name, seconds, objects, background))
-    print("| renderer | s/step | speed-up | object PSNR (dB) | background PSNR (dB) |")
-    print("|---|---:|---:|---:|---:|")
-    for name, seconds, objects, background in rows:
-        print(f"| {name} | {seconds:.3f} | {rows[0][1] / seconds:.2f}x | {objects:.2f} | {background:.2f} |")
-    return 0
-
+from rinr_bench.bench_fit import main
 
 if __name__ == "__main__":
     sys.exit(main())

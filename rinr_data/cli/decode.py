@@ -6,64 +6,38 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import FormatError
-from ..shards import find_shards, image_member, iter_shard, sample_json, scene_members
-
-if TYPE_CHECKING:  # torch-backed modules load on first decode, so --help stays fast
-    from ..decoder import AnyRecord
-    from ..grid_record import GridRecord, SceneTable
+from ..shards import find_shards
 
 
 def decoded_samples(paths: Sequence[str | Path], device: str = "cpu", batch: int = 16
                     ) -> Iterator[tuple[str, Any, dict[str, Any]]]:
-    """(key, uint8 [3, H, W] image, json) for every sample of the shards, rinr records decoded `batch` at a time."""
-    from ..classic import decode_classic
-    from ..grid_record import SceneTable
+    """(key, uint8 [3, H, W] image, json) for every sample of the shards, decoded `batch` at a time."""
+    from ..pipeline.samples import local_shard, parse_named  # torch-backed: loaded on first decode, --help stays fast
 
     shard_paths, _ = find_shards(paths)
     for path in shard_paths:
-        pending: list[tuple[str, Any, dict[str, Any]]] = []
-        samples = list(iter_shard(path))  # whole shard: scene records may ride on any of its samples
-        scenes = SceneTable(scene_members(samples), path.name)
-        for sample in samples:
-            meta = sample_json(sample)
-            codec, data = image_member(sample)
-            if codec != "rinr":
-                yield sample["__key__"], decode_classic(data), meta
-                continue
-            pending.append((sample["__key__"], _parse(data, scenes, f"{path.name} sample {sample['__key__']}"), meta))
+        pending = []
+        for sample in local_shard(path):
+            pending.append(parse_named(sample, path.name))
             if len(pending) >= batch:
                 yield from _flush(pending, device)
                 pending = []
         yield from _flush(pending, device)
 
 
-def _parse(data: bytes, scenes: SceneTable, where: str) -> tuple[AnyRecord, GridRecord | None]:
-    """A record and the scene it names (None if none), errors naming the sample."""
-    from .. import record as record_format
-    from ..grid_record import GridRecord
-
-    try:
-        rec = record_format.unpack(data)
-        scene = scenes.get(rec.scene) if isinstance(rec, GridRecord) and rec.scene is not None else None
-    except FormatError as exc:
-        raise FormatError(f"{where}: {exc}") from exc
-    return rec, scene
-
-
-def _flush(pending: list[tuple[str, Any, dict[str, Any]]], device: str) -> Iterator[tuple[str, Any, dict[str, Any]]]:
-    from ..decoder import decode_records
+def _flush(pending: list[Any], device: str) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    from ..decode import decode_records
+    from ..pipeline.samples import scenes_of
 
     if not pending:
         return
-    records = [rec for _, (rec, _), _ in pending]
-    scenes = {rec.scene: scene for _, (rec, scene), _ in pending if scene is not None}
-    for (key, _, meta), img in zip(pending, decode_records(records, device, scenes)):
-        yield key, img.cpu(), meta
+    for sample, img in zip(pending, decode_records([s.payload for s in pending], device, scenes_of(pending))):
+        yield sample.key, img.cpu(), sample.meta
 
 
 def coco_annotations(samples: list[tuple[str, dict[str, Any]]], classes: Sequence[str]) -> dict[str, Any]:

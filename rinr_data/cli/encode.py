@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..config import PRESETS, CodecConfig, SceneConfig
-from ..convert import CODECS, ON_ERROR, SCENE_MODES, ConvertConfig, ResumeError, encode_dataset, init_distributed
+from .. import codecs
+from ..codecs import PRESETS, SceneConfig
+from ..core.devices import rank_and_world
+from ..convert import CODECS, ON_ERROR, SCENE_MODES, ConvertConfig, encode_dataset, init_distributed
+from ..errors import ResumeError
 from ..sources import FORMATS, SampleError, SourceError, open_source, parse_size
 
 
@@ -37,10 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = p.add_argument_group("codec")
     c.add_argument("--codec", choices=CODECS, default="rinr", help="image member codec (default: %(default)s)")
     c.add_argument("--quality", type=int, help="classic codec quality (default: jpeg/webp 90, avif 80)")
-    c.add_argument("--preset", choices=PRESETS, help=f"INR architecture preset (default: {CodecConfig.preset})")
+    c.add_argument("--preset", choices=PRESETS, help=f"INR codec (default: {codecs.DEFAULT})")
 
     def per_preset(name: str) -> str:
-        return ", ".join(f"{p} {CodecConfig.preset_default(name, p)}" for p in PRESETS)
+        return ", ".join(f"{p} {_default(p, name)}" for p in PRESETS)
 
     c.add_argument("--object-psnr", type=float, help=f"object PSNR target in dB (default: {per_preset('object_psnr')})")
     c.add_argument("--background-psnr", type=float,
@@ -48,18 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-steps", type=int, help=f"fitting step budget (default: {per_preset('max_steps')})")
     c.add_argument("--pixels-per-step", type=int,
                    help=f"paper preset: pixels sampled per INR and fitting step, speed vs. quality "
-                        f"(default: {CodecConfig.pixels_per_step})")
+                        f"(default: {_default('paper', 'pixels_per_step')})")
     c.add_argument("--box-levels", type=int,
                    help=f"grid preset: at most N finest latent levels coded only where they touch a box, so the "
                         f"background comes from 1/2^N resolution; frames whose background that cannot reproduce "
-                        f"get fewer (default: {CodecConfig.grid.box_levels}; 0 keeps a "
+                        f"get fewer (default: {_default('grid', 'grid').box_levels}; 0 keeps a "
                         f"full-resolution background, which detectors trained on the frames want: "
                         f"docs/BENCHMARKS.md, Accuracy parity)")
     c.add_argument("--box-margin", type=int, metavar="PX",
                    help=f"grid preset: box-only levels also hold latents this many pixels around every box, so "
                         f"they reach what a box clips and the codec leaves no seam at its edge (0-255; default: "
-                        f"{CodecConfig.grid.box_margin})")
-    c.add_argument("--seed", type=int, help=f"fitting seed (default: {CodecConfig.seed})")
+                        f"{_default('grid', 'grid').box_margin})")
+    c.add_argument("--seed", type=int, help=f"fitting seed (default: {_default(codecs.DEFAULT, 'seed')})")
     c.add_argument("--scene", choices=SCENE_MODES, default="off",
                    help="'auto': scene mode (grid preset, static cameras): the frames of each --batch share scene "
                         "background records, stored in their shard; give a large --batch and frames in camera order "
@@ -77,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _default(preset: str, name: str) -> object:
+    return codecs.get(preset).config_class.__dataclass_fields__[name].default
+
+
 def _classes(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -91,7 +99,7 @@ def _device(requested: str) -> str:
     import torch
 
     local = os.environ.get("LOCAL_RANK")
-    if local is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1 and requested in ("cuda", "auto"):
+    if local is not None and rank_and_world()[1] > 1 and requested in ("cuda", "auto"):
         if torch.cuda.is_available():
             return f"cuda:{int(local) % torch.cuda.device_count()}"
     return requested
@@ -101,9 +109,16 @@ def build_config(args: argparse.Namespace) -> ConvertConfig:
     """ConvertConfig from parsed arguments (raises ValueError for invalid combinations)."""
     overrides = {name: getattr(args, name) for name in ("preset", "object_psnr", "background_psnr", "max_steps",
                                                          "pixels_per_step", "seed") if getattr(args, name) is not None}
-    codec_config = CodecConfig(device=_device(args.device), **overrides)
+    preset = overrides.get("preset", codecs.DEFAULT)
+    config_class = codecs.get(preset).config_class
+    # A flag of the other INR codec is ignored (its help says which codec reads it), so one set of flags serves both.
+    known = {f.name for f in dataclasses.fields(config_class)}
+    fields = {k: v for k, v in overrides.items() if k in known}
+    codec_config = config_class(device=_device(args.device), **fields)
     for name in ("box_levels", "box_margin"):
         if getattr(args, name) is not None:
+            if not hasattr(codec_config, "with_grid"):
+                raise ValueError(f"--{name.replace('_', '-')} applies to the grid preset only, not {preset!r}")
             codec_config = codec_config.with_grid(**{name: getattr(args, name)})
             overrides[name] = getattr(args, name)
     if args.scene_cut is not None:

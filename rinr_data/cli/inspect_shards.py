@@ -14,8 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import FormatError
-from ..grid_record import SceneTable
-from ..shards import find_shards, image_member, iter_shard, sample_json, scene_members, sha256_file, stored_boxes
+from ..shards import find_shards, image_member, sample_json, sha256_file, stored_boxes
 
 
 @dataclass
@@ -55,55 +54,43 @@ def _distribution(values: list[float]) -> dict[str, float] | None:
             "p90": float(p90), "max": float(arr.max()), "mean": float(finite.mean())}
 
 
-def _shape(inr: Any) -> str:
-    return f"{inr.shape.width}x{inr.shape.depth}"
+def _check(summary: Summary, shard: str, parsed: Any) -> None:
+    """Compare what the member stores with its JSON and count its models and bytes."""
+    from .. import codecs
 
-
-def _check_record(summary: Summary, shard: str, key: str, data: bytes, meta: dict[str, Any]) -> Any:
-    from .. import unpack_record
-    from ..grid_record import byte_budget
-
-    rec = unpack_record(data)
-    if (rec.width, rec.height) != (meta["width"], meta["height"]):
-        summary.fail(shard, key, f"record is {rec.width}x{rec.height}, json says {meta['width']}x{meta['height']}")
-    if [list(b) for b in rec.boxes] != stored_boxes(meta["boxes"]):
-        summary.fail(shard, key, f"record boxes {[list(b) for b in rec.boxes]} differ from json boxes")
-    if rec.codec == "latent-grid":
-        summary.background_shapes[f"grid {rec.shape.levels} levels ({rec.shape.box_levels} box-only), mlp "
-                                  f"{'-'.join(map(str, rec.shape.hidden))}"] += 1
-        summary.grid_budget.update(byte_budget(rec))
+    codec = codecs.get(parsed.codec)
+    info = codec.describe(parsed.payload)
+    if info.boxes is not None and [list(b) for b in info.boxes] != stored_boxes(parsed.meta["boxes"]):
+        summary.fail(shard, parsed.key, f"record boxes {[list(b) for b in info.boxes]} differ from json boxes")
+    if info.model is not None:
+        summary.background_shapes[info.model] += 1
+    summary.object_shapes.update(info.objects)
+    if hasattr(codec, "byte_budget"):
+        summary.grid_budget.update(codec.byte_budget(parsed.payload))
         summary.grid_records += 1
-        return rec
-    summary.background_shapes[_shape(rec.background)] += 1
-    for obj in rec.objects:
-        summary.object_shapes[_shape(obj.inr)] += 1
-    return rec
 
 
-def _decode_group(summary: Summary, shard: str, group: list[tuple[str, Any, dict[str, Any]]], device: str,
-                  scenes: SceneTable) -> None:
-    """Decode parsed records together; on failure decode one by one to name the bad sample."""
-    from ..decoder import decode_records
-
-    def used(recs: list[Any]) -> dict[str, Any]:
-        return {r.scene: scenes.get(r.scene) for r in recs if getattr(r, "scene", None) is not None}
+def _decode_group(summary: Summary, shard: str, group: list[Any], device: str) -> None:
+    """Decode parsed samples together; on failure decode one by one to name the bad sample."""
+    from ..decode import decode_records
+    from ..pipeline.samples import scenes_of
 
     try:
-        recs = [rec for _, rec, _ in group]
-        images = decode_records(recs, device, used(recs))
+        images = decode_records([s.payload for s in group], device, scenes_of(group))
     except Exception:  # noqa: BLE001 - isolate the failing record below
         images = []
-        for key, rec, meta in group:
+        for sample in group:
             try:
-                images.append(decode_records([rec], device, used([rec]))[0])
+                images.append(decode_records([sample.payload], device, scenes_of([sample]))[0])
             except Exception as exc:  # noqa: BLE001
-                summary.fail(shard, key, f"decode failed: {type(exc).__name__}: {exc}")
+                summary.fail(shard, sample.key, f"decode failed: {type(exc).__name__}: {exc}")
                 images.append(None)
-    for (key, _, meta), img in zip(group, images):
+    for sample, img in zip(group, images):
         if img is None:
             continue
+        meta = sample.meta
         if tuple(img.shape) != (3, meta["height"], meta["width"]):
-            summary.fail(shard, key, f"decoded to {tuple(img.shape)}, json says {meta['height']}x{meta['width']}")
+            summary.fail(shard, sample.key, f"decoded to {tuple(img.shape)}, json says {meta['height']}x{meta['width']}")
         else:
             summary.decoded += 1
 
@@ -111,7 +98,7 @@ def _decode_group(summary: Summary, shard: str, group: list[tuple[str, Any, dict
 def inspect(paths: Sequence[str | Path], verify: bool = False, device: str = "cpu", batch: int = 16
             ) -> tuple[Summary, dict[str, Any] | None]:
     """Read every sample of the shards; with verify also decode every image and check shard checksums."""
-    from ..classic import decode_classic
+    from ..pipeline.samples import local_shard, parse_sample
 
     shard_paths, manifest = find_shards(paths)
     summary = Summary()
@@ -128,11 +115,8 @@ def inspect(paths: Sequence[str | Path], verify: bool = False, device: str = "cp
             summary.fail(name, None, f"sha256 {sha256_file(path)[:16]}... does not match the manifest's "
                                      f"{entry['sha256'][:16]}...")
         count, pending = 0, []
-        scenes = SceneTable({}, name)
         try:
-            samples = list(iter_shard(path))  # whole shard: scene records may ride on any of its samples
-            scenes = SceneTable(scene_members(samples), name)
-            for sample in samples:
+            for sample in local_shard(path):  # whole shard: scene records may ride on any of its samples
                 count += 1
                 key = sample["__key__"]
                 try:
@@ -151,26 +135,20 @@ def inspect(paths: Sequence[str | Path], verify: bool = False, device: str = "cp
                         out.append(float(v))
                 summary.boxes_per_class.update(int(v) for v in meta["labels"])
                 try:
-                    if codec == "rinr":
-                        rec = _check_record(summary, name, key, data, meta)
-                        if verify:
-                            pending.append((key, rec, meta))
-                            if len(pending) >= batch:
-                                _decode_group(summary, name, pending, device, scenes)
-                                pending = []
-                    elif verify:
-                        img = decode_classic(data)
-                        if tuple(img.shape) != (3, meta["height"], meta["width"]):
-                            summary.fail(name, key, f"decoded to {tuple(img.shape)}, json says "
-                                                    f"{meta['height']}x{meta['width']}")
-                        else:
-                            summary.decoded += 1
+                    parsed = parse_sample(sample)
                 except FormatError as exc:
                     summary.fail(name, key, str(exc))
+                    continue
+                _check(summary, name, parsed)
+                if verify:
+                    pending.append(parsed)
+                    if len(pending) >= batch:
+                        _decode_group(summary, name, pending, device)
+                        pending = []
         except FormatError as exc:
             summary.fail(name, None, str(exc))
         if pending:
-            _decode_group(summary, name, pending, device, scenes)
+            _decode_group(summary, name, pending, device)
         if verify and entry is not None and entry["samples"] != count:
             summary.fail(name, None, f"holds {count} samples, the manifest says {entry['samples']}")
     return summary, manifest

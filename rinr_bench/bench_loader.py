@@ -1,0 +1,128 @@
+"""Loader benchmark: images/s that RINR and JPEG shards deliver into a fixed training step, and data wait.
+
+For each codec and worker count, one warm-up epoch then timed epochs through RINRLoader: every batch is
+handed to a fixed-length "training step" (a GPU matmul loop when decoding on CUDA; a sleep on CPU, which
+stands for an accelerator step that leaves the host free), and the time spent waiting for the next batch is
+recorded. Ratios compare RINR against JPEG measured in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from rinr_data import PRESETS, RINRDataset, RINRLoader, codecs
+from rinr_data.convert import ConvertConfig, encode_dataset
+from rinr_data.core.devices import resolve_device
+from rinr_data.sources import open_source
+
+from .common import SHARED_DATA, codec_config, machine
+
+
+def make_shards(data: Path, out: Path, codec: str, max_steps: int, shard_size: int, device: torch.device,
+                preset: str = codecs.DEFAULT) -> Path:
+    """Convert `data` into shards of `codec` (for "rinr": INR codec `preset`) under `out` (resumes if already
+    there), fitting on `device`."""
+    config = ConvertConfig(codec=codec, shard_size=shard_size, batch=16,
+                           codec_config=codec_config(preset, max_steps=max_steps, eval_every=max(1, max_steps // 4),
+                                                     device=str(device)))
+    encode_dataset(open_source(data), out, config, progress=False, log=lambda m: None)
+    return out
+
+
+class Step:
+    """A training step of fixed length on the device."""
+
+    def __init__(self, device: torch.device, ms: float) -> None:
+        self.device, self.ms = device, ms
+        self.iters = 0
+        if device.type == "cuda" and ms > 0:
+            self.a = torch.randn(2048, 2048, device=device)
+            torch.cuda.synchronize()
+            t, n = time.perf_counter(), 20
+            for _ in range(n):
+                self.a @ self.a
+            torch.cuda.synchronize()
+            self.iters = max(1, round(ms / ((time.perf_counter() - t) * 1000 / n)))
+
+    def __call__(self, images: torch.Tensor) -> None:
+        if self.ms <= 0:
+            return
+        if self.iters:
+            for _ in range(self.iters):
+                self.a @ self.a
+            torch.cuda.synchronize()
+        else:
+            time.sleep(self.ms / 1000)
+
+
+def run(shards: Path, workers: int, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """Images/s and mean wait per step over the timed epochs."""
+    # Listing the shards `repeat` times makes an epoch long enough that worker start-up does not dominate it.
+    source = sorted(str(s) for s in shards.glob("*.tar")) * args.repeat if args.repeat > 1 else shards
+    loader = RINRLoader(RINRDataset(source, batch_size=args.batch_size, device=device), num_workers=workers,
+                        image_size=None)
+    step = Step(device, args.step_ms)
+    for _ in loader:  # warm-up epoch: worker start, page cache
+        pass
+    images, waits, t0 = 0, [], time.perf_counter()
+    for _ in range(args.epochs):
+        it = iter(loader)
+        while True:
+            t = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            waits.append(time.perf_counter() - t)
+            step(batch["images"])
+            images += len(batch["keys"])
+    total = time.perf_counter() - t0
+    return {"images_s": images / total, "wait_ms": statistics.fmean(waits) * 1000, "steps": len(waits)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build shards if needed, run every configuration, print a markdown table."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rinr", type=Path, help="rinr shard folder (default: converted from --data)")
+    p.add_argument("--jpeg", type=Path, help="jpeg shard folder (default: converted from --data)")
+    p.add_argument("--data", type=Path, default=SHARED_DATA / "vtest-long")
+    p.add_argument("--preset", default=codecs.DEFAULT, choices=PRESETS,
+                   help="INR codec of the rinr shards converted from --data (default: %(default)s)")
+    p.add_argument("--max-steps", type=int, default=100, help="fitting steps when converting --data (speed only)")
+    p.add_argument("--shard-size", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", default="0,1,2", help="comma-separated worker counts")
+    p.add_argument("--step-ms", type=float, default=20.0, help="length of the simulated training step")
+    p.add_argument("--epochs", type=int, default=2, help="timed epochs after one warm-up epoch")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeat", type=int, default=1, help="read every shard this many times per epoch")
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+
+    device = resolve_device(args.device)
+    with tempfile.TemporaryDirectory(prefix="rinr-bench-loader-") as tmp:
+        rinr = args.rinr or make_shards(args.data, Path(tmp) / "rinr", "rinr", args.max_steps, args.shard_size, device,
+                                        args.preset)
+        jpeg = args.jpeg or make_shards(args.data, Path(tmp) / "jpeg", "jpeg", args.max_steps, args.shard_size, device)
+        rows = []
+        for workers in (int(w) for w in args.workers.split(",")):
+            r = run(rinr, workers, args, device)
+            j = run(jpeg, workers, args, device)
+            rows.append(f"| {workers} | {r['images_s']:.1f} | {j['images_s']:.1f} | "
+                        f"{r['images_s'] / j['images_s']:.2f}x | {r['wait_ms']:.1f} | {j['wait_ms']:.1f} |")
+    print(f"Loader benchmark on {machine(device)}; decode on {device}; "
+          f"batch {args.batch_size}, {args.step_ms:g} ms step, {args.epochs} timed epochs"
+          f"{f' of every shard {args.repeat} times' if args.repeat > 1 else ''}.\n")
+    print("| workers | RINR img/s | JPEG img/s | RINR/JPEG | RINR wait ms/step | JPEG wait ms/step |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    return 0

@@ -1,0 +1,58 @@
+"""Settings of the latent-grid codec and of its scene mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+from ..base import FittedConfig
+from .model import GridShape
+
+DEFAULT_GRID = GridShape(levels=6, hidden=(16, 16), box_levels=2)
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """Scene mode (static camera): one background record shared by consecutive frames.
+
+    Args:
+        window: frames whose per-pixel median (box pixels left out) is the scene background.
+        psnr_margin: dB the scene background is fitted above `background_psnr`, headroom for frame-to-frame noise.
+        cut_psnr: a frame the scene reproduces below this PSNR (dB, outside its boxes) starts the next scene; None:
+            `background_psnr`. A lower value keeps a scene across frames whose passers-by and noise the frames'
+            own corrections can fix, and still cuts where the camera moved (a cut scores ~10-18 dB).
+    """
+
+    window: int = 32
+    psnr_margin: float = 5.0
+    cut_psnr: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"scene window must be >= 1 frame, got {self.window}")
+
+
+@dataclass(frozen=True)
+class GridConfig(FittedConfig):
+    """Settings of the latent-grid codec (the default): entropy-coded latent levels and a tiny synthesis MLP.
+
+    Args:
+        object_psnr, background_psnr, max_steps, seed, device, lr, weight_bits: as FittedConfig ("grid" runs exactly
+            max_steps steps; its rate-constrained fit aims at both PSNR targets).
+        latent_lr: Adam learning rate of the latents, which live on the integer grid.
+        grid: latent levels and synthesis MLP.
+        scene: scene-mode settings used by `encode_sequence` (None: its defaults).
+    """
+
+    preset: ClassVar[str] = "grid"
+    object_psnr: float = 33.0
+    background_psnr: float = 25.0
+    max_steps: int = 1500
+    lr: float = 0.03
+    latent_lr: float = 0.1
+    grid: GridShape = DEFAULT_GRID
+    scene: SceneConfig | None = None
+
+    def with_grid(self, **changes: int) -> "GridConfig":
+        """A copy whose grid shape has `changes` (box_levels, box_margin, ...)."""
+        return self.replace(grid=replace(self.grid, **changes))

@@ -1,0 +1,219 @@
+"""Rate-constrained fitting of latent-grid INRs: least bits such that boxes and background reach their PSNR targets.
+
+Every frame of a call is fitted at once (frames of one size stacked). The loss of a frame is its estimated rate in
+bits per pixel plus a weighted MSE inside and outside its boxes (and in the ring of a box margin); the weights are
+Lagrange multipliers raised or lowered every step by how far the region's PSNR is from its target (dual ascent), so
+the fit lands on the targets instead of on a hand-tuned lambda. Latents are trained with additive uniform noise
+first, then with straight-through rounding, and the synthesis weights are fake-quantised in that second phase, so
+what is measured is what ships.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from . import context as grid_context
+from ...core.fitting import PSNR_MARGIN, cosine_lr, derive_seed
+from ...format.entropy import laplace_bits
+from ...format.quantize import qmax
+from .context import LevelContext
+from .model import GridShape, Layers, init_layers, level_masks, render, render_dense
+
+# Targets are aimed this far above the asked PSNR so uint8 rounding at decode does not pull a region below it.
+LR_FLOOR = 0.02
+# Start of both Lagrange weights (1 / lambda of a classic rate-distortion loss) and their log-step per dB of error.
+INITIAL_WEIGHT = 150.0
+DUAL_STEP = 0.004
+
+
+@dataclass(frozen=True)
+class GridFitSettings:
+    """Optimisation settings of one latent-grid fitting call."""
+
+    steps: int
+    lr: float
+    weight_bits: int
+    seed: int
+    latent_lr: float = 0.1
+    noise_fraction: float = 0.6
+    context: bool = True  # code latents under the checkerboard context model (else one scale per level and region)
+    dense_render: bool = True  # differentiate `render_dense` (else the decoder's `render`: the slower reference)
+
+
+@dataclass
+class SceneBase:
+    """A scene's dequantised latents (levels [1, h_l, w_l]) and synthesis, plus the synthesis' quantisation steps.
+
+    A frame fitted on a base adds its latents to the scene's and fine-tunes the scene's synthesis on the same steps,
+    so it ships only integer differences.
+    """
+
+    latents: list[torch.Tensor]
+    layers: Layers
+    steps: list[tuple[float, float]]  # per layer: weight step, bias step
+
+
+@dataclass
+class GridTarget:
+    """One frame to fit: float image [3, H, W] in [0, 1], box mask [H, W], PSNR targets (dB) in and out of boxes."""
+
+    image: torch.Tensor
+    box_mask: torch.Tensor
+    object_psnr: float
+    background_psnr: float
+    base: SceneBase | None = None
+    box_levels: int | None = None  # this frame's box-only levels (None: the shape's)
+
+
+@dataclass
+class GridFit:
+    """Integer latents per level [h_l, w_l], float synthesis layers (quantised by the caller's record writer) and the
+    quantised context model of each level (None when fitted without one)."""
+
+    latents: list[torch.Tensor]
+    layers: Layers
+    context: list[LevelContext] | None = None
+    box_levels: int = 0
+
+
+def fake_quantize(x: torch.Tensor, bits: int, step: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-tensor symmetric quantisation with a straight-through gradient (one step per stacked frame).
+
+    `step` [B] fixes the steps (scene mode); by default each tensor's largest magnitude sets its step.
+    """
+    bound = qmax(bits)
+    dims = tuple(range(1, x.dim()))
+    if step is None:
+        step = x.detach().abs().amax(dim=dims, keepdim=True).clamp_min(1e-8) / bound
+    else:
+        step = step.view(-1, *([1] * len(dims)))
+    return x + (torch.round(x / step).clamp(-bound, bound) * step - x).detach()
+
+
+def fit_grids(shape: GridShape, targets: Sequence[GridTarget], settings: GridFitSettings,
+              device: torch.device | str = "cpu", on_step: Callable[[int], None] | None = None) -> list[GridFit]:
+    """Fit one latent grid (and, unless a target has a base, one synthesis MLP) per target."""
+    device = torch.device(device)
+    by_size: dict[tuple[int, int, bool], list[int]] = {}
+    for i, t in enumerate(targets):
+        by_size.setdefault((*t.image.shape[1:], t.base is not None), []).append(i)
+    fits: list[GridFit | None] = [None] * len(targets)
+    for salt, members in enumerate(by_size.values()):
+        group = [targets[i] for i in members]
+        for i, fit in zip(members, _fit_group(shape, group, settings, device, salt, on_step)):
+            fits[i] = fit
+    return fits  # type: ignore[return-value]
+
+
+def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSettings, device: torch.device,
+               salt: int, on_step: Callable[[int], None] | None) -> list[GridFit]:
+    count = len(targets)
+    h, w = targets[0].image.shape[1:]
+    gen = torch.Generator().manual_seed(derive_seed(settings.seed, salt))
+    image = torch.stack([t.image for t in targets]).to(device)
+    inside = torch.stack([t.box_mask for t in targets]).to(device)[:, None].float()
+    masks = [torch.stack(ms).to(device)[:, None].float() for ms in
+             zip(*(level_masks(t.box_mask, shape) for t in targets))]
+    # The box margin's ring (level 0 is at pixel resolution) must reach the background target on its own: pooled
+    # with the whole background, the seam a box's fine levels leave at its edge would cost the fit almost nothing.
+    ring = masks[0] - inside
+    regions = (inside, 1 - inside, ring)
+    n_px = torch.stack([r.sum(dim=(1, 2, 3)) for r in regions], dim=1)  # [B, region]
+    has = n_px > 0
+    goal = torch.tensor([[t.object_psnr, t.background_psnr, t.background_psnr] for t in targets],
+                        device=device) + PSNR_MARGIN
+    box_levels = [shape.box_levels if t.box_levels is None else t.box_levels for t in targets]
+    if not all(0 <= b <= shape.box_levels for b in box_levels):
+        raise ValueError(f"target box levels {box_levels} must be in 0..{shape.box_levels} (the shape's)")
+    # Where latents exist: box-only levels of a frame only at its boxes, every other level everywhere.
+    exists = [torch.stack([m[i] if lv < b else torch.ones_like(m[i]) for i, b in enumerate(box_levels)])
+              for lv, m in enumerate(masks)]
+
+    latents = [torch.zeros(count, 1, hl, wl, device=device, requires_grad=True)
+               for hl, wl in shape.level_sizes(h, w)]
+    bases = [t.base for t in targets]
+    n_layers = len(shape.layer_dims())
+    if bases[0] is not None:
+        base_lat = [torch.stack([b.latents[lv] for b in bases]).to(device) for lv in range(shape.levels)]
+        layers = [tuple(torch.cat([b.layers[i][k] for b in bases]).to(device).requires_grad_() for k in (0, 1))
+                  for i in range(n_layers)]
+        steps = [tuple(torch.tensor([b.steps[i][k] for b in bases], device=device) for k in (0, 1))
+                 for i in range(n_layers)]
+    else:
+        base_lat, steps = None, [(None, None)] * n_layers
+        layers = [(wt.requires_grad_(), b.requires_grad_()) for wt, b in init_layers(shape, count, gen, device)]
+    trainable = [t for pair in layers for t in pair]
+    # Scene mode ships the synthesis as integer differences to the scene's: their bits count in the rate too.
+    anchors = [(t.detach().clone(), s) for t, s in zip(trainable, (s for pair in steps for s in pair))
+               if s is not None]
+    log_scale_syn = torch.zeros(count, len(anchors), device=device, requires_grad=True)
+    # Entropy model per level: base scales [pass, region]; with the context model also mean weights and spreads.
+    log_scale = torch.zeros(count, shape.levels, grid_context.PASSES, 2, device=device, requires_grad=True)
+    ctx_weights = torch.zeros(count, shape.levels, grid_context.WEIGHTS, device=device, requires_grad=True)
+    ctx_spreads = torch.zeros(count, shape.levels, grid_context.PASSES, device=device, requires_grad=True)
+    log_weight = torch.full((count, 3), math.log(INITIAL_WEIGHT), device=device)
+    # Latents live on the integer grid, far larger than the synthesis weights: they need their own, larger step.
+    opt = torch.optim.Adam([{"params": latents, "base": settings.latent_lr},
+                            {"params": [*trainable, log_scale, log_scale_syn, ctx_weights, ctx_spreads],
+                             "base": settings.lr}])
+    noise_gen = torch.Generator(device=device).manual_seed(settings.seed * 7919 + salt)
+    noise_steps = int(settings.steps * settings.noise_fraction)
+    renderer = render_dense if settings.dense_render else render
+
+    for step in range(settings.steps):
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, settings.steps, g["base"], LR_FLOOR)
+        noisy = step < noise_steps
+        q = [_quantize(lat, noisy, noise_gen) * e for lat, e in zip(latents, exists)]
+        synth = layers if noisy else [(fake_quantize(wt, settings.weight_bits, sw),
+                                       fake_quantize(b, settings.weight_bits, sb))
+                                      for (wt, b), (sw, sb) in zip(layers, steps)]
+        feats = q if base_lat is None else [b + d for b, d in zip(base_lat, q)]
+        out = renderer(synth, feats, h, w)
+        err = ((out - image) ** 2).mean(dim=1, keepdim=True)
+        mse = torch.stack([(err * r).sum(dim=(1, 2, 3)) for r in regions], dim=1) / n_px.clamp_min(1)
+        bits = torch.zeros(count, device=device)
+        for lv, (lat, m, e) in enumerate(zip(q, masks, exists)):
+            sc = torch.exp(log_scale[:, lv])  # [B, pass, region (in boxes, outside)]
+            # Only latents that exist are coded: the known zeros off the boxes of box-only levels cost nothing.
+            if settings.context:
+                feats = grid_context.features(lat[:, 0], q[lv + 1][:, 0] if lv + 1 < shape.levels else None)
+                mean, per = grid_context.distribution(feats, m[:, 0], ctx_weights[:, lv], ctx_spreads[:, lv], sc)
+                bits = bits + (laplace_bits(lat[:, 0], per, mean) * e[:, 0]).sum(dim=(1, 2))
+            else:
+                per = sc[:, 0, 0, None, None, None] * m + sc[:, 0, 1, None, None, None] * (1 - m)
+                bits = bits + (laplace_bits(lat, per) * e).sum(dim=(1, 2, 3))
+        for k, (tensor, (anchor, step_size)) in enumerate(zip(trainable, anchors)):
+            diff = _quantize((tensor - anchor) / step_size.view(-1, 1, 1), noisy, noise_gen)
+            bits = bits + laplace_bits(diff, torch.exp(log_scale_syn[:, k]).view(-1, 1, 1)).sum(dim=(1, 2))
+        weight = torch.exp(log_weight) * has
+        loss = (bits / (h * w) + (weight * mse).sum(dim=1)).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            psnr = -10 * torch.log10(mse.detach().clamp_min(1e-10))
+            log_weight += DUAL_STEP * (goal - psnr).clamp(-3, 3)
+        if on_step is not None:
+            on_step(count)
+
+    fits = []
+    with torch.no_grad():
+        final = [torch.round(lat) * e for lat, e in zip(latents, exists)]
+        for i in range(count):
+            lat = [l[i, 0].detach().cpu() for l in final]
+            lay = [(wt[i:i + 1].detach().cpu(), b[i:i + 1].detach().cpu()) for wt, b in layers]
+            context = [grid_context.quantize(ctx_weights[i, lv], ctx_spreads[i, lv], torch.exp(log_scale[i, lv]))
+                       for lv in range(shape.levels)] if settings.context else None
+            fits.append(GridFit(lat, lay, context, box_levels[i]))
+    return fits
+
+
+def _quantize(lat: torch.Tensor, noisy: bool, gen: torch.Generator) -> torch.Tensor:
+    if noisy:
+        return lat + torch.rand(lat.shape, generator=gen, device=lat.device) - 0.5
+    return lat + (torch.round(lat) - lat).detach()

@@ -1,0 +1,330 @@
+"""Records of codec 2, "latent-grid": entropy-coded latent levels, a quantised synthesis MLP and the boxes.
+
+Layout in docs/FORMAT.md. A record may name a scene record (flag bit 0): its latents are then added to the scene's
+and it is rendered by the scene's synthesis, which it does not carry. Parsing checks every size against the blob
+before allocating and raises FormatError naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import context as grid_context
+from ...core.frames import box_mask
+from ...errors import FormatError
+from ...format import entropy
+from ...format.container import HEADER, LENGTH, Reader, check_box, check_frame, pack_header, read_header, seal
+from ...format.quantize import QuantizedTensor, qmax, quantize_tensor
+from .context import LevelContext
+from .model import GridShape, Layers, level_masks
+
+CODEC = "latent-grid"
+CODEC_ID = 2  # the record header's codec id: part of the format, never renumber
+FLAG_SCENE_REF = 1
+FLAG_CONTEXT = 2  # latents coded under the checkerboard context model (grid_context); else one scale per region
+FLAG_BOX_LEVELS = 4  # a box-levels byte follows the weight bits (GridShape.box_levels); absent means 0
+FLAG_BOX_MARGIN = 8  # a box-margin byte follows (GridShape.box_margin, pixels); absent means 0
+FLAGS = FLAG_SCENE_REF | FLAG_CONTEXT | FLAG_BOX_LEVELS | FLAG_BOX_MARGIN
+MAX_LEVELS = 12
+MAX_HIDDEN_LAYERS = 8
+MAX_SCENE_ID = 64
+MAX_PIXELS = 1 << 26  # latents and entropy-model tables are allocated per pixel: bound them before parsing
+ANS = entropy.CODER_IDS["ans"]
+_BOX = struct.Struct("<4f")
+_LEVEL = struct.Struct("<eeH")  # Laplace scale in boxes, outside boxes (f16), largest |latent| (u16)
+# With FLAG_CONTEXT: base scales [pass][region] (f16), largest |latent| (u16), mean weights and spreads (int8).
+_LEVEL_CONTEXT = struct.Struct(f"<4eH{grid_context.WEIGHTS}b{grid_context.PASSES}b")
+_TENSOR = struct.Struct("<ee")  # quantisation step, Laplace scale of the integers (f16)
+_DELTA = struct.Struct("<e")  # Laplace scale of a tensor's integer differences to the scene's (f16)
+
+
+@dataclass
+class GridRecord:
+    """Everything needed to decode one latent-grid frame (or a scene background, which is a frame without boxes)."""
+
+    height: int
+    width: int
+    shape: GridShape
+    weight_bits: int
+    boxes: list[tuple[float, float, float, float]]
+    latents: list[np.ndarray]  # int32 [h_l, w_l] per level
+    synthesis: list[QuantizedTensor] | None  # weight0, bias0, ...; None when the record names a scene
+    scene: str | None = None
+    # Scene-referencing records: integer differences to the scene's synthesis, tensor by tensor (its steps apply).
+    synthesis_delta: list[np.ndarray] | None = None
+    # Per level, the context model its latents are coded with; None: one zero-mean scale per level and region.
+    context: list[LevelContext] | None = None
+    codec: str = field(default=CODEC)
+
+    def layers(self) -> Layers:
+        """Dequantised synthesis as a stack of one (weight [1, in, out], bias [1, 1, out] per layer)."""
+        if self.synthesis is None:
+            raise ValueError("a scene-referencing record carries no synthesis; resolve it against its scene")
+        out = []
+        for i, (fan_in, fan_out) in enumerate(self.shape.layer_dims()):
+            out.append((self.synthesis[2 * i].dequantize().view(1, fan_in, fan_out),
+                        self.synthesis[2 * i + 1].dequantize().view(1, 1, fan_out)))
+        return out
+
+
+def quantize_synthesis(layers: Layers, bits: int) -> list[QuantizedTensor]:
+    """Per-tensor quantisation of one synthesis MLP (layers of a stack of one)."""
+    return [quantize_tensor(t[0], bits) for pair in layers for t in pair]
+
+
+def _level_masks(shape: GridShape, height: int, width: int, boxes: list) -> list[np.ndarray]:
+    return [m.numpy() for m in level_masks(box_mask(boxes, height, width), shape)]
+
+
+def _coded(shape: GridShape, masks: list[np.ndarray]) -> list[np.ndarray | None]:
+    """Per level, where latents are coded: box-only levels at box-touching latents (mask), the others everywhere."""
+    return [m if lv < shape.box_levels else None for lv, m in enumerate(masks)]
+
+
+def _latent_specs(masks: list[np.ndarray], coded: list[np.ndarray | None], scales: np.ndarray, bounds: list[int]
+                  ) -> list[tuple[np.ndarray, int]]:
+    specs = []
+    for lv, (m, where) in enumerate(zip(masks, coded)):
+        per = np.where(m, scales[lv, 0], scales[lv, 1]).astype(np.float64)
+        specs.append((per if where is None else per[where], bounds[lv]))
+    return specs
+
+
+def _scatter(values: np.ndarray, size: tuple[int, int], where: np.ndarray | None) -> np.ndarray:
+    if where is None:
+        return values.reshape(size)
+    out = np.zeros(size, np.int32)
+    out[where] = values
+    return out
+
+
+@dataclass
+class _CodingPlan:
+    """What follows a record's boxes: its tables, and the Laplace chunks of its one ANS stream in coding order."""
+
+    tables: list[bytes]
+    chunks: list[tuple]
+    inside: list[np.ndarray | None]  # per chunk: which of its values lie in boxes (None: synthesis)
+
+
+def _plan(record: GridRecord) -> _CodingPlan:
+    """Tables and chunks of a record (raises ValueError for latents a box-only level cannot hold)."""
+    shape = record.shape
+    masks = _level_masks(shape, record.height, record.width, record.boxes)
+    coded = _coded(shape, masks)
+    for lv, (lat, where) in enumerate(zip(record.latents, coded)):
+        if where is not None and np.any(lat[~where]):
+            raise ValueError(f"level {lv} holds latents off the boxes, but the grid codes it only on boxes "
+                             f"(box_levels {shape.box_levels})")
+    bounds = [int(np.abs(lat).max(initial=0)) for lat in record.latents]
+    tables: list[bytes] = []
+    if record.context is None:
+        scales = np.zeros((shape.levels, 2))
+        for lv, (lat, m) in enumerate(zip(record.latents, masks)):
+            scales[lv] = [entropy.laplace_scale(lat[m]), entropy.laplace_scale(lat[~m])]
+            tables.append(_LEVEL.pack(*scales[lv], bounds[lv]))
+        scales = scales.astype(np.float16).astype(np.float64)
+        chunks = [(lat if where is None else lat[where], s, b) for lat, where, (s, b) in
+                  zip(record.latents, coded, _latent_specs(masks, coded, scales, bounds))]
+        inside: list[np.ndarray | None] = [m if where is None else m[where] for m, where in zip(masks, coded)]
+    else:
+        if len(record.context) != shape.levels:
+            raise ValueError(f"record has {len(record.context)} level contexts for {shape.levels} levels")
+        for ctx, bound in zip(record.context, bounds):
+            tables.append(_LEVEL_CONTEXT.pack(*np.asarray(ctx.scales, np.float16).reshape(-1), bound,
+                                              *ctx.weights, *ctx.spreads))
+        chunks = [(values, scales, bounds[lv], means) for lv, values, means, scales in
+                  grid_context.models(record.latents, masks, record.context, bounds, coded)]
+        inside = [masks[lv][rows, cols] for lv in reversed(range(shape.levels))
+                  for rows, cols in grid_context.pass_positions(masks[lv].shape, coded[lv])]
+    limit = qmax(record.weight_bits)
+    if record.scene is None:
+        for t in record.synthesis or []:
+            lap = np.float16(entropy.laplace_scale(t.values))
+            tables.append(_TENSOR.pack(t.scale, lap))
+            chunks.append((t.values, np.full(len(t.values), float(lap)), limit))
+            inside.append(None)
+    else:
+        for delta in record.synthesis_delta or []:
+            lap = np.float16(entropy.laplace_scale(delta))
+            tables.append(_DELTA.pack(lap))
+            chunks.append((delta, np.full(len(delta), float(lap)), 2 * limit))
+            inside.append(None)
+    return _CodingPlan(tables, chunks, inside)
+
+
+def pack(record: GridRecord) -> bytes:
+    """Serialise a latent-grid record (deterministic)."""
+    return _pack(record, _plan(record))
+
+
+def _pack(record: GridRecord, plan: _CodingPlan) -> bytes:
+    shape = record.shape
+    flags = ((FLAG_SCENE_REF if record.scene is not None else 0) | (FLAG_CONTEXT if record.context is not None else 0)
+             | (FLAG_BOX_LEVELS if shape.box_levels else 0) | (FLAG_BOX_MARGIN if shape.box_margin else 0))
+    parts = [pack_header(CODEC_ID, flags, record.height, record.width, 0.0, len(record.boxes), ANS),
+             struct.pack(f"<BB{len(shape.hidden)}BB", shape.levels, len(shape.hidden), *shape.hidden,
+                         record.weight_bits)]
+    if shape.box_levels:
+        parts.append(struct.pack("<B", shape.box_levels))
+    if shape.box_margin:
+        parts.append(struct.pack("<B", shape.box_margin))
+    if record.scene is not None:
+        name = record.scene.encode("ascii")
+        parts.append(struct.pack("<B", len(name)) + name)
+    parts += [_BOX.pack(*b) for b in record.boxes]
+    payload = entropy.laplace_compress(plan.chunks)
+    parts += [*plan.tables, LENGTH.pack(len(payload)), payload]
+    return seal(b"".join(parts))
+
+
+def byte_budget(record: GridRecord) -> dict[str, float]:
+    """Where a record's bytes go: the model's code length of its latents in and outside its boxes and of its
+    synthesis, and the rest of the packed record (header, boxes, tables, coder flush)."""
+    plan = _plan(record)
+    out = {"latents in boxes": 0.0, "latents outside boxes": 0.0, "synthesis": 0.0}
+    for (values, scales, _bound, *mean), inside in zip(plan.chunks, plan.inside):
+        bits = entropy.laplace_bits(torch.from_numpy(np.asarray(values, np.float64)), torch.from_numpy(scales),
+                                    torch.from_numpy(mean[0]) if mean else 0.0).numpy()
+        if inside is None:
+            out["synthesis"] += bits.sum() / 8
+        else:
+            out["latents in boxes"] += bits[inside].sum() / 8
+            out["latents outside boxes"] += bits[~inside].sum() / 8
+    out["other"] = len(_pack(record, plan)) - sum(out.values())
+    return out
+
+
+def unpack(blob: bytes) -> GridRecord:
+    """Parse and validate a latent-grid record (raises FormatError for anything malformed)."""
+    head = read_header(blob)
+    if head.codec_id != CODEC_ID:
+        raise FormatError(f"codec id {head.codec_id} is not {CODEC_ID} ({CODEC})")
+    body = Reader.checked_body(blob)
+    h, w, n_boxes, flags = head.height, head.width, head.n_boxes, head.flags
+    check_frame(h, w, n_boxes)
+    if h * w > MAX_PIXELS:
+        raise FormatError(f"image size {w}x{h} exceeds the latent-grid limit of {MAX_PIXELS} pixels")
+    if flags & ~FLAGS or head.w0 != 0.0 or head.coder != ANS:
+        raise FormatError(f"latent-grid header has flags {flags}, w0 {head.w0}, coder {head.coder}; "
+                          f"expected flags <= {FLAGS}, w0 0, coder {ANS} (ans)")
+    reader = Reader(body, HEADER.size)
+    levels, n_hidden = reader.unpack(struct.Struct("<BB"), "grid descriptor")
+    if not (1 <= levels <= MAX_LEVELS and n_hidden <= MAX_HIDDEN_LAYERS):
+        raise FormatError(f"grid of {levels} levels and {n_hidden} hidden layers out of bounds")
+    hidden = tuple(reader.take(n_hidden, "hidden widths"))
+    (bits,) = reader.unpack(struct.Struct("<B"), "weight bits")
+    if 0 in hidden or not 2 <= bits <= 16:
+        raise FormatError(f"synthesis hidden widths {hidden} / {bits} bits out of bounds")
+    box_levels = reader.unpack(struct.Struct("<B"), "box levels")[0] if flags & FLAG_BOX_LEVELS else 0
+    if flags & FLAG_BOX_LEVELS and not 0 < box_levels < levels:
+        raise FormatError(f"box levels {box_levels} out of bounds for {levels} levels (1..{levels - 1})")
+    box_margin = reader.unpack(struct.Struct("<B"), "box margin")[0] if flags & FLAG_BOX_MARGIN else 0
+    if flags & FLAG_BOX_MARGIN and not box_margin:
+        raise FormatError("box margin flag set with a margin of 0 pixels")
+    shape = GridShape(levels, hidden, box_levels=box_levels, box_margin=box_margin)
+    scene = None
+    if flags & FLAG_SCENE_REF:
+        (length,) = reader.unpack(struct.Struct("<B"), "scene id length")
+        raw = bytes(reader.take(length, "scene id"))
+        if not 1 <= length <= MAX_SCENE_ID or not raw.isascii() or not raw.decode().isalnum():
+            raise FormatError(f"scene id {raw!r} is not 1..{MAX_SCENE_ID} ASCII letters and digits")
+        scene = raw.decode()
+    boxes = [reader.unpack(_BOX, "box table") for _ in range(n_boxes)]
+    for i, box in enumerate(boxes):
+        check_box(i, box, h, w)
+    masks = _level_masks(shape, h, w, boxes)
+    coded = _coded(shape, masks)
+    sizes = shape.level_sizes(h, w)
+    if flags & FLAG_CONTEXT:
+        rows = [reader.unpack(_LEVEL_CONTEXT, "latent context table") for _ in range(levels)]
+        scales = np.asarray([r[:4] for r in rows], np.float64)
+        bounds = [int(r[4]) for r in rows]
+        context = [LevelContext(np.asarray(r[:4], np.float16).reshape(2, 2), np.asarray(r[5:5 + grid_context.WEIGHTS],
+                                np.int8), np.asarray(r[5 + grid_context.WEIGHTS:], np.int8)) for r in rows]
+    else:
+        rows = [reader.unpack(_LEVEL, "latent level table") for _ in range(levels)]
+        scales = np.asarray([r[:2] for r in rows], np.float64)
+        bounds = [int(r[2]) for r in rows]
+        context = None
+    if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        raise FormatError("latent level table holds a non-positive or non-finite scale")
+    counts = [n for fi, fo in shape.layer_dims() for n in (fi * fo, fo)]
+    limit = qmax(bits)
+    if scene is None:
+        syn_rows = [reader.unpack(_TENSOR, "synthesis table") for _ in counts]
+        bound = limit
+    else:
+        syn_rows = [(1.0, *reader.unpack(_DELTA, "synthesis difference table")) for _ in counts]
+        bound = 2 * limit
+    if not np.all(np.isfinite(syn_rows)) or np.any(np.asarray(syn_rows) <= 0):
+        raise FormatError("synthesis table holds a non-positive or non-finite step or scale")
+    (length,) = reader.unpack(LENGTH, "payload length")
+    payload = bytes(reader.take(length, "payload"))
+    if reader.pos != len(body):
+        raise FormatError(f"record has {len(body) - reader.pos} unexpected trailing bytes")
+    stream = entropy.LaplaceReader(payload)
+    if context is None:
+        latents = [_scatter(stream.read(s, b), size, where) for (s, b), size, where in
+                   zip(_latent_specs(masks, coded, scales, bounds), sizes, coded)]
+    else:
+        latents = _read_context_latents(stream, sizes, masks, coded, context, bounds)
+    weights = [stream.read(np.full(n, float(lap)), bound) for n, (_, lap) in zip(counts, syn_rows)]
+    stream.finish()
+    box_list = [tuple(b) for b in boxes]
+    if scene is None:
+        synthesis = [QuantizedTensor(s, float(step), bits) for s, (step, _) in zip(weights, syn_rows)]
+        return GridRecord(h, w, shape, bits, box_list, latents, synthesis, context=context)
+    return GridRecord(h, w, shape, bits, box_list, latents, None, scene, weights, context)
+
+
+def _read_context_latents(stream: entropy.LaplaceReader, sizes: list[tuple[int, int]], masks: list[np.ndarray],
+                          coded: list[np.ndarray | None], contexts: list[LevelContext], bounds: list[int],
+                          ) -> list[np.ndarray]:
+    """Latents decoded coarsest level first, anchors before the others, each pass's models from what is decoded."""
+    latents: list[np.ndarray] = [np.zeros(0, np.int32)] * len(sizes)
+    for lv in reversed(range(len(sizes))):
+        level = np.zeros(sizes[lv], np.int32)
+        coarser = latents[lv + 1] if lv + 1 < len(sizes) else None
+        for first, (rows, cols) in zip((True, False), grid_context.pass_positions(sizes[lv], coded[lv])):
+            means, scales = grid_context.pass_models(level, coarser, masks[lv], contexts[lv], bounds[lv], rows, cols,
+                                                     first)
+            level[rows, cols] = stream.read(scales, bounds[lv], means)
+        latents[lv] = level
+    return latents
+
+
+def resolve(record: GridRecord, scenes: dict[str, GridRecord] | None) -> tuple[list[torch.Tensor], Layers]:
+    """Float latents [1, h_l, w_l] per level and synthesis layers of a record, its scene's added in."""
+    latents = [torch.from_numpy(lat.astype(np.float32))[None] for lat in record.latents]
+    if record.scene is None:
+        return latents, record.layers()
+    scene = (scenes or {}).get(record.scene)
+    if scene is None:
+        raise FormatError(f"record references scene {record.scene!r}, which was not given "
+                          f"(pass scenes={{'{record.scene}': scene_bytes}})")
+    # Box-only levels may differ: they only decide where each record carries latents, not how they are summed.
+    if scene.scene is not None or (scene.height, scene.width, scene.shape.dense, scene.weight_bits) != (
+            record.height, record.width, record.shape.dense, record.weight_bits):
+        raise FormatError(f"scene {record.scene!r} ({scene.width}x{scene.height}, {scene.shape}, "
+                          f"{scene.weight_bits} bits) does not fit the record ({record.width}x{record.height}, "
+                          f"{record.shape}, {record.weight_bits} bits)")
+    base = [torch.from_numpy(lat.astype(np.float32))[None] for lat in scene.latents]
+    return [b + d for b, d in zip(base, latents)], merged_synthesis(scene, record).layers()
+
+
+def merged_synthesis(scene: GridRecord, record: GridRecord) -> GridRecord:
+    """The scene with the record's synthesis differences applied (raises FormatError when one leaves the range)."""
+    limit = qmax(scene.weight_bits)
+    merged = []
+    for base, delta in zip(scene.synthesis or [], record.synthesis_delta or []):
+        values = base.values + delta
+        if len(values) and int(np.abs(values).max()) > limit:
+            raise FormatError(f"record's synthesis differences leave the {scene.weight_bits}-bit range of scene "
+                              f"{record.scene!r}")
+        merged.append(QuantizedTensor(values.astype(np.int32), base.scale, base.bits))
+    return GridRecord(scene.height, scene.width, scene.shape, scene.weight_bits, [], scene.latents, merged)

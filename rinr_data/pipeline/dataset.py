@@ -1,0 +1,202 @@
+"""RINRDataset: an IterableDataset over shards that yields packed CPU batches, ready for a device decode.
+
+Per epoch: shard list -> seeded shard shuffle -> node split -> worker split -> tar -> samples -> seeded
+permutation inside each shard -> parse (samples.parse_sample: each member parsed by its codec) -> batches
+-> `LoaderBatch` (frames packed by codec and shape). Workers never touch CUDA: the batched INR forward runs in the main process (see loader.py).
+The position is (epoch, batches yielded), so a resumed worker replays its deterministic stream to that point.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .. import codecs
+from ..core.devices import rank_and_world
+from ..decode import PackedBatch, pack_records
+from ..errors import FormatError
+from .samples import ParsedSample, parse_sample, read_shard, scenes_of
+from .shardlist import ShardRef, epoch_order, equal_quotas, resolve_shards, split
+from .streaming import FetchPolicy
+
+ON_ERROR = ("raise", "warn", "skip")
+
+
+@dataclass
+class LoaderBatch:
+    """A batch as it leaves a worker: its frames packed for a batched decode, and targets, all on the CPU."""
+
+    keys: list[str]
+    boxes: list[torch.Tensor]
+    labels: list[torch.Tensor]
+    sizes: list[tuple[int, int]]
+    packed: PackedBatch
+    epoch: int
+    index: int  # batch number within this worker's epoch: seeds device-side augmentation
+    worker: int
+
+    def pin_memory(self) -> "LoaderBatch":
+        """Page-locked copy, so the host-to-GPU copy in the main process can overlap compute."""
+        return LoaderBatch(self.keys, self.boxes, self.labels, self.sizes, self.packed.pin_memory(), self.epoch,
+                           self.index, self.worker)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def collate(samples: Sequence[ParsedSample], epoch: int, index: int, worker: int) -> LoaderBatch:
+    """Stack parsed samples: every frame packed by codec and shape for one batched decode."""
+    members = {codecs.get(s.codec).member for s in samples}
+    if len(members) > 1:
+        raise FormatError(f"a batch mixes codecs {sorted(members)}: keep one codec per dataset")
+    return LoaderBatch(
+        keys=[s.key for s in samples], boxes=[s.boxes for s in samples], labels=[s.labels for s in samples],
+        sizes=[s.size for s in samples], packed=pack_records([s.payload for s in samples], scenes_of(samples)),
+        epoch=epoch, index=index, worker=worker)
+
+
+class RINRDataset(IterableDataset):
+    """Shards (of rinr records, or of JPEG/WebP/AVIF for baselines) as an iterable of packed CPU batches.
+
+    Args:
+        urls_or_manifest: a dataset folder or manifest.json path/URL, a brace pattern, or a list of shard URLs.
+        batch_size: samples per batch.
+        shuffle: shuffle shard order per epoch and samples within each shard (seeded: reproducible).
+        seed: base seed of every shuffle and of the augmentation downstream.
+        on_error: "raise" (stop, naming shard and sample), "warn" (drop the sample with a warning) or "skip".
+        device: where the main process decodes ("auto": CUDA if available); workers stay on the CPU.
+        drop_last: drop each worker's last partial batch.
+        rank, world_size: node split; default from torch.distributed or RANK/WORLD_SIZE.
+        equal_batches: every rank yields the same number of batches (default: on when world_size > 1).
+        cache_dir: on-disk cache for remote shards; each shard is downloaded once.
+        retries: download attempts after the first, with exponential backoff.
+    """
+
+    def __init__(self, urls_or_manifest: Any, batch_size: int = 8, shuffle: bool = True, seed: int = 0,
+                 on_error: str = "raise", device: str | torch.device = "auto", drop_last: bool = False,
+                 rank: int | None = None, world_size: int | None = None, equal_batches: bool | None = None,
+                 cache_dir: str | None = None, retries: int = 6) -> None:
+        super().__init__()
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.policy = FetchPolicy(cache_dir=cache_dir, retries=retries)
+        self.shards, self.manifest = resolve_shards(urls_or_manifest, self.policy)
+        if not self.shards:
+            raise ValueError(f"{urls_or_manifest}: the dataset has no shards")
+        self.batch_size, self.shuffle, self.seed, self.on_error = batch_size, shuffle, seed, on_error
+        self.device, self.drop_last = device, drop_last
+        default_rank, default_world = rank_and_world()
+        self.rank = default_rank if rank is None else rank
+        self.world_size = default_world if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} outside world size {self.world_size}")
+        self.equal_batches = self.world_size > 1 if equal_batches is None else equal_batches
+        self.epoch = 0
+        self._resume_batches = 0
+        self._batches = 0
+        self.errors = 0
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names from the manifest, if any."""
+        return list(self.manifest["classes"]) if self.manifest else None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose shuffle the next iteration uses."""
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        """Position in the epoch (per worker under a StatefulDataLoader)."""
+        return {"epoch": self.epoch, "batches": self._batches, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue after the batches recorded in `state` on the next iteration."""
+        if state.get("seed", self.seed) != self.seed:
+            raise ValueError(f"state was saved with seed {state['seed']}, this dataset has seed {self.seed}")
+        self.epoch = int(state["epoch"])
+        self._resume_batches = int(state["batches"])
+
+    def _worker(self) -> tuple[int, int]:
+        info = get_worker_info()
+        return (info.id, info.num_workers) if info is not None else (0, 1)
+
+    def worker_plan(self, worker: int, workers: int) -> tuple[list[ShardRef], int | None]:
+        """This rank-worker's shards for the current epoch and its batch quota (None: no limit)."""
+        order = epoch_order(self.shards, self.seed, self.epoch, self.shuffle)
+        mine = split(split(order, self.rank, self.world_size), worker, workers)
+        quota = None
+        if self.equal_batches:
+            quota = equal_quotas(order, self.world_size, workers, self.batch_size)[self.rank][worker]
+        return mine, quota
+
+    def batches_per_epoch(self, workers: int = 1) -> int | None:
+        """Batches this rank yields per epoch (None without per-shard counts); exact unless samples fail."""
+        if any(s.samples is None for s in self.shards):
+            return None
+        total = 0
+        for w in range(max(workers, 1)):
+            shards, quota = self.worker_plan(w, max(workers, 1))
+            n = sum(s.samples for s in shards)  # type: ignore[misc]
+            full = n // self.batch_size if self.drop_last or quota is not None else -(-n // self.batch_size)
+            total += full if quota is None else min(full, quota)
+        return total
+
+    def _samples(self, shards: Sequence[ShardRef]) -> Iterator[ParsedSample]:
+        for ref in shards:
+            try:
+                raw = read_shard(ref, self.policy)
+            except FormatError as exc:
+                if self.on_error == "raise":
+                    raise
+                self._report(f"{exc} (shard skipped)")
+                continue
+            if self.shuffle:
+                # Keyed by the shard's file name, not its URL: a mirror or cache gives the same order.
+                random.Random(f"{self.seed}/{self.epoch}/{ref.url.rsplit('/', 1)[-1]}").shuffle(raw)
+            for sample in raw:
+                try:
+                    yield self.parse(sample)
+                except FormatError as exc:
+                    error = FormatError(f"{ref.url}: sample {sample.get('__key__')!r}: {exc}")
+                    # A `fatal` error is a configuration mistake (e.g. wrong codec), not a damaged sample:
+                    # never skip it.
+                    if self.on_error == "raise" or getattr(exc, "fatal", False):
+                        raise error from None
+                    self._report(str(error))
+
+    def parse(self, sample: dict[str, Any]) -> ParsedSample:
+        """Worker-side parsing of one raw sample; subclasses override it (e.g. to keep JPEG bytes for a GPU decode)."""
+        return parse_sample(sample)
+
+    def _report(self, message: str) -> None:
+        self.errors += 1
+        if self.on_error == "warn":
+            warnings.warn(message, stacklevel=2)
+
+    def __iter__(self) -> Iterator[LoaderBatch]:
+        worker, workers = self._worker()
+        shards, quota = self.worker_plan(worker, workers)
+        skip, self._resume_batches = self._resume_batches, 0
+        self._batches = 0
+        pending: list[ParsedSample] = []
+        for sample in self._samples(shards):
+            pending.append(sample)
+            if len(pending) < self.batch_size:
+                continue
+            if quota is not None and self._batches >= quota:
+                return
+            batch, pending = pending, []
+            self._batches += 1
+            if self._batches > skip:
+                yield collate(batch, self.epoch, self._batches - 1, worker)
+        if pending and not self.drop_last and quota is None:
+            self._batches += 1
+            if self._batches > skip:
+                yield collate(pending, self.epoch, self._batches - 1, worker)
