@@ -12,10 +12,11 @@ from lightning.pytorch.cli import LightningCLI
 from .data import ShardDataModule
 from .detector import EdgeDetector
 
-
-DESCRIPTION = ("Train the rinr-data edge detector (EdgeDetector) on shards read by a data module chosen by class path: "
-               "lightning_modules.data.RINRDataModule (.rinr records) or JPEGDataModule (JPEG/WebP/AVIF). "
-               "Example configs: configs/rinr.yaml, configs/jpeg.yaml.")
+DESCRIPTION = (
+    "Train the rinr-data edge detector (EdgeDetector) on shards read by a data module chosen by class path: "
+    "lightning_modules.data.RINRDataModule (.rinr records) or JPEGDataModule (JPEG/WebP/AVIF). "
+    "Example configs: configs/rinr.yaml, configs/jpeg.yaml."
+)
 
 
 class DetectorCLI(LightningCLI):
@@ -25,8 +26,10 @@ class DetectorCLI(LightningCLI):
         classes = getattr(self.datamodule, "classes", None)  # None when the shards come without a manifest
         num_classes = self.model.hparams.num_classes
         if classes is not None and len(classes) != num_classes:
-            raise ValueError(f"model.num_classes is {num_classes} but the shards' manifest lists {len(classes)} "
-                             f"classes {classes}: set --model.num_classes={len(classes)}")
+            raise ValueError(
+                f"model.num_classes is {num_classes} but the shards' manifest lists {len(classes)} "
+                f"classes {classes}: set --model.num_classes={len(classes)}"
+            )
 
     def before_fit(self) -> None:
         """Lightning hook: runs before `fit`."""
@@ -43,8 +46,15 @@ class DetectorCLI(LightningCLI):
 
 def main(args: list[str] | None = None, run: bool = True) -> DetectorCLI:
     """Parse `args` (default: sys.argv), build model, data module and trainer, and run the subcommand if `run`."""
-    return DetectorCLI(EdgeDetector, ShardDataModule, subclass_mode_data=True, args=args, run=run,
-                       save_config_kwargs={"overwrite": True}, parser_kwargs={"description": DESCRIPTION})
+    return DetectorCLI(
+        EdgeDetector,
+        ShardDataModule,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": DESCRIPTION},
+    )
 
 
 if __name__ == "__main__":

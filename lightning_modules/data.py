@@ -7,13 +7,14 @@ process - and deliver the same batch dict, so switching a training script betwee
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from rinr_data.codecs import RECORD_MEMBER
+from rinr_data.codecs.classic import CLASSIC_CODECS
 from rinr_data.errors import WrongCodecError
 from rinr_data.pipeline.augment import AugmentConfig
 from rinr_data.pipeline.dataset import ON_ERROR, RINRDataset
@@ -23,8 +24,7 @@ from rinr_data.pipeline.shardlist import resolve_shards
 from rinr_data.pipeline.streaming import FetchPolicy
 from rinr_data.shards import image_member
 
-RINR_CODECS = ("rinr",)
-CLASSIC_CODECS = ("jpeg", "webp", "avif")
+RINR_CODECS = (RECORD_MEMBER,)
 
 
 class CodecDataset(RINRDataset):
@@ -39,8 +39,9 @@ class CodecDataset(RINRDataset):
         encoded_jpeg: leave JPEG members undecoded for a decode on the device (nvJPEG) in the main process.
     """
 
-    def __init__(self, *args: Any, codecs: Sequence[str], owner: str, encoded_jpeg: bool = False,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, codecs: Sequence[str], owner: str, encoded_jpeg: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.codecs, self.owner, self.encoded_jpeg = tuple(codecs), owner, encoded_jpeg
         if self.manifest is not None and "codec" in self.manifest:  # early check: the codec of every shard
@@ -49,10 +50,10 @@ class CodecDataset(RINRDataset):
     def _check(self, codec: str, where: str, what: str) -> None:
         if codec in self.codecs:
             return
-        held = ".rinr records" if codec == "rinr" else f"{codec!r} images"
-        if codec == "rinr":
+        held = ".rinr records" if codec == RECORD_MEMBER else f"{codec!r} images"
+        if codec == RECORD_MEMBER:
             hint = "use RINRDataModule for .rinr shards"
-        elif "rinr" in self.codecs:
+        elif RECORD_MEMBER in self.codecs:
             hint = "use JPEGDataModule for jpeg/webp/avif shards"
         else:
             hint = "gpu_decode=True handles JPEG only: use gpu_decode=False"
@@ -84,10 +85,20 @@ class ShardDataModule(L.LightningDataModule):
 
     CODECS: tuple[str, ...] = ()
 
-    def __init__(self, train: Any, val: Any = None, test: Any = None, batch_size: int = 8, num_workers: int = 2,
-                 image_size: tuple[int, int] | None = None, augment: bool | AugmentConfig = True,
-                 device: str | torch.device = "auto", seed: int = 0, cache_dir: str | None = None,
-                 on_error: str = "raise") -> None:
+    def __init__(
+        self,
+        train: Any,
+        val: Any = None,
+        test: Any = None,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        image_size: tuple[int, int] | None = None,
+        augment: bool | AugmentConfig = True,
+        device: str | torch.device = "auto",
+        seed: int = 0,
+        cache_dir: str | None = None,
+        on_error: str = "raise",
+    ) -> None:
         super().__init__()
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -137,10 +148,12 @@ class ShardDataModule(L.LightningDataModule):
         loader = self.loader("train", shuffle=True, augment=self.augment)
         uncounted = [s.url for s in loader.dataset.shards if s.samples is None]
         if self.trainer is not None and uncounted:
-            rank_zero_warn(f"{type(self).__name__}: {len(uncounted)} train shard(s) ({uncounted[0]}, ...) have no "
-                           "sample count (remote or unreadable, and no manifest), so the loader has no length; "
-                           "Lightning then fetches one batch ahead and a mid-epoch resume skips that batch. Pass the "
-                           "dataset folder or its manifest.json for exact resume.")
+            rank_zero_warn(
+                f"{type(self).__name__}: {len(uncounted)} train shard(s) ({uncounted[0]}, ...) have no "
+                "sample count (remote or unreadable, and no manifest), so the loader has no length; "
+                "Lightning then fetches one batch ahead and a mid-epoch resume skips that batch. Pass the "
+                "dataset folder or its manifest.json for exact resume."
+            )
         return loader
 
     def val_dataloader(self) -> RINRLoader:
@@ -159,12 +172,23 @@ class ShardDataModule(L.LightningDataModule):
         if source is None:
             raise ValueError(f"{type(self).__name__} was given no {split!r} shards")
         options = {"codecs": self.CODECS, "owner": type(self).__name__, **self._dataset_options()}
-        ds = CodecDataset(source, batch_size=self.batch_size, shuffle=shuffle, seed=self.seed, on_error=self.on_error,
-                          device=self.device, rank=self.rank, world_size=self.world_size, cache_dir=self.cache_dir,
-                          **options)
+        ds = CodecDataset(
+            source,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            on_error=self.on_error,
+            device=self.device,
+            rank=self.rank,
+            world_size=self.world_size,
+            cache_dir=self.cache_dir,
+            **options,
+        )
         if len(ds.shards) < ds.world_size:  # a rank without shards would set every rank's equal quota to 0
-            raise ValueError(f"the {split!r} split has {len(ds.shards)} shards for {ds.world_size} ranks: every rank "
-                             "needs at least one (re-shard with a smaller --shard-size)")
+            raise ValueError(
+                f"the {split!r} split has {len(ds.shards)} shards for {ds.world_size} ranks: every rank "
+                "needs at least one (re-shard with a smaller --shard-size)"
+            )
         return ds
 
     def loader(self, split: str, shuffle: bool, augment: AugmentConfig | None) -> RINRLoader:
@@ -199,8 +223,10 @@ class JPEGDataModule(ShardDataModule):
         super().__init__(*args, **kwargs)
         self.gpu_decode = gpu_decode
         if gpu_decode and not torch.cuda.is_available():
-            raise ValueError("gpu_decode=True decodes JPEG with nvJPEG on a CUDA device, but CUDA is not available; "
-                             "use gpu_decode=False (Pillow in the CPU workers)")
+            raise ValueError(
+                "gpu_decode=True decodes JPEG with nvJPEG on a CUDA device, but CUDA is not available; "
+                "use gpu_decode=False (Pillow in the CPU workers)"
+            )
 
     def dataset(self, split: str, shuffle: bool) -> CodecDataset:
         if self.gpu_decode and str(self.device) != "auto" and torch.device(self.device).type != "cuda":

@@ -16,8 +16,9 @@ from torchvision.ops import box_iou
 OPERATING_THRESHOLD = 0.3  # default score at which detections count as made (EdgeDetector, reports)
 
 
-def match_detections(boxes: Tensor, scores: Tensor, labels: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
-                     iou_threshold: float = 0.5) -> Tensor:
+def match_detections(
+    boxes: Tensor, scores: Tensor, labels: Tensor, gt_boxes: Tensor, gt_labels: Tensor, iou_threshold: float = 0.5
+) -> Tensor:
     """Bool [K]: which detections hit a ground-truth box (greedy by score, one detection per box, same class)."""
     hit = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
     if len(boxes) == 0 or len(gt_boxes) == 0:
@@ -52,8 +53,9 @@ class DetectionErrors(Metric):
     def __init__(self, score_threshold: float = OPERATING_THRESHOLD, iou_threshold: float = 0.5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= score_threshold <= 1.0 or not 0.0 < iou_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1] and iou_threshold in (0, 1], got {score_threshold}, "
-                             f"{iou_threshold}")
+            raise ValueError(
+                f"score_threshold must be in [0, 1] and iou_threshold in (0, 1], got {score_threshold}, {iou_threshold}"
+            )
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         for name in ("tp", "fp", "fn", "images"):
@@ -66,8 +68,14 @@ class DetectionErrors(Metric):
         for p, t in zip(preds, targets):
             keep = p["scores"] >= self.score_threshold
             gt_boxes = t["boxes"].reshape(-1, 4)
-            hit = match_detections(p["boxes"][keep].reshape(-1, 4), p["scores"][keep], p["labels"][keep], gt_boxes,
-                                   t["labels"].reshape(-1), self.iou_threshold)
+            hit = match_detections(
+                p["boxes"][keep].reshape(-1, 4),
+                p["scores"][keep],
+                p["labels"][keep],
+                gt_boxes,
+                t["labels"].reshape(-1),
+                self.iou_threshold,
+            )
             hits = int(hit.sum())
             self.tp += hits
             self.fp += len(hit) - hits
@@ -78,6 +86,8 @@ class DetectionErrors(Metric):
         """precision, recall (1 where nothing was detected / nothing was there) and false positives per image."""
         tp, fp, fn = self.tp.double(), self.fp.double(), self.fn.double()
         one = torch.ones((), dtype=torch.double, device=tp.device)
-        return {"precision": tp / (tp + fp) if tp + fp > 0 else one,
-                "recall": tp / (tp + fn) if tp + fn > 0 else one,
-                "fp_per_image": fp / self.images.clamp(min=1)}
+        return {
+            "precision": tp / (tp + fp) if tp + fp > 0 else one,
+            "recall": tp / (tp + fn) if tp + fn > 0 else one,
+            "fp_per_image": fp / self.images.clamp(min=1),
+        }

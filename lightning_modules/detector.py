@@ -22,8 +22,18 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
 from .detection_metrics import OPERATING_THRESHOLD, DetectionErrors
-from .networks import (ARCHS, STRIDE, Arch, CenterNetConfig, Detections, build_centernet, build_torchvision_detector,
-                       centernet_loss, decode_centernet, encode_centernet_targets)
+from .networks import (
+    ARCHS,
+    STRIDE,
+    Arch,
+    CenterNetConfig,
+    Detections,
+    build_centernet,
+    build_torchvision_detector,
+    centernet_loss,
+    decode_centernet,
+    encode_centernet_targets,
+)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Batch helpers, metric, schedule
@@ -51,8 +61,10 @@ def plain_targets(targets: list[dict[str, Any]]) -> list[tuple[Tensor, Tensor]]:
 def build_map_metric() -> MeanAveragePrecision:
     """COCO box mAP on the faster_coco_eval backend; raises if that backend is missing (no silent pycocotools)."""
     if importlib.util.find_spec("faster_coco_eval") is None:
-        raise ImportError("EdgeDetector evaluates with the faster_coco_eval backend of torchmetrics' "
-                          "MeanAveragePrecision, but `faster_coco_eval` is not installed: pip install faster-coco-eval")
+        raise ImportError(
+            "EdgeDetector evaluates with the faster_coco_eval backend of torchmetrics' "
+            "MeanAveragePrecision, but `faster_coco_eval` is not installed: pip install faster-coco-eval"
+        )
     return MeanAveragePrecision(iou_type="bbox", backend="faster_coco_eval")
 
 
@@ -116,10 +128,19 @@ class EdgeDetector(L.LightningModule):
             `val/recall`, `val/fp_per_image`): mAP alone cannot tell clutter firing from missed objects.
     """
 
-    def __init__(self, num_classes: int = 1, arch: Arch = "centernet", lr: float = 2e-3, weight_decay: float = 1e-2,
-                 warmup_steps: int = 100, max_steps: int | None = None, min_lr_ratio: float = 0.01,
-                 score_threshold: float = 0.05, max_detections: int = 100,
-                 operating_threshold: float = OPERATING_THRESHOLD) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1,
+        arch: Arch = "centernet",
+        lr: float = 2e-3,
+        weight_decay: float = 1e-2,
+        warmup_steps: int = 100,
+        max_steps: int | None = None,
+        min_lr_ratio: float = 0.01,
+        score_threshold: float = 0.05,
+        max_detections: int = 100,
+        operating_threshold: float = OPERATING_THRESHOLD,
+    ) -> None:
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
@@ -172,8 +193,9 @@ class EdgeDetector(L.LightningModule):
         # Inputs centred on 0 so the zero padding (here and inside the convs) reads as mid-grey, not black.
         x = _pad_to_stride(images * 2 - 1, STRIDE)
         outputs = self.model(x)
-        enc = encode_centernet_targets(plain, self.hparams.num_classes, tuple(outputs["heatmap"].shape[-2:]),
-                                       self.centernet_cfg.gaussian_alpha)
+        enc = encode_centernet_targets(
+            plain, self.hparams.num_classes, tuple(outputs["heatmap"].shape[-2:]), self.centernet_cfg.gaussian_alpha
+        )
         return centernet_loss(outputs, enc, self.centernet_cfg)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -214,16 +236,20 @@ class EdgeDetector(L.LightningModule):
             return int(self.hparams.max_steps)
         est = self.trainer.estimated_stepping_batches
         if not math.isfinite(est):
-            raise ValueError("EdgeDetector cannot size its cosine schedule (the trainer's step count is unknown, e.g. "
-                             "an iterable dataset without a length): pass max_steps")
+            raise ValueError(
+                "EdgeDetector cannot size its cosine schedule (the trainer's step count is unknown, e.g. "
+                "an iterable dataset without a length): pass max_steps"
+            )
         return int(est)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW (no decay on norm weights and biases) with per-step linear warmup + cosine."""
         decay = [p for p in self.parameters() if p.requires_grad and p.ndim > 1]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim <= 1]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.hparams.lr)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.hparams.lr,
+        )
         schedule = WarmupCosine(self.hparams.warmup_steps, self._schedule_steps(), self.hparams.min_lr_ratio)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -77,7 +77,8 @@ class CenterNet(nn.Module):
         w = cfg.widths
         self.stem = nn.Sequential(_conv_bn_relu(3, w[0], 2), _conv_bn_relu(w[0], w[1], 2), _conv_bn_relu(w[1], w[1]))
         self.stages = nn.ModuleList(
-            nn.Sequential(_conv_bn_relu(w[i - 1], w[i], 2), _conv_bn_relu(w[i], w[i])) for i in range(2, 5))
+            nn.Sequential(_conv_bn_relu(w[i - 1], w[i], 2), _conv_bn_relu(w[i], w[i])) for i in range(2, 5)
+        )
         self.lateral = nn.ModuleList(nn.Conv2d(c, cfg.neck_channels, 1) for c in w[1:])
         self.smooth = nn.ModuleList(_conv_bn_relu(cfg.neck_channels, cfg.neck_channels) for _ in range(3))
         self.heatmap = _head(cfg.neck_channels, cfg.head_channels, cfg.num_classes)
@@ -104,8 +105,9 @@ def build_centernet(cfg: CenterNetConfig) -> CenterNet:
     return CenterNet(cfg)
 
 
-def encode_centernet_targets(targets: list[tuple[Tensor, Tensor]], num_classes: int, out_hw: tuple[int, int],
-                             gaussian_alpha: float) -> dict[str, Tensor]:
+def encode_centernet_targets(
+    targets: list[tuple[Tensor, Tensor]], num_classes: int, out_hw: tuple[int, int], gaussian_alpha: float
+) -> dict[str, Tensor]:
     """Dense CenterNet targets at stride 4 from per-image (xyxy pixel boxes, 0-based labels).
 
     Returns `heatmap` [B, C, h, w] (gaussian splats, exactly 1 at each centre cell), `size` and `offset` [B, 2, h, w]
@@ -172,8 +174,9 @@ def centernet_loss(outputs: dict[str, Tensor], enc: dict[str, Tensor], cfg: Cent
     return parts
 
 
-def decode_centernet(outputs: dict[str, Tensor], image_sizes: list[tuple[int, int]], score_threshold: float,
-                     max_detections: int) -> list[Detections]:
+def decode_centernet(
+    outputs: dict[str, Tensor], image_sizes: list[tuple[int, int]], score_threshold: float, max_detections: int
+) -> list[Detections]:
     """Peaks of the heatmap (3x3 max-pool), top-k over classes and cells, threshold, boxes clipped to each image."""
     heat = outputs["heatmap"].float().sigmoid()
     b, c, h, w = heat.shape
@@ -210,14 +213,19 @@ def build_torchvision_detector(arch: str, num_classes: int, score_threshold: flo
     from torchvision.models import detection
 
     if arch == "ssdlite":
-        model = detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                                        num_classes=num_classes + 1)
+        model = detection.ssdlite320_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=num_classes + 1
+        )
         # Set after building: the ssdlite builder also forwards its kwargs to the backbone, which rejects these.
         model.score_thresh = score_threshold
         model.detections_per_img = max_detections
         return model
     if arch == "fasterrcnn_mobilenet":
         return detection.fasterrcnn_mobilenet_v3_large_320_fpn(
-            weights=None, weights_backbone=None, num_classes=num_classes + 1,
-            box_score_thresh=score_threshold, box_detections_per_img=max_detections)
+            weights=None,
+            weights_backbone=None,
+            num_classes=num_classes + 1,
+            box_score_thresh=score_threshold,
+            box_detections_per_img=max_detections,
+        )
     raise ValueError(f"unknown torchvision arch {arch!r}; valid: 'ssdlite', 'fasterrcnn_mobilenet'")

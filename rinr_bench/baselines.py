@@ -35,32 +35,54 @@ class Baseline:
     decoded: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
 
-def _baseline(name: str, image: torch.Tensor, decoded: torch.Tensor, mask: torch.Tensor | None,
-              nbytes: int, details: dict[str, Any]) -> Baseline:
+def _baseline(
+    name: str,
+    image: torch.Tensor,
+    decoded: torch.Tensor,
+    mask: torch.Tensor | None,
+    nbytes: int,
+    details: dict[str, Any],
+) -> Baseline:
     mask = torch.zeros(image.shape[1:], dtype=torch.bool) if mask is None else mask
     # psnr() gives NaN for an empty mask, matching region_psnr's "no objects" / "no background".
-    return Baseline(name, nbytes, psnr(image, decoded, mask), psnr(image, decoded, ~mask), psnr(image, decoded),
-                    details, decoded)
+    return Baseline(
+        name, nbytes, psnr(image, decoded, mask), psnr(image, decoded, ~mask), psnr(image, decoded), details, decoded
+    )
 
 
-def _full_frame(image: torch.Tensor, codec: str, mask: torch.Tensor | None,
-                found: tuple[int, bytes, float] | None) -> Baseline | None:
+def _full_frame(
+    image: torch.Tensor, codec: str, mask: torch.Tensor | None, found: tuple[int, bytes, float] | None
+) -> Baseline | None:
     if found is None:
         return None
     quality, data, _ = found
-    return _baseline(f"{codec}-full-frame", image, decode_classic(data), mask, len(data),
-                     {"qualities": {"frame": quality}, "scale": 1.0})
+    return _baseline(
+        f"{codec}-full-frame",
+        image,
+        decode_classic(data),
+        mask,
+        len(data),
+        {"qualities": {"frame": quality}, "scale": 1.0},
+    )
 
 
-def full_frame_at_psnr(image: torch.Tensor, codec: str, target_psnr: float, *,
-                       mask: torch.Tensor | None = None) -> Baseline | None:
+def full_frame_at_psnr(
+    image: torch.Tensor, codec: str, target_psnr: float, *, mask: torch.Tensor | None = None
+) -> Baseline | None:
     """Cheapest full-frame coding whose PSNR over mask (default: all pixels) reaches target_psnr, or None."""
     image = to_chw_uint8(image)
     return _full_frame(image, codec, mask, cheapest_quality(image, codec, target_psnr, mask=mask))
 
 
-def full_frame_at_region_psnrs(image: torch.Tensor, codec: str, boxes: Sequence[Sequence[float]], object_psnr: float,
-                               background_psnr: float, *, mask: torch.Tensor | None = None) -> Baseline | None:
+def full_frame_at_region_psnrs(
+    image: torch.Tensor,
+    codec: str,
+    boxes: Sequence[Sequence[float]],
+    object_psnr: float,
+    background_psnr: float,
+    *,
+    mask: torch.Tensor | None = None,
+) -> Baseline | None:
     """Cheapest full-frame coding reaching `object_psnr` over the box pixels and `background_psnr` over the rest,
     or None: the classic codec at both of a record's qualities at once (`mask`: the boxes' mask, if already built)."""
     image = to_chw_uint8(image)
@@ -77,8 +99,9 @@ def full_frame_at_region_psnrs(image: torch.Tensor, codec: str, boxes: Sequence[
     return _full_frame(image, codec, mask, bisect_quality(codec, 0.0, score))
 
 
-def _cheapest_background(image: torch.Tensor, codec: str, target: float,
-                         mask: torch.Tensor | None) -> tuple[int, float, bytes] | None:
+def _cheapest_background(
+    image: torch.Tensor, codec: str, target: float, mask: torch.Tensor | None
+) -> tuple[int, float, bytes] | None:
     options = []
     for scale in BACKGROUND_SCALES:
         found = cheapest_quality(image, codec, target, mask=mask, scale=scale)
@@ -92,7 +115,7 @@ def _align(n: int) -> int:
 
 
 def _cell(image: torch.Tensor, r: Region) -> torch.Tensor:
-    crop = image[:, r.top:r.bottom, r.left:r.right].numpy()
+    crop = image[:, r.top : r.bottom, r.left : r.right].numpy()
     # Edge replication keeps the padding as cheap to code as the crop border itself.
     pad = ((0, 0), (0, _align(r.height) - r.height), (0, _align(r.width) - r.width))
     return torch.from_numpy(np.pad(crop, pad, mode="edge"))
@@ -119,20 +142,22 @@ def _atlas(image: torch.Tensor, regions: Sequence[Region]) -> tuple[torch.Tensor
     mean = torch.cat([c.reshape(3, -1) for c in cells], 1).double().mean(1).round().to(torch.uint8)
     atlas = mean[:, None, None].expand(3, height, width).clone()
     for cell, (y, x) in zip(cells, positions):
-        atlas[:, y:y + cell.shape[1], x:x + cell.shape[2]] = cell
+        atlas[:, y : y + cell.shape[1], x : x + cell.shape[2]] = cell
     return atlas, positions
 
 
-def _composite(background: torch.Tensor, atlas: torch.Tensor, regions: Sequence[Region],
-               positions: Sequence[tuple[int, int]]) -> torch.Tensor:
+def _composite(
+    background: torch.Tensor, atlas: torch.Tensor, regions: Sequence[Region], positions: Sequence[tuple[int, int]]
+) -> torch.Tensor:
     out = background.clone()
     for r, (y, x) in zip(regions, positions):
-        out[:, r.top:r.bottom, r.left:r.right] = atlas[:, y:y + r.height, x:x + r.width]
+        out[:, r.top : r.bottom, r.left : r.right] = atlas[:, y : y + r.height, x : x + r.width]
     return out
 
 
-def roi_baseline(image: torch.Tensor, boxes: Sequence[Sequence[float]], codec: str, object_psnr: float,
-                 background_psnr: float) -> Baseline | None:
+def roi_baseline(
+    image: torch.Tensor, boxes: Sequence[Sequence[float]], codec: str, object_psnr: float, background_psnr: float
+) -> Baseline | None:
     """Cheapest (scaled) background frame plus one atlas of object crops meeting both PSNR targets, or None."""
     image = to_chw_uint8(image)
     _, h, w = image.shape
@@ -145,8 +170,11 @@ def roi_baseline(image: torch.Tensor, boxes: Sequence[Sequence[float]], codec: s
         return None
     bg_quality, scale, bg_data = found
     background = decode_classic(bg_data, (h, w))
-    details: dict[str, Any] = {"qualities": {"background": bg_quality}, "scale": scale,
-                               "bytes": {"background": len(bg_data)}}
+    details: dict[str, Any] = {
+        "qualities": {"background": bg_quality},
+        "scale": scale,
+        "bytes": {"background": len(bg_data)},
+    }
     if len(boxes) == 0:
         return _baseline(f"{codec}-roi", image, background, mask, len(bg_data), details)
 

@@ -77,17 +77,31 @@ def prepare(data: Path, args: argparse.Namespace, device: torch.device) -> tuple
         # The codec version is in the folder name: shards of an older codec are never reused as this one's.
         # In scene mode --batch bounds the frames that share a scene, so it changes the records: it names the folder.
         scene_batch = f"-b{args.batch}" if variant.scene_margin is not None else ""
-        rinr_dir = work / (f"rinr{__version__}-{variant.name.replace('/', '-')}-s{codec.max_steps}"
-                           f"-p{args.pixels_per_step}-m{args.max_side}-t{len(train.items)}{scene_batch}")
-        print(f"{data.name}: encoding {len(train.items)} training frames to RINR {variant.name} ({codec.max_steps} "
-              f"steps, {args.batch} frames per call, on {device}) ...", flush=True)
-        encode_dataset(train, rinr_dir, ConvertConfig(codec_config=codec, max_side=max_side, batch=args.batch,
-                                                      shard_size=args.shard_size,
-                                                      scene="off" if variant.scene_margin is None else "auto"),
-                       progress=not args.quiet)
+        rinr_dir = work / (
+            f"rinr{__version__}-{variant.name.replace('/', '-')}-s{codec.max_steps}"
+            f"-p{args.pixels_per_step}-m{args.max_side}-t{len(train.items)}{scene_batch}"
+        )
+        print(
+            f"{data.name}: encoding {len(train.items)} training frames to RINR {variant.name} ({codec.max_steps} "
+            f"steps, {args.batch} frames per call, on {device}) ...",
+            flush=True,
+        )
+        encode_dataset(
+            train,
+            rinr_dir,
+            ConvertConfig(
+                codec_config=codec,
+                max_side=max_side,
+                batch=args.batch,
+                shard_size=args.shard_size,
+                scene="off" if variant.scene_margin is None else "auto",
+            ),
+            progress=not args.quiet,
+        )
         encode_s[variant.name] = time.perf_counter() - t
-        rinr_conditions.append(Condition(f"rinr-{variant.name}", variant.label(codec), rinr_dir, RINRDataModule,
-                                         shard_stats(rinr_dir)))
+        rinr_conditions.append(
+            Condition(f"rinr-{variant.name}", variant.label(codec), rinr_dir, RINRDataModule, shard_stats(rinr_dir))
+        )
     rinr = rinr_conditions[0].stats
     scan = QualityScan(load_samples(train, max_side=max_side))
     by_psnr = scan.at_object_psnr(rinr.object_psnr) or scan(100)
@@ -96,18 +110,25 @@ def prepare(data: Path, args: argparse.Namespace, device: torch.device) -> tuple
     tag = f"m{args.max_side}-t{len(train.items)}"
     for name, quality in (("jpeg-psnr", by_psnr.quality), ("jpeg-bytes", by_bytes.quality)):
         folder = work / f"jpeg-q{quality}-{tag}"
-        encode_dataset(train, folder, ConvertConfig(codec="jpeg", quality=quality, max_side=max_side,
-                                                    shard_size=args.shard_size), progress=False)
+        encode_dataset(
+            train,
+            folder,
+            ConvertConfig(codec="jpeg", quality=quality, max_side=max_side, shard_size=args.shard_size),
+            progress=False,
+        )
         conditions.append(Condition(name, f"JPEG q{quality}", folder, JPEGDataModule, shard_stats(folder)))
     original = write_lossless_shards(train, work / f"original-{tag}", max_side=max_side, shard_size=args.shard_size)
     conditions.insert(0, Condition("original", "lossless WebP", original, JPEGDataModule, shard_stats(original)))
     conditions += rinr_conditions
-    val_dir = write_lossless_shards(val, work / f"val-m{args.max_side}-v{len(val.items)}", max_side=max_side,
-                                    shard_size=args.shard_size)
+    val_dir = write_lossless_shards(
+        val, work / f"val-m{args.max_side}-v{len(val.items)}", max_side=max_side, shard_size=args.shard_size
+    )
     size = load_sample(val.items[0], max_side=max_side)
-    note = (f"{data.name} ({source.format}, {len(source.classes)} class(es)): frames 0-{len(train.items) - 1} train, "
-            f"{len(source.items) - len(val.items)}-{len(source.items) - 1} validate; {size.width}x{size.height}; "
-            "RINR encode " + ", ".join(f"{p} {s:.0f} s" for p, s in encode_s.items()) + " (0 if resumed)")
+    note = (
+        f"{data.name} ({source.format}, {len(source.classes)} class(es)): frames 0-{len(train.items) - 1} train, "
+        f"{len(source.items) - len(val.items)}-{len(source.items) - 1} validate; {size.width}x{size.height}; "
+        "RINR encode " + ", ".join(f"{p} {s:.0f} s" for p, s in encode_s.items()) + " (0 if resumed)"
+    )
     return conditions, val_dir, note
 
 
@@ -131,18 +152,22 @@ def table(dataset: str, conditions: list[Condition]) -> list[str]:
         if c.detail is not None:
             ratio = f"{c.detail.ratio:.1f}x" if math.isfinite(c.detail.ratio) else "—"
             detail = f"{c.detail.background:.3f} / {c.detail.objects:.3f} ({ratio})"
-        errors = " / ".join(f"{statistics.fmean(getattr(r, k) for r in c.runs):.2f}"
-                            for k in ("precision", "recall", "fp_per_image"))
-        rows.append(f"| {dataset} | {c.name} | {c.label} | {c.stats.bytes_per_frame:,.0f} | {psnr} | {detail} | "
-                    f"{mean_sd(m50)} | "
-                    f"{mean_sd(m)} | {'—' if c is base else mean_sd(diff)} | "
-                    f"{', '.join(f'{v:.3f}' for v in m50)} | {errors} | "
-                    f"{statistics.fmean(r.train_s for r in c.runs):.0f} |")
+        errors = " / ".join(
+            f"{statistics.fmean(getattr(r, k) for r in c.runs):.2f}" for k in ("precision", "recall", "fp_per_image")
+        )
+        rows.append(
+            f"| {dataset} | {c.name} | {c.label} | {c.stats.bytes_per_frame:,.0f} | {psnr} | {detail} | "
+            f"{mean_sd(m50)} | "
+            f"{mean_sd(m)} | {'—' if c is base else mean_sd(diff)} | "
+            f"{', '.join(f'{v:.3f}' for v in m50)} | {errors} | "
+            f"{statistics.fmean(r.train_s for r in c.runs):.0f} |"
+        )
     return rows
 
 
-def error_figure(frames: dict[str, list[FrameDetections]], path: Path, count: int = 6,
-                 threshold: float = OPERATING_THRESHOLD) -> None:
+def error_figure(
+    frames: dict[str, list[FrameDetections]], path: Path, count: int = 6, threshold: float = OPERATING_THRESHOLD
+) -> None:
     """PNG grid: `count` evaluation frames (rows) x conditions (columns, in table order), 2x upscaled; true boxes
     green, detections at or above `threshold` that hit one blue, false positives red."""
     names = list(frames)
@@ -159,8 +184,9 @@ def error_figure(frames: dict[str, list[FrameDetections]], path: Path, count: in
             image = torch.nn.functional.interpolate(image[None].float(), scale_factor=2, mode="nearest")[0]
             image = draw_bounding_boxes(image.to(torch.uint8), f.boxes * 2, colors="lime", width=1)
             if len(boxes):
-                image = draw_bounding_boxes(image, boxes * 2, colors=["blue" if h else "red" for h in hit.tolist()],
-                                            width=2)
+                image = draw_bounding_boxes(
+                    image, boxes * 2, colors=["blue" if h else "red" for h in hit.tolist()], width=2
+                )
             tiles.append(image)
     grid = make_grid(tiles, nrow=len(names), padding=4, pad_value=255)
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
@@ -169,8 +195,11 @@ def error_figure(frames: dict[str, list[FrameDetections]], path: Path, count: in
 def write_section(text: str, path: Path, section: str | None = None) -> None:
     """Put `text` between this tool's markers (of `section`, if named) under the Accuracy parity heading; other
     sections stay as they are."""
-    begin, end = (MARK_BEGIN, MARK_END) if section is None else (f"<!-- bench_accuracy:{section}:begin -->",
-                                                                 f"<!-- bench_accuracy:{section}:end -->")
+    begin, end = (
+        (MARK_BEGIN, MARK_END)
+        if section is None
+        else (f"<!-- bench_accuracy:{section}:begin -->", f"<!-- bench_accuracy:{section}:end -->")
+    )
     replace_section(path, begin, end, text, HEADING if section is None else f"### Accuracy parity: {section}")
 
 
@@ -189,11 +218,14 @@ class RinrVariant:
     @property
     def name(self) -> str:
         """The spec without its step count (steps are in the label): `grid`, `grid@30/30+box0+scene8`."""
-        return (self.preset + (f"@{self.psnr[0]:g}/{self.psnr[1]:g}" if self.psnr else "")
-                + (f"+box{self.box_levels}" if self.box_levels is not None else "")
-                + (f"+pad{self.box_margin}" if self.box_margin is not None else "")
-                + (f"+scene{self.scene_margin:g}" if self.scene_margin is not None else "")
-                + (f"+cut{self.scene_cut:g}" if self.scene_cut is not None else ""))
+        return (
+            self.preset
+            + (f"@{self.psnr[0]:g}/{self.psnr[1]:g}" if self.psnr else "")
+            + (f"+box{self.box_levels}" if self.box_levels is not None else "")
+            + (f"+pad{self.box_margin}" if self.box_margin is not None else "")
+            + (f"+scene{self.scene_margin:g}" if self.scene_margin is not None else "")
+            + (f"+cut{self.scene_cut:g}" if self.scene_cut is not None else "")
+        )
 
     def codec(self, fit_steps: int | None = None, **fields: Any) -> GridConfig | PaperConfig:
         """The preset's config for this variant (its steps, else `fit_steps`, else the preset's) with those of `fields`
@@ -208,13 +240,18 @@ class RinrVariant:
 
     def label(self, codec: GridConfig | PaperConfig) -> str:
         """Table label: preset, steps, and what differs from the preset's defaults."""
-        return (f"RINR {self.preset}, {codec.max_steps} steps"
-                + (f", targets {self.psnr[0]:g}/{self.psnr[1]:g} dB" if self.psnr else "")
-                + (f", {self.box_levels} box-only levels" if self.box_levels is not None else "")
-                + (f", box levels {self.box_margin} px around the boxes" if self.box_margin is not None else "")
-                + (f", scene mode (scene {self.scene_margin:g} dB above the background)"
-                   if self.scene_margin is not None else "")
-                + (f", new scene below {self.scene_cut:g} dB" if self.scene_cut is not None else ""))
+        return (
+            f"RINR {self.preset}, {codec.max_steps} steps"
+            + (f", targets {self.psnr[0]:g}/{self.psnr[1]:g} dB" if self.psnr else "")
+            + (f", {self.box_levels} box-only levels" if self.box_levels is not None else "")
+            + (f", box levels {self.box_margin} px around the boxes" if self.box_margin is not None else "")
+            + (
+                f", scene mode (scene {self.scene_margin:g} dB above the background)"
+                if self.scene_margin is not None
+                else ""
+            )
+            + (f", new scene below {self.scene_cut:g} dB" if self.scene_cut is not None else "")
+        )
 
 
 PRESET_GRAMMAR = "PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN][+padPX][+scene[MARGIN_DB]][+cutDB]"
@@ -256,8 +293,12 @@ def parse_preset(text: str) -> RinrVariant:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, action="append",
-                   help="COCO / VOC / YOLO folder; repeat for several (default: ../shared/data/vtest-long)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        help="COCO / VOC / YOLO folder; repeat for several (default: ../shared/data/vtest-long)",
+    )
     p.add_argument("--train-frames", type=int, help="the first N frames train (default: all before validation)")
     p.add_argument("--val-frames", type=int, help="the last N frames validate (default: a quarter)")
     p.add_argument("--max-side", type=int, default=0, help="downscale frames to this longer side (0: keep)")
@@ -266,24 +307,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16, help="detector batch (default: %(default)s)")
     p.add_argument("--lr", type=float, default=2e-3, help="detector AdamW peak learning rate (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="train without flip/scale/colour augmentation")
-    p.add_argument("--blur", type=float, default=0.0,
-                   help="probability of a Gaussian blur of each training frame (sigma 0.3-1.5 px; default 0)")
-    p.add_argument("--noise", type=float, default=0.0,
-                   help="probability of Gaussian noise (sigma 0.02) on each training frame (default 0)")
-    p.add_argument("--box-blur", type=float, default=0.0,
-                   help="probability of a Gaussian blur of the pixels inside the boxes only (sigma 0.5-2 px; "
-                        "default 0)")
-    p.add_argument("--background-sharpen", type=float, default=0.0,
-                   help="probability of sharpening the pixels outside the boxes (factor 2-4; default 0)")
-    p.add_argument("--presets", default="grid,paper",
-                   help=f"RINR presets, one condition each, as {PRESET_GRAMMAR} to set that preset's fitting "
-                        "steps, PSNR targets and (grid) box-only levels, their margin in pixels around the boxes "
-                        "or scene mode (scene backgrounds MARGIN_DB above the background target, shared by the "
-                        "frames of each --batch; +cutDB: a frame the scene reproduces below DB starts a new one, "
-                        "default the background target); JPEG is matched to the first (default: %(default)s)")
+    p.add_argument(
+        "--blur",
+        type=float,
+        default=0.0,
+        help="probability of a Gaussian blur of each training frame (sigma 0.3-1.5 px; default 0)",
+    )
+    p.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        help="probability of Gaussian noise (sigma 0.02) on each training frame (default 0)",
+    )
+    p.add_argument(
+        "--box-blur",
+        type=float,
+        default=0.0,
+        help="probability of a Gaussian blur of the pixels inside the boxes only (sigma 0.5-2 px; default 0)",
+    )
+    p.add_argument(
+        "--background-sharpen",
+        type=float,
+        default=0.0,
+        help="probability of sharpening the pixels outside the boxes (factor 2-4; default 0)",
+    )
+    p.add_argument(
+        "--presets",
+        default="grid,paper",
+        help=f"RINR presets, one condition each, as {PRESET_GRAMMAR} to set that preset's fitting "
+        "steps, PSNR targets and (grid) box-only levels, their margin in pixels around the boxes "
+        "or scene mode (scene backgrounds MARGIN_DB above the background target, shared by the "
+        "frames of each --batch; +cutDB: a frame the scene reproduces below DB starts a new one, "
+        "default the background target); JPEG is matched to the first (default: %(default)s)",
+    )
     p.add_argument("--fit-steps", type=int, default=None, help="RINR fitting step budget (default: each preset's)")
-    p.add_argument("--pixels-per-step", type=int, default=preset_default("paper", "pixels_per_step"),
-                   help="paper preset: RINR pixels per fitting step (default: %(default)s)")
+    p.add_argument(
+        "--pixels-per-step",
+        type=int,
+        default=preset_default("paper", "pixels_per_step"),
+        help="paper preset: RINR pixels per fitting step (default: %(default)s)",
+    )
     p.add_argument("--batch", type=int, default=16, help="frames per RINR fitting call (default: %(default)s)")
     p.add_argument("--shard-size", type=int, default=50, help="samples per shard (default: %(default)s)")
     p.add_argument("--num-workers", type=int, default=0, help="loader worker processes (default: %(default)s)")
@@ -291,9 +354,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=ROOT / "out" / "bench-accuracy", help="shard folder (kept)")
     p.add_argument("--write", action="store_true", help=f"put the table in {DOC.relative_to(ROOT)}")
     p.add_argument("--section", default=None, help="with --write: a named section of its own, beside the main one")
-    p.add_argument("--figure", type=Path, default=None,
-                   help="PNG of the first seed's models on evaluation frames (columns: conditions in table order; "
-                        f"green: true boxes, blue: hits, red: false positives at score {OPERATING_THRESHOLD:g})")
+    p.add_argument(
+        "--figure",
+        type=Path,
+        default=None,
+        help="PNG of the first seed's models on evaluation frames (columns: conditions in table order; "
+        f"green: true boxes, blue: hits, red: false positives at score {OPERATING_THRESHOLD:g})",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     args.data = args.data or [SHARED_DATA / "vtest-long"]
@@ -302,22 +369,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def detector_settings(steps: int, batch_size: int, lr: float, augment: bool | AugmentConfig,
-                      **options: Any) -> TrainSettings:
+def detector_settings(
+    steps: int, batch_size: int, lr: float, augment: bool | AugmentConfig, **options: Any
+) -> TrainSettings:
     """The benchmark's detector training: `steps` x `batch_size` frames at peak `lr`, a tenth of the steps (at most
     100) of warmup; `options` are further TrainSettings fields."""
-    return TrainSettings(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(100, steps // 10),
-                         augment=augment, **options)
+    return TrainSettings(
+        steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(100, steps // 10), augment=augment, **options
+    )
 
 
 def augmentation(args: argparse.Namespace) -> bool | AugmentConfig:
     """The training augmentation the flags ask for: False, the defaults (True), or the defaults plus blur/noise."""
-    extra = {"blur": args.blur, "noise": args.noise, "box_blur": args.box_blur,
-             "background_sharpen": args.background_sharpen}
+    extra = {
+        "blur": args.blur,
+        "noise": args.noise,
+        "box_blur": args.box_blur,
+        "background_sharpen": args.background_sharpen,
+    }
     if args.no_augment:
         if any(extra.values()):
-            raise SystemExit("--blur/--noise/--box-blur/--background-sharpen add to the default augmentation; drop "
-                             "--no-augment")
+            raise SystemExit(
+                "--blur/--noise/--box-blur/--background-sharpen add to the default augmentation; drop --no-augment"
+            )
         return False
     return AugmentConfig(**extra) if any(extra.values()) else True
 
@@ -332,8 +406,10 @@ def describe(augment: bool | AugmentConfig) -> str:
     if augment.noise:
         parts.append(f"noise (p {augment.noise:g}, sigma {augment.noise_sigma:g})")
     if augment.box_blur:
-        parts.append(f"blur inside the boxes (p {augment.box_blur:g}, sigma {augment.box_blur_sigma[0]:g}-"
-                     f"{augment.box_blur_sigma[1]:g})")
+        parts.append(
+            f"blur inside the boxes (p {augment.box_blur:g}, sigma {augment.box_blur_sigma[0]:g}-"
+            f"{augment.box_blur_sigma[1]:g})"
+        )
     if augment.background_sharpen:
         lo, hi = augment.background_sharpen_factor
         parts.append(f"sharpening outside the boxes (p {augment.background_sharpen:g}, factor {lo:g}-{hi:g})")
@@ -344,9 +420,15 @@ def main(argv: list[str] | None = None) -> int:
     """Prepare shards, train every condition and seed, print (and optionally record) the table."""
     args = parse_args(argv)
     device = resolve_device(args.device)
-    settings = detector_settings(args.steps, args.batch_size, args.lr, augmentation(args),
-                                 num_workers=args.num_workers, accelerator="gpu" if device.type == "cuda" else "cpu",
-                                 progress=not args.quiet)
+    settings = detector_settings(
+        args.steps,
+        args.batch_size,
+        args.lr,
+        augmentation(args),
+        num_workers=args.num_workers,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        progress=not args.quiet,
+    )
     start = time.perf_counter()
     rows, notes = [], []
     for data in args.data:
@@ -362,34 +444,40 @@ def main(argv: list[str] | None = None) -> int:
                     figure[c.name] = detect(run.model, val_dir, settings)
                 run.model = None  # only the figure needs it
                 c.runs.append(run)
-                print(f"{data.name} seed {seed} {c.name:<10}: mAP@0.5 {run.map_50:.3f}, mAP {run.map:.3f}, "
-                      f"precision {run.precision:.2f}, recall {run.recall:.2f}, FP/frame {run.fp_per_image:.2f} "
-                      f"({run.train_s:.0f} s)", flush=True)
+                print(
+                    f"{data.name} seed {seed} {c.name:<10}: mAP@0.5 {run.map_50:.3f}, mAP {run.map:.3f}, "
+                    f"precision {run.precision:.2f}, recall {run.recall:.2f}, FP/frame {run.fp_per_image:.2f} "
+                    f"({run.train_s:.0f} s)",
+                    flush=True,
+                )
         rows += table(data.name, conditions)
         if figure:
             path = args.figure if len(args.data) == 1 else args.figure.with_stem(f"{args.figure.stem}-{data.name}")
             error_figure(figure, path)
             print(f"figure: {path}")
-    header = ("| data | condition | training frames | bytes/frame | object / background PSNR dB | "
-              "detail outside / inside boxes (inside ÷ outside) | mAP@0.5 | mAP@[.5:.95] | "
-              "Δ mAP@0.5 vs original (paired) | "
-              f"mAP@0.5 per seed | precision / recall / FP per frame at score {OPERATING_THRESHOLD:g} | "
-              "train s/run |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
-    text = (f"Measured by `tools/bench_accuracy.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
-            f"{machine(device)}, {time.strftime('%Y-%m-%d')}; {time.perf_counter() - start:.0f} s in all.\n\n"
-            + "".join(f"- {n}\n" for n in notes)
-            + f"- detector: tiny CenterNet from scratch, {settings.steps} steps x {settings.batch_size} frames, "
-              f"lr {settings.lr:g}, warmup {settings.warmup_steps}, "
-              f"augmentation {describe(settings.augment)}; "
-              f"seeds {', '.join(map(str, args.seeds))} (paired); every model evaluated on the original validation "
-              f"frames (lossless WebP)\n"
-            + f"- RINR: presets {', '.join(v.name for v in args.presets)}, fitting steps and PSNR targets as "
-              f"labelled (else the preset's); paper preset {args.pixels_per_step} pixels per step\n"
-              "- detail: mean absolute Laplacian of the training frames as decoded ([0, 1] pixels), outside and "
-              "inside the boxes and their ratio (`rinr_data.core.metrics.region_detail`)\n"
-              "- mAP: mean ± sample standard deviation over the seeds; precision, recall and false positives per "
-              f"frame at score {OPERATING_THRESHOLD:g} (IoU 0.5): means over the seeds\n\n"
-            + header + "\n" + "\n".join(rows))
+    header = (
+        "| data | condition | training frames | bytes/frame | object / background PSNR dB | "
+        "detail outside / inside boxes (inside ÷ outside) | mAP@0.5 | mAP@[.5:.95] | "
+        "Δ mAP@0.5 vs original (paired) | "
+        f"mAP@0.5 per seed | precision / recall / FP per frame at score {OPERATING_THRESHOLD:g} | "
+        "train s/run |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    text = (
+        f"Measured by `tools/bench_accuracy.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
+        f"{machine(device)}, {time.strftime('%Y-%m-%d')}; {time.perf_counter() - start:.0f} s in all.\n\n"
+        + "".join(f"- {n}\n" for n in notes)
+        + f"- detector: tiny CenterNet from scratch, {settings.steps} steps x {settings.batch_size} frames, "
+        f"lr {settings.lr:g}, warmup {settings.warmup_steps}, "
+        f"augmentation {describe(settings.augment)}; "
+        f"seeds {', '.join(map(str, args.seeds))} (paired); every model evaluated on the original validation "
+        f"frames (lossless WebP)\n"
+        + f"- RINR: presets {', '.join(v.name for v in args.presets)}, fitting steps and PSNR targets as "
+        f"labelled (else the preset's); paper preset {args.pixels_per_step} pixels per step\n"
+        "- detail: mean absolute Laplacian of the training frames as decoded ([0, 1] pixels), outside and "
+        "inside the boxes and their ratio (`rinr_data.core.metrics.region_detail`)\n"
+        "- mAP: mean ± sample standard deviation over the seeds; precision, recall and false positives per "
+        f"frame at score {OPERATING_THRESHOLD:g} (IoU 0.5): means over the seeds\n\n" + header + "\n" + "\n".join(rows)
+    )
     print("\n" + text)
     if args.write:
         write_section(text, DOC, args.section)

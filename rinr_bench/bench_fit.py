@@ -44,8 +44,12 @@ def timed_fit(config: GridConfig, targets: list[GridTarget], dense: bool) -> tup
 def main(argv: list[str] | None = None) -> int:
     """Fit with both renderers and print the comparison."""
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--data", type=Path, default=SHARED_DATA / "vtest-dev",
-                   help="dataset folder (default: ../shared/data/vtest-dev beside the checkout)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=SHARED_DATA / "vtest-dev",
+        help="dataset folder (default: ../shared/data/vtest-dev beside the checkout)",
+    )
     p.add_argument("--frames", type=int, default=4, help="frames fitted together in one call")
     p.add_argument("--steps", type=int, default=60, help="fitting steps per run")
     p.add_argument("--scale", type=float, default=1.0, help="resize frames by this factor before fitting")
@@ -58,11 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     images, boxes, _ = load_frames(args.data, args.frames)
     if args.scale != 1.0:
         size = [round(images[0].shape[1] * args.scale), round(images[0].shape[2] * args.scale)]
-        images = [torch.nn.functional.interpolate(i[None].float(), size=size, mode="area")[0].round().to(torch.uint8)
-                  for i in images]
+        images = [
+            torch.nn.functional.interpolate(i[None].float(), size=size, mode="area")[0].round().to(torch.uint8)
+            for i in images
+        ]
         boxes = [b * args.scale for b in boxes]
-    targets = [GridTarget(i.float() / 255, box_mask(b, i.shape[1], i.shape[2]), config.object_psnr,
-                          config.background_psnr) for i, b in zip(images, boxes)]
+    targets = [
+        GridTarget(i.float() / 255, box_mask(b, i.shape[1], i.shape[2]), config.object_psnr, config.background_psnr)
+        for i, b in zip(images, boxes)
+    ]
     h, w = images[0].shape[1:]
     print(f"{len(targets)} frame(s) of {args.data.name} at {w}x{h}, {args.steps} steps each run; {machine()}")
     rows = []

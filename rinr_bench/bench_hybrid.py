@@ -83,8 +83,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("codec", type=Path, help="training shards of the codec under test (folder with manifest.json)")
     p.add_argument("original", type=Path, help="lossless shards of the same frames (bench_accuracy's original-*)")
     p.add_argument("val", type=Path, help="original validation shards (bench_accuracy's val-*)")
-    p.add_argument("--mixes", default="codec,boxes-original,boxes-codec,ring-original:4",
-                   help=f"comma-separated, from {', '.join(MIXES)} (default: %(default)s)")
+    p.add_argument(
+        "--mixes",
+        default="codec,boxes-original,boxes-codec,ring-original:4",
+        help=f"comma-separated, from {', '.join(MIXES)} (default: %(default)s)",
+    )
     p.add_argument("--seeds", default="0,1", help="comma-separated paired seeds (default: %(default)s)")
     p.add_argument("--steps", type=int, default=300, help="detector steps per run (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=8, help="detector batch (default: %(default)s)")
@@ -114,11 +117,18 @@ def main(argv: list[str] | None = None) -> int:
             run = train_and_evaluate(JPEGDataModule, folder, args.val, settings, seed)
             run.model = None
             runs.setdefault(name, []).append(run)
-            print(f"seed {seed} {name:<18}: mAP@0.5 {run.map_50:.3f}, mAP {run.map:.3f}, precision "
-                  f"{run.precision:.2f}, recall {run.recall:.2f}, FP/frame {run.fp_per_image:.2f}", flush=True)
-    print(f"\n`tools/bench_hybrid.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
-          "| mix | mAP@0.5 per seed | mAP@0.5 | mAP@[.5:.95] | FP per frame |\n|---|---|---|---|---|")
+            print(
+                f"seed {seed} {name:<18}: mAP@0.5 {run.map_50:.3f}, mAP {run.map:.3f}, precision "
+                f"{run.precision:.2f}, recall {run.recall:.2f}, FP/frame {run.fp_per_image:.2f}",
+                flush=True,
+            )
+    print(
+        f"\n`tools/bench_hybrid.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
+        "| mix | mAP@0.5 per seed | mAP@0.5 | mAP@[.5:.95] | FP per frame |\n|---|---|---|---|---|"
+    )
     for name, rs in runs.items():
-        print(f"| {name} | {', '.join(f'{r.map_50:.3f}' for r in rs)} | {statistics.fmean(r.map_50 for r in rs):.3f} "
-              f"| {statistics.fmean(r.map for r in rs):.3f} | {statistics.fmean(r.fp_per_image for r in rs):.2f} |")
+        print(
+            f"| {name} | {', '.join(f'{r.map_50:.3f}' for r in rs)} | {statistics.fmean(r.map_50 for r in rs):.3f} "
+            f"| {statistics.fmean(r.map for r in rs):.3f} | {statistics.fmean(r.fp_per_image for r in rs):.2f} |"
+        )
     return 0

@@ -25,13 +25,23 @@ from rinr_data.sources import open_source
 from .common import SHARED_DATA, codec_config, machine
 
 
-def make_shards(data: Path, out: Path, codec: str, max_steps: int, shard_size: int, device: torch.device,
-                preset: str = codecs.DEFAULT) -> Path:
+def make_shards(
+    data: Path,
+    out: Path,
+    codec: str,
+    max_steps: int,
+    shard_size: int,
+    device: torch.device,
+    preset: str = codecs.DEFAULT,
+) -> Path:
     """Convert `data` into shards of `codec` (for "rinr": INR codec `preset`) under `out` (resumes if already
     there), fitting on `device`."""
-    config = ConvertConfig(codec=codec, shard_size=shard_size, batch=16,
-                           codec_config=codec_config(preset, max_steps=max_steps, eval_every=max(1, max_steps // 4),
-                                                     device=str(device)))
+    config = ConvertConfig(
+        codec=codec,
+        shard_size=shard_size,
+        batch=16,
+        codec_config=codec_config(preset, max_steps=max_steps, eval_every=max(1, max_steps // 4), device=str(device)),
+    )
     encode_dataset(open_source(data), out, config, progress=False, log=lambda m: None)
     return out
 
@@ -66,8 +76,9 @@ def run(shards: Path, workers: int, args: argparse.Namespace, device: torch.devi
     """Images/s and mean wait per step over the timed epochs."""
     # Listing the shards `repeat` times makes an epoch long enough that worker start-up does not dominate it.
     source = sorted(str(s) for s in shards.glob("*.tar")) * args.repeat if args.repeat > 1 else shards
-    loader = RINRLoader(RINRDataset(source, batch_size=args.batch_size, device=device), num_workers=workers,
-                        image_size=None)
+    loader = RINRLoader(
+        RINRDataset(source, batch_size=args.batch_size, device=device), num_workers=workers, image_size=None
+    )
     step = Step(device, args.step_ms)
     for _ in loader:  # warm-up epoch: worker start, page cache
         pass
@@ -95,8 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rinr", type=Path, help="rinr shard folder (default: converted from --data)")
     p.add_argument("--jpeg", type=Path, help="jpeg shard folder (default: converted from --data)")
     p.add_argument("--data", type=Path, default=SHARED_DATA / "vtest-long")
-    p.add_argument("--preset", default=codecs.DEFAULT, choices=PRESETS,
-                   help="INR codec of the rinr shards converted from --data (default: %(default)s)")
+    p.add_argument(
+        "--preset",
+        default=codecs.DEFAULT,
+        choices=PRESETS,
+        help="INR codec of the rinr shards converted from --data (default: %(default)s)",
+    )
     p.add_argument("--max-steps", type=int, default=100, help="fitting steps when converting --data (speed only)")
     p.add_argument("--shard-size", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=16)
@@ -110,18 +125,24 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory(prefix="rinr-bench-loader-") as tmp:
-        rinr = args.rinr or make_shards(args.data, Path(tmp) / "rinr", "rinr", args.max_steps, args.shard_size, device,
-                                        args.preset)
+        rinr = args.rinr or make_shards(
+            args.data, Path(tmp) / "rinr", "rinr", args.max_steps, args.shard_size, device, args.preset
+        )
         jpeg = args.jpeg or make_shards(args.data, Path(tmp) / "jpeg", "jpeg", args.max_steps, args.shard_size, device)
         rows = []
         for workers in (int(w) for w in args.workers.split(",")):
             r = run(rinr, workers, args, device)
             j = run(jpeg, workers, args, device)
-            rows.append(f"| {workers} | {r['images_s']:.1f} | {j['images_s']:.1f} | "
-                        f"{r['images_s'] / j['images_s']:.2f}x | {r['wait_ms']:.1f} | {j['wait_ms']:.1f} |")
-    print(f"Loader benchmark on {machine(device)}; decode on {device}; "
-          f"batch {args.batch_size}, {args.step_ms:g} ms step, {args.epochs} timed epochs"
-          f"{f' of every shard {args.repeat} times' if args.repeat > 1 else ''}.\n")
+            rows.append(
+                f"| {workers} | {r['images_s']:.1f} | {j['images_s']:.1f} | "
+                f"{r['images_s'] / j['images_s']:.2f}x | {r['wait_ms']:.1f} | {j['wait_ms']:.1f} |"
+            )
+    converted = "" if args.rinr else f"; RINR shards of preset {args.preset}"
+    print(
+        f"Loader benchmark on {machine(device)}; decode on {device}{converted}; "
+        f"batch {args.batch_size}, {args.step_ms:g} ms step, {args.epochs} timed epochs"
+        f"{f' of every shard {args.repeat} times' if args.repeat > 1 else ''}.\n"
+    )
     print("| workers | RINR img/s | JPEG img/s | RINR/JPEG | RINR wait ms/step | JPEG wait ms/step |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))

@@ -50,13 +50,25 @@ def main(argv: list[str] | None = None) -> int:
 
     images = load_frames(args.data, args.frames)[0]
     cfg = PaperConfig()
-    settings = FitSettings(target_psnr=99, max_steps=args.steps, lr=cfg.lr, pixels_per_step=cfg.pixels_per_step,
-                           eval_every=args.steps, w0=cfg.w0, weight_bits=16, first_layer_bits=16, seed=0)
+    settings = FitSettings(
+        target_psnr=99,
+        max_steps=args.steps,
+        lr=cfg.lr,
+        pixels_per_step=cfg.pixels_per_step,
+        eval_every=args.steps,
+        w0=cfg.w0,
+        weight_bits=16,
+        first_layer_bits=16,
+        seed=0,
+    )
     targets = [FitTarget(i.shape[1], i.shape[2], i.float().div(255).permute(1, 2, 0).reshape(-1, 3)) for i in images]
     t = time.perf_counter()
     fits = fit_sirens(cfg.background, targets, settings)
-    print(f"fitted {len(images)} background INR(s) ({cfg.background.num_params} params) for {args.steps} steps "
-          f"in {time.perf_counter() - t:.0f} s on {platform.machine()}", file=sys.stderr)
+    print(
+        f"fitted {len(images)} background INR(s) ({cfg.background.num_params} params) for {args.steps} steps "
+        f"in {time.perf_counter() - t:.0f} s on {platform.machine()}",
+        file=sys.stderr,
+    )
     rows = []
     for first_bits, bits in [(16, 16), (8, 8), (10, 8), (12, 8), (10, 7), (12, 6), (9, 9)]:
         drops, sizes, times = [], {c: [] for c in entropy.CODERS}, {c: [] for c in entropy.CODERS}
@@ -73,10 +85,15 @@ def main(argv: list[str] | None = None) -> int:
                     entropy.decompress(data, counts, allocation, entropy.coder_id(coder))
                 times[coder].append((time.perf_counter() - t0) / 20 * 1e3)
                 sizes[coder].append(len(data))
-        rows.append(f"| {first_bits} / {bits} | {np.mean(drops):.2f} | " + " | ".join(
-            f"{np.mean(sizes[c]):,.0f} ({np.mean(times[c]):.2f} ms)" for c in entropy.CODERS) + " |")
-    print(f"Background INR {cfg.background.width}x{cfg.background.depth}, {args.frames} vtest-dev frame(s), "
-          f"{args.steps} steps; PSNR drop vs 16-bit weights; bytes of the weight payload (entropy-decode time).\n")
+        rows.append(
+            f"| {first_bits} / {bits} | {np.mean(drops):.2f} | "
+            + " | ".join(f"{np.mean(sizes[c]):,.0f} ({np.mean(times[c]):.2f} ms)" for c in entropy.CODERS)
+            + " |"
+        )
+    print(
+        f"Background INR {cfg.background.width}x{cfg.background.depth}, {args.frames} vtest-dev frame(s), "
+        f"{args.steps} steps; PSNR drop vs 16-bit weights; bytes of the weight payload (entropy-decode time).\n"
+    )
     print("| first-layer / other bits | PSNR drop dB | " + " | ".join(entropy.CODERS) + " |")
     print("|---|---|" + "---|" * len(entropy.CODERS))
     print("\n".join(rows))

@@ -10,7 +10,7 @@ def replace_section(path: Path, begin: str, end: str, text: str, heading: str | 
     doc = path.read_text() if path.exists() else "# Benchmarks\n"
     block = f"{begin}\n{text}\n{end}"
     if begin in doc and end in doc:
-        doc = doc[: doc.index(begin)] + block + doc[doc.index(end) + len(end):]
+        doc = doc[: doc.index(begin)] + block + doc[doc.index(end) + len(end) :]
     else:
         doc = doc.rstrip("\n") + "\n\n" + (f"{heading}\n\n" if heading else "") + block + "\n"
     path.write_text(doc)

@@ -26,12 +26,17 @@ def machine(device: torch.device | str | None = None) -> str:
     else:
         device = torch.device(device)
         dev = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch "
-            f"threads, {dev}; torch {torch.__version__}, Python {platform.python_version()}")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch "
+        f"threads, {dev}; torch {torch.__version__}, Python {platform.python_version()}"
+    )
 
 
-def load_frames(path: Path, limit: int, consecutive: bool = False,
-                ) -> tuple[list[torch.Tensor], list[np.ndarray], list[str]]:
+def load_frames(
+    path: Path,
+    limit: int,
+    consecutive: bool = False,
+) -> tuple[list[torch.Tensor], list[np.ndarray], list[str]]:
     """Up to `limit` frames (evenly spaced, or the first ones; 0: all) of a dataset folder as uint8 [3, H, W], with
     their xyxy boxes and source names."""
     items = open_source(path).items

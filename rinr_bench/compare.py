@@ -28,8 +28,9 @@ from rinr_data.core.metrics import region_psnr
 from rinr_data.sources import LoadedSample, Source, load_sample
 
 
-def split_source(source: Source, train: int | None = None, val: int | None = None,
-                 val_fraction: float = 0.25) -> tuple[Source, Source]:
+def split_source(
+    source: Source, train: int | None = None, val: int | None = None, val_fraction: float = 0.25
+) -> tuple[Source, Source]:
     """(train, val) sources by frame index: the first `train` items and the last `val` items, disjoint.
 
     Frame index is the position in the source's order (COCO: its `images` list; VOC/YOLO/folder: sorted paths).
@@ -42,11 +43,12 @@ def split_source(source: Source, train: int | None = None, val: int | None = Non
         raise ValueError(f"need at least one training and one validation frame, got train={n_train}, val={n_val}")
     if n_train + n_val > n:
         raise ValueError(f"{source.root}: {n} frames, fewer than train={n_train} + val={n_val}")
-    return replace(source, items=source.items[:n_train]), replace(source, items=source.items[n - n_val:])
+    return replace(source, items=source.items[:n_train]), replace(source, items=source.items[n - n_val :])
 
 
-def load_samples(source: Source, size: tuple[int, int] | None = None, max_side: int | None = None,
-                 workers: int = 2) -> list[LoadedSample]:
+def load_samples(
+    source: Source, size: tuple[int, int] | None = None, max_side: int | None = None, workers: int = 2
+) -> list[LoadedSample]:
     """Every sample of `source`, read and resized as encode_dataset would (raises on a bad sample)."""
     with ThreadPoolExecutor(max(1, workers)) as pool:
         return list(pool.map(lambda item: load_sample(item, size, max_side), source.items))
@@ -67,8 +69,15 @@ def encode_lossless(image: np.ndarray) -> bytes:
     return data
 
 
-def write_lossless_shards(source: Source, out: str | Path, *, size: tuple[int, int] | None = None,
-                          max_side: int | None = None, shard_size: int = 1000, workers: int = 2) -> Path:
+def write_lossless_shards(
+    source: Source,
+    out: str | Path,
+    *,
+    size: tuple[int, int] | None = None,
+    max_side: int | None = None,
+    shard_size: int = 1000,
+    workers: int = 2,
+) -> Path:
     """Shards of the original frames (after any resize) as lossless WebP, with the usual manifest; returns `out`.
 
     The layout is docs/SHARDS.md's with codec "webp"; the manifest's `codec_config` is `{"lossless": true}` and
@@ -80,8 +89,15 @@ def write_lossless_shards(source: Source, out: str | Path, *, size: tuple[int, i
     infos = []
 
     def one(sample: LoadedSample) -> shards.ShardSample:
-        meta = shards.sample_meta(sample.width, sample.height, sample.boxes, sample.labels, sample.item.source,
-                                  math.inf if len(sample.boxes) else math.nan, math.inf)
+        meta = shards.sample_meta(
+            sample.width,
+            sample.height,
+            sample.boxes,
+            sample.labels,
+            sample.item.source,
+            math.inf if len(sample.boxes) else math.nan,
+            math.inf,
+        )
         return shards.ShardSample(sample.item.key, "webp", encode_lossless(sample.image), meta)
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -166,6 +182,7 @@ class QualityScan:
     def __call__(self, quality: int) -> QualityPoint:
         """The point at `quality`."""
         if quality not in self._cache:
+
             def one(frame: tuple[torch.Tensor, np.ndarray]) -> tuple[int, float, float]:
                 chw, boxes = frame
                 data = encode_classic(chw, self.codec, quality)

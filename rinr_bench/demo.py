@@ -41,26 +41,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--val-frames", type=int, default=12, help="last N frames validate (default: %(default)s)")
     p.add_argument("--max-side", type=int, default=192, help="downscale frames to this longer side (0: keep)")
     p.add_argument("--preset", default=codecs.DEFAULT, choices=PRESETS, help="RINR preset (default: %(default)s)")
-    p.add_argument("--fit-steps", type=int, default=None,
-                   help=f"INR fitting step budget (default: {DEMO_FIT_STEPS}; the presets' own defaults are "
-                        + ", ".join(f"{p} {preset_default(p, 'max_steps')}" for p in PRESETS) + ")")
+    p.add_argument(
+        "--fit-steps",
+        type=int,
+        default=None,
+        help=f"INR fitting step budget (default: {DEMO_FIT_STEPS}; the presets' own defaults are "
+        + ", ".join(f"{p} {preset_default(p, 'max_steps')}" for p in PRESETS)
+        + ")",
+    )
     p.add_argument("--object-psnr", type=float, help="RINR object PSNR target in dB (default: the preset's)")
     p.add_argument("--background-psnr", type=float, help="RINR background PSNR target in dB (default: the preset's)")
-    p.add_argument("--box-levels", type=int,
-                   help="grid preset: at most N box-only latent levels (default: the preset's; 0 with targets 30/30 "
-                        "is the setting that trains detectors within 0.02 mAP of JPEG, docs/BENCHMARKS.md)")
-    p.add_argument("--pixels-per-step", type=int, default=2048,
-                   help="paper preset: pixels sampled per INR and fitting step (default: %(default)s)")
-    p.add_argument("--train-steps", type=int, default=150,
-                   help="detector optimizer steps per codec (default: %(default)s)")
+    p.add_argument(
+        "--box-levels",
+        type=int,
+        help="grid preset: at most N box-only latent levels (default: the preset's; 0 with targets 30/30 "
+        "is the setting that trains detectors within 0.02 mAP of JPEG, docs/BENCHMARKS.md)",
+    )
+    p.add_argument(
+        "--pixels-per-step",
+        type=int,
+        default=2048,
+        help="paper preset: pixels sampled per INR and fitting step (default: %(default)s)",
+    )
+    p.add_argument(
+        "--train-steps", type=int, default=150, help="detector optimizer steps per codec (default: %(default)s)"
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scene", choices=SCENE_MODES, default="off",
-                   help="'auto': grid scene mode (static camera): the training frames share one scene background "
-                        "record (default: %(default)s)")
-    p.add_argument("--scene-cut", type=float, default=20.0,
-                   help="with --scene auto: a frame its scene reproduces below this PSNR (dB) outside its boxes "
-                        "starts a new scene (default: %(default)s)")
+    p.add_argument(
+        "--scene",
+        choices=SCENE_MODES,
+        default="off",
+        help="'auto': grid scene mode (static camera): the training frames share one scene background "
+        "record (default: %(default)s)",
+    )
+    p.add_argument(
+        "--scene-cut",
+        type=float,
+        default=20.0,
+        help="with --scene auto: a frame its scene reproduces below this PSNR (dB) outside its boxes "
+        "starts a new scene (default: %(default)s)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda or auto: INR fitting, decode and training")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, help="keep the shards in this (new or empty) folder; default: a temp folder")
@@ -74,18 +95,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cores, load = os.cpu_count() or 1, os.getloadavg()[0]
-    print(f"Machine: {cores} cores, load average {load:.1f} at start, {torch.get_num_threads()} torch threads"
-          + (" - busy: other jobs slow every timing below" if load > cores / 2 else ""),
-          flush=True)
+    print(
+        f"Machine: {cores} cores, load average {load:.1f} at start, {torch.get_num_threads()} torch threads"
+        + (" - busy: other jobs slow every timing below" if load > cores / 2 else ""),
+        flush=True,
+    )
     device = resolve_device(args.device)
     max_side = args.max_side or None
     source = open_source(args.data)
     train_src, val_src = split_source(source, args.train_frames, args.val_frames)
     n_train, n_val, n = len(train_src.items), len(val_src.items), len(source.items)
     orig, first = load_sample(source.items[0]), load_sample(source.items[0], max_side=max_side)
-    print(f"Data: {args.data.name} ({source.format}, classes {source.classes}), {n} frames; frames 0-{n_train - 1} "
-          f"train, {n - n_val}-{n - 1} validate (split by frame index); {orig.width}x{orig.height} -> "
-          f"{first.width}x{first.height}" + (f" (max_side {max_side})" if max_side else ""), flush=True)
+    print(
+        f"Data: {args.data.name} ({source.format}, classes {source.classes}), {n} frames; frames 0-{n_train - 1} "
+        f"train, {n - n_val}-{n - 1} validate (split by frame index); {orig.width}x{orig.height} -> "
+        f"{first.width}x{first.height}" + (f" (max_side {max_side})" if max_side else ""),
+        flush=True,
+    )
 
     with tempfile.TemporaryDirectory(prefix="rinr-demo-") as tmp:
         out = args.out or Path(tmp)
@@ -93,13 +119,22 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--out {args.out} is not empty; give a new folder")
         quiet = {"progress": False, "log": lambda message: print(message, file=sys.stderr)}
 
-        targets = {k: v for k, v in (("object_psnr", args.object_psnr), ("background_psnr", args.background_psnr))
-                   if v is not None}
+        targets = {
+            k: v
+            for k, v in (("object_psnr", args.object_psnr), ("background_psnr", args.background_psnr))
+            if v is not None
+        }
         # Scene settings go to the grid preset only; ConvertConfig below refuses scene mode for any other.
         scene_config = SceneConfig(cut_psnr=args.scene_cut) if args.scene == "auto" else None
-        codec = codec_config(args.preset, max_steps=args.fit_steps or DEMO_FIT_STEPS[args.preset],
-                             pixels_per_step=args.pixels_per_step, seed=args.seed, device=str(device),
-                             scene=scene_config, **targets)
+        codec = codec_config(
+            args.preset,
+            max_steps=args.fit_steps or DEMO_FIT_STEPS[args.preset],
+            pixels_per_step=args.pixels_per_step,
+            seed=args.seed,
+            device=str(device),
+            scene=scene_config,
+            **targets,
+        )
         if args.box_levels is not None:
             if args.preset != "grid":
                 raise SystemExit(f"--box-levels: applies to the grid preset only, not {args.preset!r}")
@@ -109,55 +144,84 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"--box-levels: {exc}") from None
         t = time.perf_counter()
         try:
-            rinr_config = ConvertConfig(codec_config=codec, max_side=max_side, batch=n_train, shard_size=n_train,
-                                        scene=args.scene)
+            rinr_config = ConvertConfig(
+                codec_config=codec, max_side=max_side, batch=n_train, shard_size=n_train, scene=args.scene
+            )
         except ValueError as exc:
             raise SystemExit(f"--scene: {exc}") from None
         encode_dataset(train_src, out / "rinr", rinr_config, **quiet)
         encode_s = time.perf_counter() - t
         rinr = shard_stats(out / "rinr")
-        per_step = (f", at most {codec.grid.box_levels} box-only levels" if codec.preset == "grid"
-                    else f" of {codec.pixels_per_step} pixels")
+        per_step = (
+            f", at most {codec.grid.box_levels} box-only levels"
+            if codec.preset == "grid"
+            else f" of {codec.pixels_per_step} pixels"
+        )
         scene = f", scene mode (new scene below {args.scene_cut:g} dB)" if args.scene == "auto" else ""
-        print(f"RINR: preset '{codec.preset}' (targets: objects {codec.object_psnr:g} dB, background "
-              f"{codec.background_psnr:g} dB), {codec.max_steps} fitting steps{per_step}, {n_train} frames per "
-              f"fitting call{scene}, on {device}: {encode_s:.0f} s", flush=True)
+        print(
+            f"RINR: preset '{codec.preset}' (targets: objects {codec.object_psnr:g} dB, background "
+            f"{codec.background_psnr:g} dB), {codec.max_steps} fitting steps{per_step}, {n_train} frames per "
+            f"fitting call{scene}, on {device}: {encode_s:.0f} s",
+            flush=True,
+        )
 
         scan = QualityScan(load_samples(train_src, max_side=max_side))
         match = scan.at_object_psnr(rinr.object_psnr) or scan(100)
-        encode_dataset(train_src, out / "jpeg", ConvertConfig(codec="jpeg", quality=match.quality, max_side=max_side,
-                                                              shard_size=n_train), **quiet)
+        encode_dataset(
+            train_src,
+            out / "jpeg",
+            ConvertConfig(codec="jpeg", quality=match.quality, max_side=max_side, shard_size=n_train),
+            **quiet,
+        )
         jpeg = shard_stats(out / "jpeg")
-        print(f"JPEG: quality {match.quality}, the cheapest whose mean object PSNR reaches RINR's "
-              f"({rinr.object_psnr:.2f} dB)", flush=True)
+        print(
+            f"JPEG: quality {match.quality}, the cheapest whose mean object PSNR reaches RINR's "
+            f"({rinr.object_psnr:.2f} dB)",
+            flush=True,
+        )
         write_lossless_shards(val_src, out / "val", max_side=max_side)
 
-        settings = TrainSettings(steps=args.train_steps, batch_size=args.batch_size, warmup_steps=args.train_steps // 5,
-                                 accelerator="gpu" if device.type == "cuda" else "cpu")
-        print(f"Detector: tiny CenterNet from scratch, {settings.steps} steps x {settings.batch_size} frames "
-              f"(augmented), seed {args.seed}, on {device}; evaluated on the "
-              f"{n_val} validation frames stored losslessly", flush=True)
+        settings = TrainSettings(
+            steps=args.train_steps,
+            batch_size=args.batch_size,
+            warmup_steps=args.train_steps // 5,
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+        )
+        print(
+            f"Detector: tiny CenterNet from scratch, {settings.steps} steps x {settings.batch_size} frames "
+            f"(augmented), seed {args.seed}, on {device}; evaluated on the "
+            f"{n_val} validation frames stored losslessly",
+            flush=True,
+        )
         rows = []
         for name, module, stats in (("RINR", RINRDataModule, rinr), (f"JPEG q{match.quality}", JPEGDataModule, jpeg)):
             folder = out / ("rinr" if module is RINRDataModule else "jpeg")
             speed = loader_speed(module, folder, settings, args.seed, device)
             run = train_and_evaluate(module, folder, out / "val", settings, args.seed)
-            print(f"  {name}: loader {speed:.1f} img/s, trained in {run.train_s:.0f} s, mAP@0.5 {run.map_50:.3f}",
-                  flush=True)
+            print(
+                f"  {name}: loader {speed:.1f} img/s, trained in {run.train_s:.0f} s, mAP@0.5 {run.map_50:.3f}",
+                flush=True,
+            )
             rows.append((name, stats, speed, run))
         if args.out:
             print(f"Shards kept in {args.out}")
 
     print()
-    print("| shards | bytes/frame | object PSNR dB | background PSNR dB | loader img/s | train s | mAP@0.5 | "
-          f"mAP@[.5:.95] | precision / recall / false alarms per frame at score {OPERATING_THRESHOLD:g} |")
+    print(
+        "| shards | bytes/frame | object PSNR dB | background PSNR dB | loader img/s | train s | mAP@0.5 | "
+        f"mAP@[.5:.95] | precision / recall / false alarms per frame at score {OPERATING_THRESHOLD:g} |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, stats, speed, run in rows:
-        print(f"| {name} | {stats.bytes_per_frame:,.0f} | {stats.object_psnr:.2f} | {stats.background_psnr:.2f} | "
-              f"{speed:.1f} | {run.train_s:.0f} | {run.map_50:.3f} | {run.map:.3f} | "
-              f"{run.precision:.2f} / {run.recall:.2f} / {run.fp_per_image:.2f} |")
+        print(
+            f"| {name} | {stats.bytes_per_frame:,.0f} | {stats.object_psnr:.2f} | {stats.background_psnr:.2f} | "
+            f"{speed:.1f} | {run.train_s:.0f} | {run.map_50:.3f} | {run.map:.3f} | "
+            f"{run.precision:.2f} / {run.recall:.2f} / {run.fp_per_image:.2f} |"
+        )
     ratio = jpeg.bytes_per_frame / rinr.bytes_per_frame
-    print(f"\nJPEG at the same object PSNR takes {ratio:.2f}x the bytes of RINR. Loader img/s: one training epoch "
-          f"through the data module (decode on {device}, augmentation), no model. Train s: {settings.steps} steps, "
-          f"decode included. Total demo time {time.perf_counter() - start:.0f} s.")
+    print(
+        f"\nJPEG at the same object PSNR takes {ratio:.2f}x the bytes of RINR. Loader img/s: one training epoch "
+        f"through the data module (decode on {device}, augmentation), no model. Train s: {settings.steps} steps, "
+        f"decode included. Total demo time {time.perf_counter() - start:.0f} s."
+    )
     return 0

@@ -28,9 +28,15 @@ from rinr_data.pipeline.augment import AugmentConfig
 
 # Lightning's advice (loader workers, log interval, iterable datasets with a length) and deprecation notices from
 # its dependencies are noise in these short runs, whose results are printed as one table.
-_QUIET_WARNINGS = (".*does not have many workers.*", ".*log_every_n_steps.*", ".*smaller than the logging interval.*",
-                   ".*persistent_workers.*", ".*`IterableDataset` has `__len__` defined.*", ".*set_vital.*",
-                   ".*LeafSpec.*")
+_QUIET_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*log_every_n_steps.*",
+    ".*smaller than the logging interval.*",
+    ".*persistent_workers.*",
+    ".*`IterableDataset` has `__len__` defined.*",
+    ".*set_vital.*",
+    ".*LeafSpec.*",
+)
 
 
 @dataclass(frozen=True)
@@ -100,20 +106,35 @@ def _quiet(settings: TrainSettings):
 
 
 def _trainer(settings: TrainSettings, **kwargs: Any) -> L.Trainer:
-    return L.Trainer(accelerator=settings.accelerator, devices=1, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=settings.progress, enable_model_summary=False, num_sanity_val_steps=0,
-                     **kwargs)
+    return L.Trainer(
+        accelerator=settings.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=settings.progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
 
 
-def data_module(module: type[ShardDataModule], train: str | Path, settings: TrainSettings,
-                seed: int) -> ShardDataModule:
+def data_module(
+    module: type[ShardDataModule], train: str | Path, settings: TrainSettings, seed: int
+) -> ShardDataModule:
     """`module` over the training shards with the settings' loader options."""
-    return module(train=str(train), batch_size=settings.batch_size, num_workers=settings.num_workers,
-                  image_size=settings.image_size, augment=settings.augment, seed=seed)
+    return module(
+        train=str(train),
+        batch_size=settings.batch_size,
+        num_workers=settings.num_workers,
+        image_size=settings.image_size,
+        augment=settings.augment,
+        seed=seed,
+    )
 
 
-def train_detector(module: type[ShardDataModule], train: str | Path, settings: TrainSettings, seed: int,
-                   num_classes: int | None = None) -> tuple[EdgeDetector, float]:
+def train_detector(
+    module: type[ShardDataModule], train: str | Path, settings: TrainSettings, seed: int, num_classes: int | None = None
+) -> tuple[EdgeDetector, float]:
     """EdgeDetector trained for `settings.steps` on the `train` shards read by `module`; (model, fit seconds).
 
     `num_classes` defaults to the manifest's class count (1 for shards without a manifest).
@@ -121,9 +142,12 @@ def train_detector(module: type[ShardDataModule], train: str | Path, settings: T
     L.seed_everything(seed, workers=True, verbose=False)
     dm = data_module(module, train, settings, seed)
     classes = dm.classes
-    model = EdgeDetector(num_classes=num_classes or (len(classes) if classes else 1), lr=settings.lr,
-                         warmup_steps=max(1, min(settings.warmup_steps, settings.steps // 5)),
-                         max_steps=settings.steps)
+    model = EdgeDetector(
+        num_classes=num_classes or (len(classes) if classes else 1),
+        lr=settings.lr,
+        warmup_steps=max(1, min(settings.warmup_steps, settings.steps // 5)),
+        max_steps=settings.steps,
+    )
     with _quiet(settings):
         trainer = _trainer(settings, max_steps=settings.steps, limit_val_batches=0, log_every_n_steps=10)
         t = time.perf_counter()
@@ -134,8 +158,9 @@ def train_detector(module: type[ShardDataModule], train: str | Path, settings: T
     return model, seconds
 
 
-def _in_order(shards: str | Path, settings: TrainSettings, module: type[ShardDataModule] = JPEGDataModule,
-              **kwargs: Any) -> ShardDataModule:
+def _in_order(
+    shards: str | Path, settings: TrainSettings, module: type[ShardDataModule] = JPEGDataModule, **kwargs: Any
+) -> ShardDataModule:
     """`module` serving the `shards` unaugmented and in order (its val loader): the evaluation frames by default."""
     options = {"num_workers": settings.num_workers, "image_size": settings.image_size, **kwargs}
     return module(train=str(shards), val=str(shards), batch_size=settings.batch_size, augment=False, **options)
@@ -169,15 +194,21 @@ def detect(model: EdgeDetector, val: str | Path, settings: TrainSettings) -> lis
     frames = []
     with _quiet(settings):
         for batch in dm.val_dataloader():
-            for key, image, (boxes, labels), det in zip(batch["keys"], batch["images"],
-                                                       plain_targets(batch["targets"]),
-                                                       model.predict(batch["images"])):
+            for key, image, (boxes, labels), det in zip(
+                batch["keys"], batch["images"], plain_targets(batch["targets"]), model.predict(batch["images"])
+            ):
                 frames.append(FrameDetections(key, image, boxes, labels, det))
     return frames
 
 
-def train_and_evaluate(module: type[ShardDataModule], train: str | Path, val: str | Path, settings: TrainSettings,
-                       seed: int, num_classes: int | None = None) -> RunResult:
+def train_and_evaluate(
+    module: type[ShardDataModule],
+    train: str | Path,
+    val: str | Path,
+    settings: TrainSettings,
+    seed: int,
+    num_classes: int | None = None,
+) -> RunResult:
     """train_detector then evaluate: one paired run (the trained model rides along in `model`)."""
     model, seconds = train_detector(module, train, settings, seed, num_classes)
     scores = evaluate(model, val, settings)
@@ -191,15 +222,24 @@ def frame_detail(module: type[ShardDataModule], train: str | Path, settings: Tra
     details = []
     with _quiet(settings):
         for batch in dm.val_dataloader():
-            details += [region_detail(image, target["boxes"].tolist())
-                        for image, target in zip(batch["images"], batch["targets"])]
+            details += [
+                region_detail(image, target["boxes"].tolist())
+                for image, target in zip(batch["images"], batch["targets"])
+            ]
     inside = [d.objects for d in details if not math.isnan(d.objects)]
-    return RegionDetail(objects=statistics.fmean(inside) if inside else math.nan,
-                        background=statistics.fmean(d.background for d in details))
+    return RegionDetail(
+        objects=statistics.fmean(inside) if inside else math.nan,
+        background=statistics.fmean(d.background for d in details),
+    )
 
 
-def loader_speed(module: type[ShardDataModule], train: str | Path, settings: TrainSettings, seed: int = 0,
-                 device: str | torch.device = "cpu") -> float:
+def loader_speed(
+    module: type[ShardDataModule],
+    train: str | Path,
+    settings: TrainSettings,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> float:
     """Images/s one training epoch of `module` delivers (decode, letterbox and augmentation; no model)."""
     dm = data_module(module, train, settings, seed)
     dm.device = device

@@ -18,10 +18,29 @@ from .pipeline.dataset import RINRDataset
 from .pipeline.loader import RINRLoader
 
 __all__ = [
-    "GridConfig", "PaperConfig", "ClassicConfig", "SceneConfig", "PRESETS", "FormatError", "FORMAT_VERSION",
-    "EncodedFrame", "encode", "encode_batch", "encode_frames", "encode_sequence", "encode_sequence_frames",
-    "decode", "decode_batch", "decode_records", "pack_record", "unpack_record", "RINRDataset", "RINRLoader",
-    "AugmentConfig", "CodecConfig",
+    "GridConfig",
+    "PaperConfig",
+    "ClassicConfig",
+    "SceneConfig",
+    "PRESETS",
+    "FormatError",
+    "FORMAT_VERSION",
+    "EncodedFrame",
+    "encode",
+    "encode_batch",
+    "encode_frames",
+    "encode_sequence",
+    "encode_sequence_frames",
+    "decode",
+    "decode_batch",
+    "decode_records",
+    "pack_record",
+    "unpack_record",
+    "RINRDataset",
+    "RINRLoader",
+    "AugmentConfig",
+    "CodecConfig",
+    "__version__",
 ]
 
 
@@ -36,7 +55,8 @@ def __getattr__(name: str) -> Any:
 
         from .codecs.paper import Record
 
-        warnings.warn("rinr_data.Record is deprecated: use rinr_data.codecs.paper.Record", DeprecationWarning,
-                      stacklevel=2)
+        warnings.warn(
+            "rinr_data.Record is deprecated: use rinr_data.codecs.paper.Record", DeprecationWarning, stacklevel=2
+        )
         return Record
     raise AttributeError(f"module 'rinr_data' has no attribute {name!r}")

@@ -8,7 +8,6 @@ A shard appears under its final name only when complete (see shards.write_shard)
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -85,8 +84,10 @@ class ConvertConfig:
         if self.scene not in SCENE_MODES:
             raise ValueError(f"unknown scene mode {self.scene!r}; valid: {', '.join(SCENE_MODES)}")
         if self.scene == "auto" and not getattr(codec, "supports_scenes", False):
-            raise ValueError(f"scene mode needs codec rinr with the grid preset, not {self.codec} "
-                             f"{codec.name if codec.member == codecs.RECORD_MEMBER else ''}".rstrip())
+            raise ValueError(
+                f"scene mode needs codec rinr with the grid preset, not {self.codec} "
+                f"{codec.name if codec.member == codecs.RECORD_MEMBER else ''}".rstrip()
+            )
         if self.on_error not in ON_ERROR:
             raise ValueError(f"unknown on_error {self.on_error!r}; valid: {', '.join(ON_ERROR)}")
         shards.check_prefix(self.prefix)
@@ -108,9 +109,16 @@ class ConvertConfig:
     def settings(self) -> dict[str, Any]:
         """Settings that decide the shards' content; a resumed run must match them (device, workers and
         on_error may change between runs)."""
-        return {"codec": self.codec, "codec_config": self.codec_settings(),
-                "size": list(self.size) if self.size else None, "max_side": self.max_side,
-                "shard_size": self.shard_size, "batch": self.batch, "prefix": self.prefix, "scene": self.scene}
+        return {
+            "codec": self.codec,
+            "codec_config": self.codec_settings(),
+            "size": list(self.size) if self.size else None,
+            "max_side": self.max_side,
+            "shard_size": self.shard_size,
+            "batch": self.batch,
+            "prefix": self.prefix,
+            "scene": self.scene,
+        }
 
 
 @dataclass
@@ -132,8 +140,14 @@ def stop_on_error(item: SourceItem, error: SampleError) -> None:
     raise error
 
 
-def load_stage(items: Iterable[SourceItem], load: Callable[[SourceItem], LoadedSample], pool: Executor,
-               handler: ErrorHandler, log: Log, ahead: int = 4) -> Iterator[LoadedSample]:
+def load_stage(
+    items: Iterable[SourceItem],
+    load: Callable[[SourceItem], LoadedSample],
+    pool: Executor,
+    handler: ErrorHandler,
+    log: Log,
+    ahead: int = 4,
+) -> Iterator[LoadedSample]:
     """Load samples in order on a thread pool, `ahead` in flight; log their warnings, hand failures to handler."""
     it = iter(items)
     pending = deque((item, pool.submit(load, item)) for item in islice(it, ahead))
@@ -158,8 +172,9 @@ def _batched(samples: Iterable[LoadedSample], n: int) -> Iterator[list[LoadedSam
         yield chunk
 
 
-def encode_stage(samples: Iterable[LoadedSample], encode: Encoder, batch: int,
-                 handler: ErrorHandler) -> Iterator[shards.ShardSample]:
+def encode_stage(
+    samples: Iterable[LoadedSample], encode: Encoder, batch: int, handler: ErrorHandler
+) -> Iterator[shards.ShardSample]:
     """Encode samples `batch` at a time; if a batch fails, encode its samples alone to find the bad one(s)."""
     for chunk in _batched(samples, batch):
         try:
@@ -197,8 +212,9 @@ def sample_encoder(codec: Any, config: Any, pool: Executor, scene: bool = False)
             frames = codec.encode(images, boxes, config)
         out = []
         for s, f in zip(batch, frames):
-            meta = shards.sample_meta(s.width, s.height, f.boxes, s.labels, s.item.source, f.object_psnr,
-                                      f.background_psnr)
+            meta = shards.sample_meta(
+                s.width, s.height, f.boxes, s.labels, s.item.source, f.object_psnr, f.background_psnr
+            )
             carried = {}
             if scene:
                 meta["scene"] = f.scene
@@ -249,9 +265,15 @@ def _barrier() -> None:
 
 
 def _state(source: Source, config: ConvertConfig) -> dict[str, Any]:
-    return {"version": STATE_VERSION, "source": str(Path(source.root).resolve()), "format": source.format,
-            "samples": len(source.items), "fingerprint": source.fingerprint(), "classes": source.classes,
-            "settings": config.settings()}
+    return {
+        "version": STATE_VERSION,
+        "source": str(Path(source.root).resolve()),
+        "format": source.format,
+        "samples": len(source.items),
+        "fingerprint": source.fingerprint(),
+        "classes": source.classes,
+        "settings": config.settings(),
+    }
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -271,8 +293,10 @@ def check_state(out: Path, source: Source, config: ConvertConfig) -> str | None:
     if not path.is_file():
         stray = sorted(p.name for p in out.glob(f"{config.prefix}-*.tar")) if out.is_dir() else []
         if stray:
-            return (f"{out} already holds shards ({', '.join(stray[:3])}{', ...' if len(stray) > 3 else ''}) but no "
-                    f"resume state ({shards.WORK_DIR}/{STATE_FILE}); choose an empty output folder")
+            return (
+                f"{out} already holds shards ({', '.join(stray[:3])}{', ...' if len(stray) > 3 else ''}) but no "
+                f"resume state ({shards.WORK_DIR}/{STATE_FILE}); choose an empty output folder"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         shards.write_json_atomic(path, want)
         return None
@@ -283,12 +307,18 @@ def check_state(out: Path, source: Source, config: ConvertConfig) -> str | None:
     if have == want:
         return None
     a, b = _flatten(have), _flatten(want)
-    diffs = [f"{k} is {_short(b.get(k))} now, was {_short(a.get(k))}"
-             for k in sorted(set(a) | set(b)) if k != "fingerprint" and a.get(k) != b.get(k)]
+    diffs = [
+        f"{k} is {_short(b.get(k))} now, was {_short(a.get(k))}"
+        for k in sorted(set(a) | set(b))
+        if k != "fingerprint" and a.get(k) != b.get(k)
+    ]
     if a.get("fingerprint") != b.get("fingerprint"):
         diffs.append("the source's images list or annotations changed")
-    return (f"{out} was started with different arguments or data: " + "; ".join(diffs)
-            + f". Re-run with the original arguments to resume, or use a new output folder (or delete {out}).")
+    return (
+        f"{out} was started with different arguments or data: "
+        + "; ".join(diffs)
+        + f". Re-run with the original arguments to resume, or use a new output folder (or delete {out})."
+    )
 
 
 def _short(value: Any) -> str:
@@ -310,9 +340,17 @@ def _stderr(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def encode_dataset(source: Source, out: str | Path, config: ConvertConfig, *, rank: int = 0, world: int = 1,
-                   progress: bool = True, log: Log = _stderr,
-                   on_sample: Callable[[int, str], None] | None = None) -> ConvertResult:
+def encode_dataset(
+    source: Source,
+    out: str | Path,
+    config: ConvertConfig,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = True,
+    log: Log = _stderr,
+    on_sample: Callable[[int, str], None] | None = None,
+) -> ConvertResult:
     """Convert a scanned dataset into shards under `out`, resuming after complete shards.
 
     Under torchrun call init_distributed() first and pass its (rank, world): rank r encodes shards
@@ -338,9 +376,16 @@ def encode_dataset(source: Source, out: str | Path, config: ConvertConfig, *, ra
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=sum(len(plan[i]) for i in mine), initial=sum(len(plan[i]) for i in done), unit="frame",
-               desc=f"rank {rank}" if world > 1 else "encoding", position=rank if world > 1 else None,
-               disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    bar = tqdm(
+        total=sum(len(plan[i]) for i in mine),
+        initial=sum(len(plan[i]) for i in done),
+        unit="frame",
+        desc=f"rank {rank}" if world > 1 else "encoding",
+        position=rank if world > 1 else None,
+        disable=not progress,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
     written = []
     try:
         with ThreadPoolExecutor(config.workers) as pool:
@@ -370,8 +415,16 @@ def encode_dataset(source: Source, out: str | Path, config: ConvertConfig, *, ra
     return ConvertResult(written, [names[i] for i in done], path, manifest["samples"], manifest["skipped"])
 
 
-def encode_shard(out: Path, name: str, items: Sequence[SourceItem], encoder: Encoder, pool: Executor,
-                 config: ConvertConfig, log: Log, advance: Callable[[str | None], None]) -> shards.ShardInfo:
+def encode_shard(
+    out: Path,
+    name: str,
+    items: Sequence[SourceItem],
+    encoder: Encoder,
+    pool: Executor,
+    config: ConvertConfig,
+    log: Log,
+    advance: Callable[[str | None], None],
+) -> shards.ShardInfo:
     """Load, encode and write one shard's samples; `advance(key)` after each stored sample, (None) per failure."""
     skipped: list[dict[str, str]] = []
 
@@ -402,7 +455,7 @@ def build_manifest(source: Source, config: ConvertConfig, infos: Sequence[shards
         "version": shards.LAYOUT_VERSION,
         "created_by": "rinr-data " + _version(),
         "codec": config.codec,
-        "record_format_version": FORMAT_VERSION if config.codec == "rinr" else None,
+        "record_format_version": FORMAT_VERSION if config.codec == codecs.RECORD_MEMBER else None,
         "codec_config": config.codec_settings(),
         "classes": list(source.classes),
         "source": {"path": str(Path(source.root).resolve()), "format": source.format, "samples": len(source.items)},

@@ -56,8 +56,12 @@ def pack_records(records: Sequence[Any], scenes: Mapping[str, Any] | None = None
     return PackedBatch(groups, [codecs.for_parsed(r).describe(r).size for r in records])
 
 
-def decode_packed(batch: PackedBatch, device: str | torch.device = "cpu", *, as_float: bool = False,
-                  ) -> list[torch.Tensor]:
+def decode_packed(
+    batch: PackedBatch,
+    device: str | torch.device = "cpu",
+    *,
+    as_float: bool = False,
+) -> list[torch.Tensor]:
     """Render every group on `device` and return the frames in batch order (uint8, or float in [0, 1])."""
     device = resolve_device(device)
     images: list[torch.Tensor | None] = [None] * len(batch)
@@ -118,14 +122,16 @@ def pack(record: Any) -> bytes:
     return codecs.for_parsed(record).serialize(record)
 
 
-def decode_records(records: Sequence[Any], device: str | torch.device = "cpu",
-                   scenes: Mapping[str, Any] | None = None) -> list[torch.Tensor]:
+def decode_records(
+    records: Sequence[Any], device: str | torch.device = "cpu", scenes: Mapping[str, Any] | None = None
+) -> list[torch.Tensor]:
     """Decode parsed records to uint8 [3, H, W] images on `device`, grouped by codec and shape."""
     return decode_packed(pack_records(records, scenes), device)
 
 
-def decode_batch(blobs: Sequence[bytes], device: str | torch.device = "cpu",
-                 scenes: dict[str, bytes] | None = None) -> list[torch.Tensor]:
+def decode_batch(
+    blobs: Sequence[bytes], device: str | torch.device = "cpu", scenes: dict[str, bytes] | None = None
+) -> list[torch.Tensor]:
     """Decode many records at once (one batched call per shape group), resolving scene references in `scenes`."""
     return decode_records([unpack(b) for b in blobs], device, parse_scenes(scenes))
 

@@ -19,8 +19,9 @@ def _codec(config: Any) -> tuple[Any, Any]:
     return codecs.for_config(config), config
 
 
-def encode_frames(images: Sequence[Any], boxes_list: Sequence[Any], config: Any = None,
-                  progress: bool = False) -> list[EncodedFrame]:
+def encode_frames(
+    images: Sequence[Any], boxes_list: Sequence[Any], config: Any = None, progress: bool = False
+) -> list[EncodedFrame]:
     """Encode frames together (INRs of one shape fitted in one batch) and report what each record achieves."""
     codec, config = _codec(config)
     return codec.encode(images, boxes_list, config, progress)
@@ -36,8 +37,9 @@ def encode(image: Any, boxes: Any = None, config: Any = None) -> bytes:
     return encode_batch([image], [boxes], config)[0]
 
 
-def encode_sequence_frames(images: Sequence[Any], boxes_list: Sequence[Any], config: Any = None,
-                           progress: bool = False) -> tuple[dict[str, bytes], list[EncodedFrame]]:
+def encode_sequence_frames(
+    images: Sequence[Any], boxes_list: Sequence[Any], config: Any = None, progress: bool = False
+) -> tuple[dict[str, bytes], list[EncodedFrame]]:
     """`encode_sequence` that also reports what each frame record achieves (PSNR as decoded with its scene)."""
     codec, config = _codec(config)
     if not getattr(codec, "supports_scenes", False):
@@ -45,8 +47,9 @@ def encode_sequence_frames(images: Sequence[Any], boxes_list: Sequence[Any], con
     return codec.encode_sequence(images, boxes_list, config, progress)
 
 
-def encode_sequence(images: Sequence[Any], boxes_list: Sequence[Any], config: Any = None,
-                    progress: bool = False) -> tuple[dict[str, bytes], list[bytes]]:
+def encode_sequence(
+    images: Sequence[Any], boxes_list: Sequence[Any], config: Any = None, progress: bool = False
+) -> tuple[dict[str, bytes], list[bytes]]:
     """Scene mode: frames of one static camera share scene background records.
 
     Returns (scene records by id, one record per frame); each frame record names its scene, and its latents are

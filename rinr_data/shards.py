@@ -51,8 +51,11 @@ class ShardSample:
         """The webdataset sample dict: {"__key__", "<ext>": bytes, "json": bytes, "<id>.scene": bytes...}."""
         if not _KEY.match(self.key) or "." in self.key:
             raise ValueError(f"shard keys must be non-empty and free of dots, got {self.key!r}")
-        members = {"__key__": self.key, IMAGE_EXTENSIONS[self.codec]: bytes(self.image),
-                   "json": json.dumps(self.meta, sort_keys=True).encode()}
+        members = {
+            "__key__": self.key,
+            IMAGE_EXTENSIONS[self.codec]: bytes(self.image),
+            "json": json.dumps(self.meta, sort_keys=True).encode(),
+        }
         for scene, blob in sorted(self.scenes.items()):
             members[f"{scene}.{SCENE_EXTENSION}"] = bytes(blob)
         return members
@@ -99,15 +102,22 @@ def stored_boxes(boxes: Any) -> list[list[float]]:
     return [[float(v) for v in row] for row in arr]
 
 
-def sample_meta(width: int, height: int, boxes: Any, labels: Sequence[int], source: str,
-                object_psnr: float, background_psnr: float) -> dict[str, Any]:
+def sample_meta(
+    width: int, height: int, boxes: Any, labels: Sequence[int], source: str, object_psnr: float, background_psnr: float
+) -> dict[str, Any]:
     """The `{key}.json` member; PSNR is null where undefined (no boxes / no background), 999 where lossless."""
     boxes_out = stored_boxes(boxes)
     if len(boxes_out) != len(labels):
         raise ValueError(f"{len(boxes_out)} boxes but {len(labels)} labels")
-    return {"width": int(width), "height": int(height), "boxes": boxes_out, "labels": [int(v) for v in labels],
-            "source": str(source), "object_psnr": _json_psnr(object_psnr),
-            "background_psnr": _json_psnr(background_psnr)}
+    return {
+        "width": int(width),
+        "height": int(height),
+        "boxes": boxes_out,
+        "labels": [int(v) for v in labels],
+        "source": str(source),
+        "object_psnr": _json_psnr(object_psnr),
+        "background_psnr": _json_psnr(background_psnr),
+    }
 
 
 def sha256_file(path: str | Path) -> str:
@@ -124,8 +134,9 @@ def work_dir(out: str | Path) -> Path:
     return Path(out) / WORK_DIR
 
 
-def write_shard(out: str | Path, name: str, samples: Iterable[ShardSample],
-                skipped: Iterable[dict[str, str]] = ()) -> ShardInfo:
+def write_shard(
+    out: str | Path, name: str, samples: Iterable[ShardSample], skipped: Iterable[dict[str, str]] = ()
+) -> ShardInfo:
     """Write samples to `out/.rinr-encode/name.partial`, then rename to `out/name`: the final name means complete.
 
     `samples` may be a lazy generator (encoding happens while writing); if it raises, the partial file is
@@ -202,8 +213,9 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != "rinr-shards":
         raise FormatError(f"{path}: not a rinr-data shard manifest")
     if data.get("version") != LAYOUT_VERSION:
-        raise FormatError(f"{path}: shard layout version {data.get('version')}; this rinr_data reads "
-                          f"version {LAYOUT_VERSION}")
+        raise FormatError(
+            f"{path}: shard layout version {data.get('version')}; this rinr_data reads version {LAYOUT_VERSION}"
+        )
     for n, s in enumerate(data.get("shards", [])):
         if not isinstance(s, dict) or not {"name", "samples", "bytes", "sha256"} <= set(s):
             raise FormatError(f"{path}: shards[{n}] needs name, samples, bytes and sha256")
@@ -255,16 +267,22 @@ def iter_shard(path: str | Path) -> Iterator[dict[str, Any]]:
 def scene_members(samples: Iterable[dict[str, Any]]) -> dict[str, bytes]:
     """Scene records (id -> bytes) carried by the samples of one shard as `<key>.<id>.scene` members."""
     suffix = "." + SCENE_EXTENSION
-    return {ext[:-len(suffix)]: bytes(data) for sample in samples for ext, data in sample.items()
-            if isinstance(ext, str) and ext.endswith(suffix)}
+    return {
+        ext[: -len(suffix)]: bytes(data)
+        for sample in samples
+        for ext, data in sample.items()
+        if isinstance(ext, str) and ext.endswith(suffix)
+    }
 
 
 def image_member(sample: dict[str, Any]) -> tuple[str, bytes]:
     """(codec, bytes) of a sample's image member; FormatError if it has none or several."""
     found = [(CODEC_OF_EXTENSION[k], v) for k, v in sample.items() if k in CODEC_OF_EXTENSION]
     if len(found) != 1:
-        raise FormatError(f"sample {sample.get('__key__')!r}: expected one image member "
-                          f"({', '.join('.' + e for e in IMAGE_EXTENSIONS.values())}), found {len(found)}")
+        raise FormatError(
+            f"sample {sample.get('__key__')!r}: expected one image member "
+            f"({', '.join('.' + e for e in IMAGE_EXTENSIONS.values())}), found {len(found)}"
+        )
     return found[0]
 
 

@@ -62,6 +62,11 @@ def vtest_frames() -> tuple[list[np.ndarray], list[list[list[float]]]]:
     images, boxes = [], []
     for im in ann["images"]:
         images.append(np.asarray(Image.open(DATA / "vtest-dev" / "images" / im["file_name"]).convert("RGB")))
-        boxes.append([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                      for a in ann["annotations"] if a["image_id"] == im["id"]])
+        boxes.append(
+            [
+                [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                for a in ann["annotations"]
+                if a["image_id"] == im["id"]
+            ]
+        )
     return images, boxes

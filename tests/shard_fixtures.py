@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from conftest import smooth_frame
 
 import rinr_data as R
 from rinr_data import shards
 from rinr_data.codecs.classic import encode_classic
-
-from conftest import smooth_frame
 
 FAST = R.GridConfig(max_steps=4)
 
@@ -22,8 +21,9 @@ def frames(count: int, height: int = 16, width: int = 20) -> tuple[list[np.ndarr
     return images, boxes
 
 
-def write_dataset(out: Path, count: int = 10, shard_size: int = 3, codec: str = "rinr",
-                  sizes: list[tuple[int, int]] | None = None) -> list[str]:
+def write_dataset(
+    out: Path, count: int = 10, shard_size: int = 3, codec: str = "rinr", sizes: list[tuple[int, int]] | None = None
+) -> list[str]:
     """Encode `count` frames into shards of `shard_size` plus a manifest; returns the sample keys in order."""
     out.mkdir(parents=True, exist_ok=True)
     if sizes is None:
@@ -40,12 +40,33 @@ def write_dataset(out: Path, count: int = 10, shard_size: int = 3, codec: str = 
     keys = [f"frame_{i:03d}" for i in range(len(images))]
     infos = []
     for s in range(0, len(images), shard_size):
-        samples = [shards.ShardSample(keys[i], codec, blobs[i],
-                                      shards.sample_meta(images[i].shape[1], images[i].shape[0], boxes[i],
-                                                         [i % 2] * len(boxes[i]), f"{keys[i]}.png", 40.0, 30.0))
-                   for i in range(s, min(s + shard_size, len(images)))]
+        samples = [
+            shards.ShardSample(
+                keys[i],
+                codec,
+                blobs[i],
+                shards.sample_meta(
+                    images[i].shape[1],
+                    images[i].shape[0],
+                    boxes[i],
+                    [i % 2] * len(boxes[i]),
+                    f"{keys[i]}.png",
+                    40.0,
+                    30.0,
+                ),
+            )
+            for i in range(s, min(s + shard_size, len(images)))
+        ]
         infos.append(shards.write_shard(out, shards.shard_name("shard", s // shard_size), samples))
-    shards.write_manifest(out, {"format": "rinr-shards", "version": shards.LAYOUT_VERSION, "codec": codec,
-                                "classes": ["a", "b"], "shards": [i.manifest_entry() for i in infos],
-                                "samples": len(images)})
+    shards.write_manifest(
+        out,
+        {
+            "format": "rinr-shards",
+            "version": shards.LAYOUT_VERSION,
+            "codec": codec,
+            "classes": ["a", "b"],
+            "shards": [i.manifest_entry() for i in infos],
+            "samples": len(images),
+        },
+    )
     return keys

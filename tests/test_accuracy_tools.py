@@ -7,11 +7,10 @@ import importlib
 from pathlib import Path
 
 import pytest
+from tiny_datasets import TRUTH, write_coco
 
 from rinr_data import GridConfig
 from rinr_data.pipeline.augment import AugmentConfig
-
-from tiny_datasets import TRUTH, write_coco
 
 FAST_CODEC = ["--fit-steps", "4", "--pixels-per-step", "64"]
 
@@ -29,9 +28,31 @@ def coco(tmp_path) -> Path:
 
 def test_demo_prints_one_table(coco, tmp_path, capsys):
     out = tmp_path / "kept"
-    args = ["--data", str(coco), "--train-frames", "4", "--val-frames", "2", "--max-side", "0", "--train-steps", "2",
-            "--batch-size", "2", "--device", "cpu", "--out", str(out), "--object-psnr", "28", "--background-psnr",
-            "26", "--box-levels", "0", *FAST_CODEC]
+    args = [
+        "--data",
+        str(coco),
+        "--train-frames",
+        "4",
+        "--val-frames",
+        "2",
+        "--max-side",
+        "0",
+        "--train-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--object-psnr",
+        "28",
+        "--background-psnr",
+        "26",
+        "--box-levels",
+        "0",
+        *FAST_CODEC,
+    ]
     assert tool("demo").main(args) == 0
     text = capsys.readouterr().out
     assert "frames 0-3 train, 4-5 validate" in text
@@ -49,9 +70,29 @@ def test_demo_prints_one_table(coco, tmp_path, capsys):
 
 def test_demo_scene_mode_shares_one_scene_record(coco, tmp_path, capsys):
     out = tmp_path / "kept"
-    args = ["--data", str(coco), "--train-frames", "4", "--val-frames", "2", "--max-side", "0", "--train-steps", "1",
-            "--batch-size", "2", "--device", "cpu", "--out", str(out), "--scene", "auto", "--scene-cut", "0",
-            *FAST_CODEC]
+    args = [
+        "--data",
+        str(coco),
+        "--train-frames",
+        "4",
+        "--val-frames",
+        "2",
+        "--max-side",
+        "0",
+        "--train-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--scene",
+        "auto",
+        "--scene-cut",
+        "0",
+        *FAST_CODEC,
+    ]
     assert tool("demo").main(args) == 0
     assert "scene mode (new scene below 0 dB)" in capsys.readouterr().out
     from rinr_data import shards
@@ -59,19 +100,46 @@ def test_demo_scene_mode_shares_one_scene_record(coco, tmp_path, capsys):
     samples = [s for tar in sorted((out / "rinr").glob("*.tar")) for s in shards.iter_shard(tar)]
     assert len(samples) == 4 and len(shards.scene_members(samples)) == 1
     with pytest.raises(SystemExit, match="--scene"):
-        tool("demo").main([*args[:-len(FAST_CODEC)], "--preset", "paper", "--out", str(tmp_path / "other")])
+        tool("demo").main([*args[: -len(FAST_CODEC)], "--preset", "paper", "--out", str(tmp_path / "other")])
 
 
 def test_bench_accuracy_runs_every_condition_and_seed(coco, tmp_path, capsys):
-    args = ["--data", str(coco), "--train-frames", "4", "--val-frames", "2", "--seeds", "0,1", "--steps", "2",
-            "--batch-size", "2", "--batch", "4", "--device", "cpu", "--work", str(tmp_path / "work"), "--quiet",
-            "--presets", "grid,paper,grid+scene", "--figure", str(tmp_path / "errors.png"), *FAST_CODEC]
+    args = [
+        "--data",
+        str(coco),
+        "--train-frames",
+        "4",
+        "--val-frames",
+        "2",
+        "--seeds",
+        "0,1",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--batch",
+        "4",
+        "--device",
+        "cpu",
+        "--work",
+        str(tmp_path / "work"),
+        "--quiet",
+        "--presets",
+        "grid,paper,grid+scene",
+        "--figure",
+        str(tmp_path / "errors.png"),
+        *FAST_CODEC,
+    ]
     bench = tool("bench_accuracy")
     assert bench.main(args) == 0
     text = capsys.readouterr().out
     rows = [line for line in text.splitlines() if line.startswith("| coco |")]
-    assert [r.split("|")[2].strip() for r in rows] == [*bench.BASE_CONDITIONS, "rinr-grid", "rinr-paper",
-                                                         "rinr-grid+scene5"]
+    assert [r.split("|")[2].strip() for r in rows] == [
+        *bench.BASE_CONDITIONS,
+        "rinr-grid",
+        "rinr-paper",
+        "rinr-grid+scene5",
+    ]
     assert all(len(r.split("|")[10].split(",")) == 2 for r in rows)  # one mAP per seed
     for r in rows:  # precision / recall / false positives per frame, each a number in range
         precision, recall, fp = (float(v) for v in r.split("|")[11].split("/"))
@@ -81,8 +149,11 @@ def test_bench_accuracy_runs_every_condition_and_seed(coco, tmp_path, capsys):
         pair, ratio = r.split("|")[6].strip().removesuffix(")").split(" (")
         outside, inside = detail[r.split("|")[2].strip()] = [float(v) for v in pair.split("/")]
         if outside >= 0.01:  # both printed to 3 decimals, the ratio to 1: it is within what that rounding allows
-            assert (inside - 5e-4) / (outside + 5e-4) - 0.05 <= float(ratio[:-1]) <= (inside + 5e-4) / (
-                outside - 5e-4) + 0.05
+            assert (
+                (inside - 5e-4) / (outside + 5e-4) - 0.05
+                <= float(ratio[:-1])
+                <= (inside + 5e-4) / (outside - 5e-4) + 0.05
+            )
     assert all(v >= 0 for pair in detail.values() for v in pair) and detail["original"][0] > 0
     assert detail["rinr-grid"][0] < detail["original"][0]  # 4 fitting steps decode to a smooth frame
     assert "frames 0-3 train, 4-5 validate" in text
@@ -133,8 +204,19 @@ def test_bench_accuracy_preset_syntax_and_named_sections(tmp_path):
     assert pad.codec().grid.box_levels == GridConfig().grid.box_levels and "4 px" in pad.label(pad.codec())
     paper = bench.parse_preset("paper").codec(fit_steps=77)
     assert (paper.preset, paper.max_steps, paper.object_psnr) == ("paper", 77, 35.0)
-    for bad in ("grid:x", "grid@30", "paper+box1", "grid+boxz", "grid+scenex", "paper+scene", "grid+foo",
-                "grid+cut20", "grid+scene+cutx", "paper+pad4", "grid+padx"):
+    for bad in (
+        "grid:x",
+        "grid@30",
+        "paper+box1",
+        "grid+boxz",
+        "grid+scenex",
+        "paper+scene",
+        "grid+foo",
+        "grid+cut20",
+        "grid+scene+cutx",
+        "paper+pad4",
+        "grid+padx",
+    ):
         with pytest.raises(ValueError, match="bad --presets entry"):
             bench.parse_preset(bad)
     doc = tmp_path / "BENCHMARKS.md"
@@ -187,8 +269,9 @@ def test_bench_hybrid_mixes_the_regions_it_names(coco, tmp_path, capsys):
     jpeg = tmp_path / "jpeg"
     encode_dataset(source, jpeg, ConvertConfig(codec="jpeg", quality=10, shard_size=4))
     mixed = hybrid.write_mix("boxes-original", jpeg, original, tmp_path / "mixed")
-    for (key, out, meta), (_, orig, _), (_, dec, _) in zip(decoded_samples([mixed]), decoded_samples([original]),
-                                                           decoded_samples([jpeg])):
+    for (key, out, meta), (_, orig, _), (_, dec, _) in zip(
+        decoded_samples([mixed]), decoded_samples([original]), decoded_samples([jpeg])
+    ):
         inside = box_mask(meta["boxes"], *out.shape[1:])
         assert bool((out[:, inside] == orig[:, inside]).all()) and bool((out[:, ~inside] == dec[:, ~inside]).all())
         assert bool((dec != orig).any()), key  # q10 JPEG differs, so the mix is not trivially the original

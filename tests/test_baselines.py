@@ -121,7 +121,7 @@ def test_shelf_pack_places_cells_without_overlap():
     canvas = np.zeros((height, width), dtype=int)
     for (h, w), (y, x) in zip(sizes, positions):
         assert y + h <= height and x + w <= width
-        canvas[y:y + h, x:x + w] += 1
+        canvas[y : y + h, x : x + w] += 1
     assert canvas.max() == 1
     assert width >= 48 and width % 16 == 0
 
@@ -129,8 +129,7 @@ def test_shelf_pack_places_cells_without_overlap():
 def test_real_frame_roi_beats_full_frame_at_the_same_object_quality():
     ann = json.loads((DATA / "annotations.json").read_text())
     img_id = next(im["id"] for im in ann["images"] if im["file_name"] == "vtest_0100.png")
-    boxes = [[x, y, x + w, y + h] for x, y, w, h in
-             (a["bbox"] for a in ann["annotations"] if a["image_id"] == img_id)]
+    boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in ann["annotations"] if a["image_id"] == img_id)]
     assert boxes
     image = torch.from_numpy(np.array(Image.open(DATA / "images" / "vtest_0100.png").convert("RGB"))).permute(2, 0, 1)
     roi = baselines.roi_baseline(image, boxes, "jpeg", 36.0, 28.0)

@@ -11,8 +11,23 @@ def test_bench_codec_writes_one_section_per_mode(tmp_path, capsys):
     write_coco(tmp_path / "data" / "coco")
     bench = tool("bench_codec")
     doc = tmp_path / "BENCHMARKS.md"
-    common = ["--data", str(tmp_path / "data"), "--datasets", "coco", "--frames", "0", "--max-steps", "3",
-              "--device", "cpu", "--quiet", "--plot", str(tmp_path / "rd.png"), "--write", str(doc)]
+    common = [
+        "--data",
+        str(tmp_path / "data"),
+        "--datasets",
+        "coco",
+        "--frames",
+        "0",
+        "--max-steps",
+        "3",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--plot",
+        str(tmp_path / "rd.png"),
+        "--write",
+        str(doc),
+    ]
     assert bench.main(common) == 0
     assert bench.main([*common, "--scene", "--scene-window", "3"]) == 0
     assert bench.main([*common, "--curve", "2,3"]) == 0

@@ -9,8 +9,11 @@ from tiny_datasets import write_coco
 def test_bench_fit_prints_both_renderers_at_the_same_quality(tmp_path, capsys):
     write_coco(tmp_path / "coco")
     assert tool("bench_fit").main(["--data", str(tmp_path / "coco"), "--frames", "2", "--steps", "4"]) == 0
-    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()
-            if line.startswith("| render") and "s/step" not in line]
+    rows = [
+        line.split(" | ")
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| render") and "s/step" not in line
+    ]
     assert [r[0] for r in rows] == ["| render (reference)", "| render_dense"]
     assert rows[0][2] == "1.00x" and float(rows[1][2].rstrip("x")) > 0
     reference, dense = ([float(v.strip(" |")) for v in r[3:5]] for r in rows)

@@ -12,8 +12,8 @@ from rinr_data.codecs.classic.pillow import (
     encode_classic,
     quality_sweep,
 )
-from rinr_data.errors import FormatError
 from rinr_data.core.metrics import psnr
+from rinr_data.errors import FormatError
 
 
 def make_image(height: int = 40, width: int = 48, seed: int = 0) -> torch.Tensor:

@@ -13,19 +13,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DATA
 from PIL import Image
+from test_shards import read_with_plain_webdataset
+from tiny_datasets import (
+    CLASSES,
+    FAST,
+    ONE_THREAD_ENV,
+    TRUTH,
+    WRITERS,
+    one_torch_thread,  # noqa: F401 - autouse fixture
+    write_coco,
+)
 
 import rinr_data as R
 from rinr_data import shards
-from rinr_data.codecs.classic import decode_classic
 from rinr_data.cli.encode import main
-from rinr_data.decode import decode
+from rinr_data.codecs.classic import decode_classic
 from rinr_data.core.metrics import region_psnr
-
-from conftest import DATA
-from test_shards import read_with_plain_webdataset
-from tiny_datasets import one_torch_thread  # noqa: F401 - autouse fixture
-from tiny_datasets import CLASSES, FAST, ONE_THREAD_ENV, TRUTH, WRITERS, write_coco
+from rinr_data.decode import decode
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,13 +107,16 @@ def test_other_classic_codecs(tmp_path, codec, ext):
 
 def test_real_frames_round_trip_boxes(tmp_path):
     ann = json.loads((DATA / "vtest-dev" / "annotations.json").read_text())
-    assert main([str(DATA / "vtest-dev"), str(tmp_path / "out"), "--codec", "jpeg", "--no-progress",
-                 "--shard-size", "3"]) == 0
+    assert (
+        main([str(DATA / "vtest-dev"), str(tmp_path / "out"), "--codec", "jpeg", "--no-progress", "--shard-size", "3"])
+        == 0
+    )
     got = read_out(tmp_path / "out")
     assert len(got) == 8 and len(list((tmp_path / "out").glob("*.tar"))) == 3
     for im in ann["images"]:
-        want = [[x, y, x + w, y + h] for a in ann["annotations"] if a["image_id"] == im["id"]
-                for x, y, w, h in [a["bbox"]]]
+        want = [
+            [x, y, x + w, y + h] for a in ann["annotations"] if a["image_id"] == im["id"] for x, y, w, h in [a["bbox"]]
+        ]
         meta = got[Path(im["file_name"]).stem]["json"]
         assert meta["boxes"] == want and meta["labels"] == [0] * len(want) and meta["source"] == im["file_name"]
 
@@ -127,14 +136,29 @@ def real_subset(tmp_path: Path, n: int) -> Path:
 
 def test_real_frames_rinr(tmp_path):
     src = real_subset(tmp_path / "src", 2)
-    assert main([str(src), str(tmp_path / "out"), "--max-steps", "5", "--pixels-per-step", "64", "--batch", "2",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                str(src),
+                str(tmp_path / "out"),
+                "--max-steps",
+                "5",
+                "--pixels-per-step",
+                "64",
+                "--batch",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     got = read_out(tmp_path / "out")
     ann = json.loads((src / "annotations.json").read_text())
     for im in ann["images"]:
         meta = got[Path(im["file_name"]).stem]["json"]
-        want = [[x, y, x + w, y + h] for a in ann["annotations"] if a["image_id"] == im["id"]
-                for x, y, w, h in [a["bbox"]]]
+        want = [
+            [x, y, x + w, y + h] for a in ann["annotations"] if a["image_id"] == im["id"] for x, y, w, h in [a["bbox"]]
+        ]
         assert meta["boxes"] == want
         assert decode(got[Path(im["file_name"]).stem]["rinr"]).shape == (3, 288, 384)
 
@@ -166,8 +190,9 @@ def test_bad_input_stops_by_default_naming_the_file(tmp_path, capsys):
 def test_bad_input_skipped_and_counted(tmp_path, capsys):
     src = bad_coco(tmp_path)
     out = tmp_path / "out"
-    assert main([str(src), str(out), "--codec", "jpeg", "--no-progress", "--shard-size", "2",
-                 "--on-error", "skip"]) == 0
+    assert (
+        main([str(src), str(out), "--codec", "jpeg", "--no-progress", "--shard-size", "2", "--on-error", "skip"]) == 0
+    )
     err = capsys.readouterr().err
     assert "skipped: 2 sample(s)" in err
     assert "annotation id 101: unknown class: category_id 9" in err
@@ -185,7 +210,7 @@ def test_zero_area_and_inverted_boxes(tmp_path, capsys, box, reason):
     src = write_coco(tmp_path / "src", {"img_a": ([box], [0]), "img_b": TRUTH["img_b"]})
     assert main([str(src), str(tmp_path / "out"), "--codec", "jpeg", "--no-progress", "--on-error", "skip"]) == 0
     err = capsys.readouterr().err
-    assert f"skipped: annotations.json annotation id 100: box" in err and reason in err
+    assert "skipped: annotations.json annotation id 100: box" in err and reason in err
     assert list(read_out(tmp_path / "out")) == ["img_b"]
 
 
@@ -220,11 +245,13 @@ def test_box_levels_and_margin_flags_set_the_grid_records_and_are_checked(tmp_pa
     assert main([str(src), str(tmp_path / "wide"), "--box-margin", "3", "--max-steps", "5", "--no-progress"]) == 0
     record = R.unpack_record(next(iter(read_out(tmp_path / "wide").values()))["rinr"])
     assert record.shape.box_margin == 3 != R.GridConfig().grid.box_margin
-    for extra, message in ((["--box-levels", "9"], "box_levels must be in"),
-                           (["--box-margin", "300"], "box_margin must be in"),
-                           (["--preset", "paper", "--box-levels", "1"], "grid preset only"),
-                           (["--preset", "paper", "--box-margin", "1"], "grid preset only"),
-                           (["--codec", "jpeg", "--box-levels", "1"], "apply to --codec rinr only")):
+    for extra, message in (
+        (["--box-levels", "9"], "box_levels must be in"),
+        (["--box-margin", "300"], "box_margin must be in"),
+        (["--preset", "paper", "--box-levels", "1"], "grid preset only"),
+        (["--preset", "paper", "--box-margin", "1"], "grid preset only"),
+        (["--codec", "jpeg", "--box-levels", "1"], "apply to --codec rinr only"),
+    ):
         with pytest.raises(SystemExit):
             main([str(src), str(tmp_path / "other"), *extra, "--no-progress"])
         assert message in capsys.readouterr().err
@@ -313,9 +340,14 @@ def test_sigkill_mid_shard_then_rerun_gives_exactly_the_uninterrupted_shards(tmp
     src = write_coco(tmp_path / "src", many(7))
     common = [*FAST, "--shard-size", "3", "--batch", "2"]
     # Killed right after the 5th sample went into shard 1 (of 0..2): shard 0 complete, shard 1 partial.
-    proc = subprocess.run([sys.executable, "-c", KILL_AFTER, "5", str(src), str(tmp_path / "part"), *common],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env={**os.environ, **ONE_THREAD_ENV})
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER, "5", str(src), str(tmp_path / "part"), *common],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, **ONE_THREAD_ENV},
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     part = tmp_path / "part"
     assert sorted(p.name for p in part.glob("*.tar")) == ["shard-000000.tar"]
@@ -338,9 +370,25 @@ def test_two_rank_torchrun_encode(tmp_path):
     src = write_coco(tmp_path / "src", many(5))
     common = [*FAST, "--shard-size", "2", "--batch", "2", "--codec", "rinr"]
     env = {**os.environ, **ONE_THREAD_ENV}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(ROOT / "tools" / "encode.py"), str(src), str(tmp_path / "dist"), *common],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(ROOT / "tools" / "encode.py"),
+            str(src),
+            str(tmp_path / "dist"),
+            *common,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = shards.read_manifest(tmp_path / "dist")
     assert [s["name"] for s in manifest["shards"]] == [f"shard-00000{i}.tar" for i in range(3)]
@@ -351,8 +399,9 @@ def test_two_rank_torchrun_encode(tmp_path):
     dist, single = read_out(tmp_path / "dist"), read_out(tmp_path / "single")
     assert list(dist) == list(single) == list(many(5))
     for key in single:
-        assert {k: v for k, v in dist[key]["json"].items() if "psnr" not in k} == \
-               {k: v for k, v in single[key]["json"].items() if "psnr" not in k}
+        assert {k: v for k, v in dist[key]["json"].items() if "psnr" not in k} == {
+            k: v for k, v in single[key]["json"].items() if "psnr" not in k
+        }
         assert decode(dist[key]["rinr"]).shape == (3, 24, 32)
 
 
@@ -367,9 +416,16 @@ def test_a_frame_whose_scene_is_missing_fails_alone(tmp_path):
     lost = next(s for s in samples if any(k.endswith(".scene") for k in s))  # f0 carries the first batch's scene
     lost_scene = json.loads(lost["json"])["scene"]
     broken = tmp_path / "broken"
-    kept = [shards.ShardSample(s["__key__"], "rinr", s["rinr"], json.loads(s["json"]),
-                               {k[:-6]: v for k, v in s.items() if k.endswith(".scene") and k[:-6] != lost_scene})
-            for s in samples]
+    kept = [
+        shards.ShardSample(
+            s["__key__"],
+            "rinr",
+            s["rinr"],
+            json.loads(s["json"]),
+            {k[:-6]: v for k, v in s.items() if k.endswith(".scene") and k[:-6] != lost_scene},
+        )
+        for s in samples
+    ]
     shards.write_shard(broken, "shard-000000.tar", kept)
     orphans = {s["__key__"] for s in samples if json.loads(s["json"])["scene"] == lost_scene}
     with pytest.raises(R.FormatError, match=f"sample '(f0|f1)'.*{lost_scene}"):

@@ -8,15 +8,19 @@ from pathlib import Path
 
 import pytest
 import webdataset
+from tiny_datasets import (
+    CLASSES,
+    FAST,
+    TRUTH,
+    one_torch_thread,  # noqa: F401 - autouse fixture
+    write_coco,
+)
 
 from rinr_data import shards
 from rinr_data.cli import decode as decode_cli
 from rinr_data.cli import encode as encode_cli
 from rinr_data.cli import inspect_shards
 from rinr_data.sources import open_source
-
-from tiny_datasets import one_torch_thread  # noqa: F401 - autouse fixture
-from tiny_datasets import CLASSES, FAST, TRUTH, write_coco
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +71,10 @@ def test_inspect_reports_counts_shapes_and_classes(encoded, capsys):
 def test_inspect_human_readable_output_and_shard_files(encoded, capsys):
     assert inspect_shards.main([str(encoded / "shard-000001.tar")]) == 0
     out = capsys.readouterr().out
-    assert "samples: 1" in out and ("INR shapes (SIREN width x depth, or grid): background grid 6 levels "
-                                    "(2 box-only), mlp 16-16: 1") in out
+    assert (
+        "samples: 1" in out
+        and ("INR shapes (SIREN width x depth, or grid): background grid 6 levels (2 box-only), mlp 16-16: 1") in out
+    )
     assert "grid record bytes (mean, by the coding models): latents in boxes" in out
     assert "boxes per class: cat (1), dog (2)" in out and "object PSNR: min" in out
 
@@ -103,8 +109,9 @@ def test_verify_names_the_sample_whose_record_is_corrupt(encoded, tmp_path, caps
     (out / "manifest.json").write_text(json.dumps(manifest))
     code, rep, err = run_inspect(capsys, str(out), "--verify")
     assert code == 1
-    assert rep["verify"]["failures"] == ["shard-000000.tar sample img_b: record checksum mismatch: the record is "
-                                         "corrupt or truncated"]
+    assert rep["verify"]["failures"] == [
+        "shard-000000.tar sample img_b: record checksum mismatch: the record is corrupt or truncated"
+    ]
     assert "verify failed: shard-000000.tar sample img_b" in err
 
 
@@ -116,8 +123,10 @@ def test_verify_reports_missing_shards_and_wrong_counts(encoded, tmp_path, capsy
     (out / "manifest.json").write_text(json.dumps(manifest))
     code, rep, err = run_inspect(capsys, str(out), "--verify")
     assert code == 1
-    assert rep["verify"]["failures"] == ["shard-000000.tar: holds 2 samples, the manifest says 5",
-                                         "shard-000001.tar: listed in the manifest but missing"]
+    assert rep["verify"]["failures"] == [
+        "shard-000000.tar: holds 2 samples, the manifest says 5",
+        "shard-000001.tar: listed in the manifest but missing",
+    ]
 
 
 def test_decode_writes_pngs_and_coco_that_reads_back(encoded, tmp_path, capsys):

@@ -7,17 +7,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_frame
 from PIL import Image
 
 import rinr_data as R
 from rinr_data import codecs
 from rinr_data.core.metrics import region_psnr
 
-from conftest import smooth_frame
-
 CONFIGS = {
-    "paper": R.PaperConfig(max_steps=300, eval_every=25, background_psnr=20.0, object_psnr=25.0,
-                           pixels_per_step=512),
+    "paper": R.PaperConfig(max_steps=300, eval_every=25, background_psnr=20.0, object_psnr=25.0, pixels_per_step=512),
     "grid": R.GridConfig(max_steps=300, background_psnr=20.0, object_psnr=25.0),
 }
 FAST = CONFIGS["paper"]
@@ -80,8 +78,11 @@ def test_encode_batch_matches_frame_count_and_geometry(fast):
 
 @pytest.mark.parametrize("kind", ["numpy", "pil", "tensor"])
 def test_image_input_types_give_identical_records(tiny_frame, kind, fast):
-    image = {"numpy": tiny_frame, "pil": Image.fromarray(tiny_frame),
-             "tensor": torch.from_numpy(tiny_frame).permute(2, 0, 1)}[kind]
+    image = {
+        "numpy": tiny_frame,
+        "pil": Image.fromarray(tiny_frame),
+        "tensor": torch.from_numpy(tiny_frame).permute(2, 0, 1),
+    }[kind]
     assert R.encode(image, [[1, 1, 5, 5]], fast) == R.encode(tiny_frame, [[1, 1, 5, 5]], fast)
 
 
@@ -100,13 +101,16 @@ def test_boxes_are_clipped_with_a_warning(tiny_frame, fast):
     assert R.unpack_record(blob).boxes[0] == (0.0, 0.0, 10.0, 24.0)
 
 
-@pytest.mark.parametrize("box,match", [
-    ([5, 5, 5, 9], "zero area"),
-    ([8, 5, 4, 9], "inverted"),
-    ([40, 2, 50, 9], "zero area"),
-    ([1, 2, 3], r"\[N, 4\]"),
-    ([1, 2, float("nan"), 4], "NaN"),
-])
+@pytest.mark.parametrize(
+    "box,match",
+    [
+        ([5, 5, 5, 9], "zero area"),
+        ([8, 5, 4, 9], "inverted"),
+        ([40, 2, 50, 9], "zero area"),
+        ([1, 2, 3], r"\[N, 4\]"),
+        ([1, 2, float("nan"), 4], "NaN"),
+    ],
+)
 def test_bad_boxes_are_errors(tiny_frame, box, match, fast):
     with pytest.raises(ValueError, match=match):
         R.encode(tiny_frame, [box] if len(box) == 4 else box, fast)
@@ -163,7 +167,13 @@ def test_presets_bring_their_defaults():
 def test_paper_object_size_classes():
     cfg = R.PaperConfig()
     assert [(s.width, s.depth) for s in (cfg.object_shape(a) for a in (1000, 1001, 3000, 3001, 10000, 10001))] == [
-        (10, 3), (15, 3), (15, 3), (17, 5), (17, 5), (24, 5)]
+        (10, 3),
+        (15, 3),
+        (15, 3),
+        (17, 5),
+        (17, 5),
+        (24, 5),
+    ]
     assert (cfg.background.width, cfg.background.depth) == (28, 10)
 
 
@@ -191,7 +201,7 @@ def test_box_mask_covers_every_pixel_a_box_touches():
     expected = torch.zeros(h, w, dtype=torch.bool)
     for box in boxes.tolist():
         r = box_region(box, h, w)
-        expected[r.top:r.bottom, r.left:r.right] = True
+        expected[r.top : r.bottom, r.left : r.right] = True
     assert torch.equal(box_mask(boxes, h, w), expected)
     assert torch.equal(box_mask(boxes.numpy(), h, w), expected)
     assert torch.equal(box_mask(boxes.tolist(), h, w), expected)

@@ -7,15 +7,20 @@ import json
 import numpy as np
 import pytest
 import torch
+from shard_fixtures import write_dataset
+from tiny_datasets import TRUTH, write_coco
 
-from rinr_bench.compare import (QualityScan, encode_lossless, load_samples, shard_stats, split_source,
-                                write_lossless_shards)
+from rinr_bench.compare import (
+    QualityScan,
+    encode_lossless,
+    load_samples,
+    shard_stats,
+    split_source,
+    write_lossless_shards,
+)
 from rinr_data import shards
 from rinr_data.codecs.classic import decode_classic
 from rinr_data.sources import load_sample, open_source
-
-from shard_fixtures import write_dataset
-from tiny_datasets import TRUTH, write_coco
 
 
 @pytest.fixture
@@ -72,12 +77,23 @@ def test_shard_stats_are_per_frame_means(tmp_path):
 def test_shard_stats_share_scene_records_over_all_frames(tmp_path):
     """Scene mode: a scene record rides in the first sample that uses it; its bytes count for every frame."""
     meta = shards.sample_meta(8, 6, [[1.0, 1.0, 4.0, 4.0]], [0], "f.png", 33.0, 25.0)
-    samples = [shards.ShardSample("f0", "rinr", b"a" * 100, meta, scenes={"s0": b"s" * 300}),
-               shards.ShardSample("f1", "rinr", b"b" * 50, meta),
-               shards.ShardSample("f2", "rinr", b"c" * 60, meta, scenes={"s1": b"t" * 90})]
+    samples = [
+        shards.ShardSample("f0", "rinr", b"a" * 100, meta, scenes={"s0": b"s" * 300}),
+        shards.ShardSample("f1", "rinr", b"b" * 50, meta),
+        shards.ShardSample("f2", "rinr", b"c" * 60, meta, scenes={"s1": b"t" * 90}),
+    ]
     info = shards.write_shard(tmp_path, shards.shard_name("shard", 0), samples)
-    shards.write_manifest(tmp_path, {"format": "rinr-shards", "version": shards.LAYOUT_VERSION, "codec": "rinr",
-                                     "classes": ["a"], "shards": [info.manifest_entry()], "samples": 3})
+    shards.write_manifest(
+        tmp_path,
+        {
+            "format": "rinr-shards",
+            "version": shards.LAYOUT_VERSION,
+            "codec": "rinr",
+            "classes": ["a"],
+            "shards": [info.manifest_entry()],
+            "samples": 3,
+        },
+    )
     stats = shard_stats(tmp_path)
     assert stats.frames == 3 and stats.bytes_per_frame == pytest.approx((100 + 50 + 60 + 300 + 90) / 3)
 

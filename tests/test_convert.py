@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_datasets import (
+    one_torch_thread,  # noqa: F401 - autouse fixture
+    write_coco,
+)
 
 from rinr_data import shards
 from rinr_data.codecs import GridConfig, PaperConfig
@@ -22,9 +26,6 @@ from rinr_data.convert import (
 )
 from rinr_data.errors import ResumeError
 from rinr_data.sources import LoadedSample, SampleError, SourceItem, open_source
-
-from tiny_datasets import one_torch_thread  # noqa: F401 - autouse fixture
-from tiny_datasets import write_coco
 
 FAST = GridConfig(max_steps=10)
 
@@ -43,8 +44,9 @@ def test_load_stage_keeps_order_logs_warnings_and_hands_failures_over():
     items = [item("a"), item("b", "b.png: broken"), item("c"), item("d")]
     failures, logs = [], []
     with ThreadPoolExecutor(2) as pool:
-        out = list(load_stage(items, loaded, pool, lambda it, e: failures.append((it.key, str(e))), logs.append,
-                              ahead=2))
+        out = list(
+            load_stage(items, loaded, pool, lambda it, e: failures.append((it.key, str(e))), logs.append, ahead=2)
+        )
     assert [s.item.key for s in out] == ["a", "c", "d"]
     assert failures == [("b", "b.png: broken")]
     assert logs == ["warning: note on a", "warning: note on c", "warning: note on d"]
@@ -144,5 +146,7 @@ def test_resume_state_holds_what_the_codec_reads():
     grid = GridConfig()
     settings = ConvertConfig(codec_config=grid).settings()["codec_config"]
     assert settings["preset"] == "grid" and "pixels_per_step" not in settings and "w0" not in settings
-    assert (ConvertConfig(codec_config=grid).settings()
-            != ConvertConfig(codec_config=grid.replace(latent_lr=0.5)).settings())
+    assert (
+        ConvertConfig(codec_config=grid).settings()
+        != ConvertConfig(codec_config=grid.replace(latent_lr=0.5)).settings()
+    )

@@ -13,6 +13,8 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+from conftest import smooth_frame
+from shard_fixtures import write_dataset
 from torch import nn
 from torchvision import tv_tensors
 
@@ -20,13 +22,11 @@ from lightning_modules.data import CodecDataset, JPEGDataModule, RINRDataModule
 from rinr_data.errors import FormatError
 from rinr_data.pipeline.loader import RINRLoader
 
-from conftest import smooth_frame
-from shard_fixtures import write_dataset
-
 REPO = Path(__file__).resolve().parents[1]
 MODULES = {"rinr": RINRDataModule, "jpeg": JPEGDataModule}
-QUIET = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-             log_every_n_steps=1)
+QUIET = dict(
+    logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1
+)
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +133,9 @@ def test_wrong_codec_names_the_shard(folders, codec, wrong):
 
 def test_setup_takes_rank_world_and_device_from_the_trainer(folders):
     dm = module("rinr", folders["rinr"], device="auto", batch_size=2)
-    dm.trainer = SimpleNamespace(global_rank=1, world_size=2, current_epoch=3,
-                                 strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    dm.trainer = SimpleNamespace(
+        global_rank=1, world_size=2, current_epoch=3, strategy=SimpleNamespace(root_device=torch.device("cpu"))
+    )
     dm.setup("fit")
     train, val = dm.train_dataloader(), dm.val_dataloader()
     for loader in (train, val):
@@ -149,8 +150,9 @@ def test_setup_takes_rank_world_and_device_from_the_trainer(folders):
 
 def test_uncounted_shards_warn_that_lightning_resume_skips_a_batch(folders):
     urls = sorted(str(p) for p in folders["rinr"].glob("*.tar"))
-    trainer = SimpleNamespace(global_rank=0, world_size=1, current_epoch=0,
-                              strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    trainer = SimpleNamespace(
+        global_rank=0, world_size=1, current_epoch=0, strategy=SimpleNamespace(root_device=torch.device("cpu"))
+    )
     counted = module("rinr", urls)  # local shards without a manifest are counted: a length, no warning
     counted.trainer = trainer
     counted.setup("fit")
@@ -193,8 +195,14 @@ def test_lightning_mid_epoch_resume(folders, tmp_path, workers, bare):
     def fit(max_steps: int = -1, ckpt: Path | None = None, callbacks: tuple = ()) -> KeyRecorder:
         model = KeyRecorder()
         dm = module("rinr", train, val=None, batch_size=2, num_workers=workers)
-        trainer = L.Trainer(accelerator="cpu", max_epochs=2, max_steps=max_steps, callbacks=list(callbacks),
-                            limit_val_batches=0, **{**QUIET, "enable_checkpointing": bool(callbacks)})
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_epochs=2,
+            max_steps=max_steps,
+            callbacks=list(callbacks),
+            limit_val_batches=0,
+            **{**QUIET, "enable_checkpointing": bool(callbacks)},
+        )
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt)
         return model
 
@@ -245,10 +253,17 @@ if __name__ == "__main__":
 
 def test_ddp_two_cpu_ranks_split_the_data(folders, tmp_path):
     script = tmp_path / "ddp_fit.py"
-    script.write_text(DDP_SCRIPT.format(repo=str(REPO), folders={k: str(v) for k, v in folders.items()},
-                                        out=str(tmp_path)))
-    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    script.write_text(
+        DDP_SCRIPT.format(repo=str(REPO), folders={k: str(v) for k, v in folders.items()}, out=str(tmp_path))
+    )
+    run = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     for name in MODULES:
         logs = [json.loads((tmp_path / f"{name}-rank{r}.json").read_text()) for r in range(2)]
@@ -272,8 +287,9 @@ def test_gpu_decode_without_cuda_is_a_clear_error(folders):
 def test_encoded_jpeg_path_matches_pillow(folders):
     # gpu_decode's worker/main-process split, run with torchvision's CPU decoder: same order, same pixels.
     def loader(encoded: bool) -> RINRLoader:
-        ds = CodecDataset(folders["jpeg"], batch_size=3, seed=2, device="cpu", codecs=("jpeg",), owner="test",
-                          encoded_jpeg=encoded)
+        ds = CodecDataset(
+            folders["jpeg"], batch_size=3, seed=2, device="cpu", codecs=("jpeg",), owner="test", encoded_jpeg=encoded
+        )
         return RINRLoader(ds)  # kept JPEG bytes are decoded by the loader's device decode, images by Pillow
 
     pillow, device = list(loader(False)), list(loader(True))
@@ -290,15 +306,23 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.gpu
 def test_gpu_decode_on_cuda(folders):
-    dm = JPEGDataModule(folders["jpeg"], val=folders["jpeg"], batch_size=4, num_workers=0, gpu_decode=True,
-                        device="cuda")
+    dm = JPEGDataModule(
+        folders["jpeg"], val=folders["jpeg"], batch_size=4, num_workers=0, gpu_decode=True, device="cuda"
+    )
     batch = next(iter(dm.val_dataloader()))
     reference = next(iter(module("jpeg", folders["jpeg"]).val_dataloader()))
     assert batch["images"].is_cuda and batch["keys"] == reference["keys"]
     # nvJPEG upsamples 4:2:0 chroma differently from libjpeg: on an H200 (torchvision 0.26) these 16x20 frames came
     # out up to 21 levels apart, 32.5 dB from the originals against Pillow's 37.6. So the test checks what would be
     # our bug (a wrong colour conversion or channel order: far below 30 dB), not equality with Pillow.
-    originals = torch.stack([torch.from_numpy(smooth_frame(16, 20, seed=int(k.rsplit("_", 1)[1]))).permute(2, 0, 1)
-                             for k in batch["keys"]]).float() / 255
+    originals = (
+        torch.stack(
+            [
+                torch.from_numpy(smooth_frame(16, 20, seed=int(k.rsplit("_", 1)[1]))).permute(2, 0, 1)
+                for k in batch["keys"]
+            ]
+        ).float()
+        / 255
+    )
     gpu, cpu = psnr(batch["images"].cpu(), originals), psnr(reference["images"], originals)
     assert gpu > 30 and cpu > 30, (gpu, cpu)

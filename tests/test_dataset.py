@@ -7,14 +7,13 @@ import tarfile
 
 import pytest
 import torch
+from shard_fixtures import write_dataset
 from torchvision import tv_tensors
 
 import rinr_data as R
 from rinr_data.pipeline.augment import AugmentConfig
 from rinr_data.pipeline.dataset import RINRDataset
 from rinr_data.pipeline.loader import RINRLoader
-
-from shard_fixtures import write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +107,7 @@ def test_local_shards_without_a_manifest_are_counted(rinr_dir, tmp_path):
     assert len(RINRLoader(bare)) == len(list(RINRLoader(bare))) > 0  # a length, and equal batches under DDP work
     # Remote shards (not fetched to count) and unreadable local ones stay uncounted; equal batches then refuse.
     missing = str(tmp_path / "gone.tar")
-    unknown = RINRDataset(["http://127.0.0.1:9/shard-000000.tar", missing, *urls], batch_size=2, rank=0,
-                          world_size=2)
+    unknown = RINRDataset(["http://127.0.0.1:9/shard-000000.tar", missing, *urls], batch_size=2, rank=0, world_size=2)
     assert [s.samples for s in unknown.shards[:2]] == [None, None]
     with pytest.raises(ValueError, match="manifest"):
         next(iter(unknown))
@@ -157,12 +155,16 @@ def test_mixed_sizes_need_and_get_letterboxing(tmp_path):
     write_dataset(tmp_path, sizes=[(16, 20), (10, 30), (24, 12)], shard_size=3)
     with pytest.raises(ValueError, match="image_size"):
         _all(RINRLoader(RINRDataset(tmp_path, batch_size=3, shuffle=False, device="cpu")))
-    batch = next(iter(RINRLoader(RINRDataset(tmp_path, batch_size=3, shuffle=False, device="cpu"),
-                                 image_size=(16, 16))))
+    batch = next(
+        iter(RINRLoader(RINRDataset(tmp_path, batch_size=3, shuffle=False, device="cpu"), image_size=(16, 16)))
+    )
     assert batch["images"].shape == (3, 3, 16, 16)
     # 10x30 frame scaled by 16/30: its box [1, 1, 6, 7] shrinks alike.
-    assert torch.allclose(batch["targets"][1]["boxes"], torch.tensor([[1, 1, 6, 7]]) * torch.tensor(
-        [16 / 30, 5 / 10, 16 / 30, 5 / 10]), atol=1e-5)
+    assert torch.allclose(
+        batch["targets"][1]["boxes"],
+        torch.tensor([[1, 1, 6, 7]]) * torch.tensor([16 / 30, 5 / 10, 16 / 30, 5 / 10]),
+        atol=1e-5,
+    )
 
 
 def _corrupt_copy(src, dst, key: str) -> None:
@@ -222,8 +224,9 @@ def test_blur_and_noise_are_off_by_default_and_change_pixels_not_boxes():
     same = augment_batch(images, boxes, labels, build_transform(AugmentConfig(**plain), (24, 32)), seed=1)[0]
     assert torch.equal(same, images)
     for extra in ({"blur": 1.0}, {"noise": 1.0}):
-        out, out_boxes, _ = augment_batch(images, boxes, labels, build_transform(AugmentConfig(**plain, **extra),
-                                                                                 (24, 32)), seed=1)
+        out, out_boxes, _ = augment_batch(
+            images, boxes, labels, build_transform(AugmentConfig(**plain, **extra), (24, 32)), seed=1
+        )
         assert float((out - images).abs().mean()) > 0.005 and 0 <= float(out.min()) and float(out.max()) <= 1
         assert all(torch.equal(a, b) for a, b in zip(out_boxes, boxes))
     blurred = augment_batch(images, boxes, labels, build_transform(AugmentConfig(**plain, blur=1.0), (24, 32)), 1)[0]
@@ -238,8 +241,9 @@ def test_box_blur_changes_only_the_pixels_inside_boxes():
     # Fractional edges: every pixel a box touches is blurred, the region the codec keeps at object quality
     boxes = [torch.tensor([[1.5, 2.4, 9.6, 11.5], [20.0, 14.0, 30.0, 22.0]]), torch.zeros(0, 4)]
     labels = [torch.tensor([0, 1]), torch.zeros(0, dtype=torch.int64)]
-    out, out_boxes, _ = augment_batch(images, boxes, labels,
-                                      build_transform(AugmentConfig(**plain, box_blur=1.0), (24, 32)), seed=3)
+    out, out_boxes, _ = augment_batch(
+        images, boxes, labels, build_transform(AugmentConfig(**plain, box_blur=1.0), (24, 32)), seed=3
+    )
     inside = torch.zeros(24, 32, dtype=torch.bool)
     inside[2:12, 1:10] = inside[14:22, 20:30] = True
     changed = (out[0] - images[0]).abs().sum(0) > 0
@@ -252,8 +256,8 @@ def test_box_blur_changes_only_the_pixels_inside_boxes():
 
 
 def test_background_sharpen_changes_only_the_pixels_outside_boxes():
-    from rinr_data.pipeline.augment import augment_batch, build_transform
     from rinr_data.core.metrics import region_detail
+    from rinr_data.pipeline.augment import augment_batch, build_transform
 
     plain = dict(flip=0.0, scale=(1.0, 1.0), brightness=0.0, contrast=0.0, saturation=0.0)
     smooth = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 26, 34), 3, stride=1)  # 24x32, room to sharpen

@@ -10,8 +10,11 @@ from lightning_modules.detection_metrics import DetectionErrors, match_detection
 
 def _pred(boxes, scores, labels=None):
     boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    return {"boxes": boxes, "scores": torch.tensor(scores, dtype=torch.float32),
-            "labels": torch.tensor(labels if labels is not None else [0] * len(boxes))}
+    return {
+        "boxes": boxes,
+        "scores": torch.tensor(scores, dtype=torch.float32),
+        "labels": torch.tensor(labels if labels is not None else [0] * len(boxes)),
+    }
 
 
 def _target(boxes, labels=None):
@@ -24,8 +27,9 @@ def test_counts_hits_false_alarms_and_misses_by_hand() -> None:
     (ignored, so its box is missed), a detection of the wrong class. Image 2: nothing there, one false alarm."""
     errors = DetectionErrors(score_threshold=0.3)
     gt = _target([[0, 0, 10, 20], [40, 40, 50, 60]], [0, 0])
-    pred = _pred([[0, 0, 10, 20], [1, 0, 10, 20], [40, 40, 50, 60], [40, 40, 50, 60]], [0.9, 0.8, 0.2, 0.7],
-                 [0, 0, 0, 1])
+    pred = _pred(
+        [[0, 0, 10, 20], [1, 0, 10, 20], [40, 40, 50, 60], [40, 40, 50, 60]], [0.9, 0.8, 0.2, 0.7], [0, 0, 0, 1]
+    )
     errors.update([pred, _pred([[5, 5, 15, 15]], [0.5])], [gt, _target([])])
     result = errors.compute()
     # tp 1; fp: duplicate, wrong class, empty-image alarm = 3; fn: the second box = 1; 2 images.

@@ -110,8 +110,11 @@ def test_decode_recovers_encoded_boxes() -> None:
     boxes = torch.tensor([[8.0, 10.0, 30.0, 34.0], [40.0, 6.0, 58.0, 22.0]])
     enc = encode_centernet_targets([(boxes, torch.tensor([0, 1]))], 2, (12, 16), gaussian_alpha=0.54)
     # Heatmap probabilities as logits: a perfect network's outputs.
-    outputs = {"heatmap": torch.logit(enc["heatmap"].clamp(1e-6, 1 - 1e-6)), "size": enc["size"],
-               "offset": enc["offset"]}
+    outputs = {
+        "heatmap": torch.logit(enc["heatmap"].clamp(1e-6, 1 - 1e-6)),
+        "size": enc["size"],
+        "offset": enc["offset"],
+    }
     (det,) = decode_centernet(outputs, [(48, 64)], score_threshold=0.5, max_detections=10)
     order = det["labels"].argsort()
     torch.testing.assert_close(det["boxes"][order], boxes)
@@ -171,11 +174,17 @@ def test_map_matches_hand_computation() -> None:
     AP = 0.5 * 51 / 101 wherever the hit counts. IoU 0.62 counts at thresholds 0.50, 0.55, 0.60 out of ten.
     """
     metric = build_map_metric()
-    gt = tv_tensors.BoundingBoxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [30.0, 30.0, 40.0, 40.0]]),
-                                  format="XYXY", canvas_size=(64, 64))
+    gt = tv_tensors.BoundingBoxes(
+        torch.tensor([[0.0, 0.0, 10.0, 10.0], [30.0, 30.0, 40.0, 40.0]]), format="XYXY", canvas_size=(64, 64)
+    )
     target = [{"boxes": gt.as_subclass(torch.Tensor), "labels": torch.tensor([0, 0])}]
-    preds = [{"boxes": torch.tensor([[50.0, 0.0, 60.0, 10.0], [0.0, 0.0, 10.0, 6.2]]),
-              "scores": torch.tensor([0.95, 0.9]), "labels": torch.tensor([0, 0])}]
+    preds = [
+        {
+            "boxes": torch.tensor([[50.0, 0.0, 60.0, 10.0], [0.0, 0.0, 10.0, 6.2]]),
+            "scores": torch.tensor([0.95, 0.9]),
+            "labels": torch.tensor([0, 0]),
+        }
+    ]
     metric.update(preds, target)
     result = metric.compute()
     ap_hit = 0.5 * 51 / 101
@@ -186,8 +195,9 @@ def test_map_matches_hand_computation() -> None:
 
 def test_missing_faster_coco_eval_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "faster_coco_eval" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "faster_coco_eval" else real(name, *a)
+    )
     with pytest.raises(ImportError, match="pip install faster-coco-eval"):
         EdgeDetector()
 
@@ -204,8 +214,9 @@ def test_trainer_fast_dev_run(tmp_path) -> None:
     samples = [contract_sample(48, 64, objs, seed=i) for i, objs in enumerate(OVERFIT + [[]])]
     loader = DataLoader(samples, batch_size=2, collate_fn=collate)
     model = EdgeDetector(num_classes=2, warmup_steps=1)  # max_steps None: schedule sized by the trainer
-    trainer = L.Trainer(fast_dev_run=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = L.Trainer(
+        fast_dev_run=2, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
     trainer.fit(model, train_dataloaders=loader, val_dataloaders=loader)
     assert trainer.global_step == 2
     assert torch.isfinite(trainer.callback_metrics["train/loss"])

@@ -6,12 +6,10 @@ import math
 
 import pytest
 import torch
+from shard_fixtures import write_dataset
 
 from lightning_modules.data import JPEGDataModule, RINRDataModule
-from rinr_bench.experiment import (TrainSettings, detect, evaluate, loader_speed, train_and_evaluate,
-                                   train_detector)
-
-from shard_fixtures import write_dataset
+from rinr_bench.experiment import TrainSettings, detect, evaluate, loader_speed, train_and_evaluate, train_detector
 
 SETTINGS = TrainSettings(steps=2, batch_size=4, warmup_steps=1, accelerator="cpu", augment=True)
 

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import rinr_data as R
-from rinr_data.pipeline.dataset import RINRDataset
-from rinr_data.pipeline.loader import RINRLoader
-from rinr_data.core.metrics import region_psnr
-
 from conftest import smooth_frame
 from shard_fixtures import write_dataset
 from test_codec import CONFIGS  # the CPU codec tests' configs, so both paths fit alike
+
+import rinr_data as R
+from rinr_data.core.metrics import region_psnr
+from rinr_data.pipeline.dataset import RINRDataset
+from rinr_data.pipeline.loader import RINRLoader
 
 pytestmark = pytest.mark.gpu
 

@@ -10,19 +10,18 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_frame
 
 import rinr_data as R
-from rinr_data.codecs.grid import record as grid_record
-from rinr_data.format import entropy
-from rinr_data.core.frames import box_mask
 from rinr_data.codecs.grid import model as grid_mod
-from rinr_data.codecs.grid.model import GridShape, level_masks
+from rinr_data.codecs.grid import record as grid_record
 from rinr_data.codecs.grid.context import LevelContext
-from rinr_data.format.entropy import laplace_bits
+from rinr_data.codecs.grid.model import GridShape, level_masks
+from rinr_data.core.frames import box_mask
 from rinr_data.core.metrics import region_psnr
+from rinr_data.format import entropy
+from rinr_data.format.entropy import laplace_bits
 from rinr_data.format.quantize import QuantizedTensor
-
-from conftest import smooth_frame
 
 FAST = R.GridConfig(max_steps=120, object_psnr=25.0, background_psnr=20.0)
 
@@ -37,8 +36,9 @@ def test_laplace_chunks_round_trip_and_cost_what_the_model_says():
     decoded = entropy.laplace_decompress(data, [(c[1], c[2]) for c in chunks])
     for (values, _, _), got in zip(chunks, decoded):
         assert np.array_equal(values, got)
-    estimate = sum(float(laplace_bits(torch.tensor(v, dtype=torch.float64), torch.tensor(s[0])).sum())
-                   for v, s, b in chunks if b)
+    estimate = sum(
+        float(laplace_bits(torch.tensor(v, dtype=torch.float64), torch.tensor(s[0])).sum()) for v, s, b in chunks if b
+    )
     assert abs(len(data) * 8 - estimate) < 0.02 * estimate + 64
 
 
@@ -101,10 +101,8 @@ def test_dense_render_matches_the_decoders_render_and_its_gradients(size):
 def test_targets_steer_quality_between_regions():
     frame = smooth_frame(24, 32, seed=4)
     box = [[4, 4, 18, 16]]
-    high_obj = R.encode_frames([frame], [box], FAST.replace(object_psnr=34.0, background_psnr=16.0,
-                                                             max_steps=300))[0]
-    high_bg = R.encode_frames([frame], [box], FAST.replace(object_psnr=16.0, background_psnr=34.0,
-                                                            max_steps=300))[0]
+    high_obj = R.encode_frames([frame], [box], FAST.replace(object_psnr=34.0, background_psnr=16.0, max_steps=300))[0]
+    high_bg = R.encode_frames([frame], [box], FAST.replace(object_psnr=16.0, background_psnr=34.0, max_steps=300))[0]
     assert high_obj.object_psnr > high_bg.object_psnr + 3
     assert high_bg.background_psnr > high_obj.background_psnr + 3
 
@@ -124,8 +122,11 @@ def _reference_grid_record(scene: str | None = None) -> grid_record.GridRecord:
     rng = np.random.default_rng(7)
     shape = GridShape(levels=3, hidden=(4,))
     latents = [np.round(rng.laplace(0, 1.5, size)).astype(np.int32) for size in shape.level_sizes(12, 16)]
-    ints = [np.round(rng.normal(0, 30, n)).clip(-127, 127).astype(np.int32)
-            for fi, fo in shape.layer_dims() for n in (fi * fo, fo)]
+    ints = [
+        np.round(rng.normal(0, 30, n)).clip(-127, 127).astype(np.int32)
+        for fi, fo in shape.layer_dims()
+        for n in (fi * fo, fo)
+    ]
     if scene is None:
         synthesis = [QuantizedTensor(v, 0.0078125, 8) for v in ints]
         return grid_record.GridRecord(12, 16, shape, 8, [(1.0, 2.0, 6.5, 9.0)], latents, synthesis)
@@ -154,6 +155,7 @@ def test_reference_grid_bitstreams_are_stable(layout, scene):
 
 # --- scene mode -------------------------------------------------------------------------------------------------
 
+
 def _sequence() -> tuple[list[np.ndarray], list[list[list[float]]]]:
     """Four frames of one static scene with a moving bright square, then two frames of another scene."""
     scene_a, scene_b = smooth_frame(24, 32, seed=11), smooth_frame(24, 32, seed=12)
@@ -161,7 +163,7 @@ def _sequence() -> tuple[list[np.ndarray], list[list[list[float]]]]:
     for i in range(6):
         frame = (scene_a if i < 4 else scene_b).copy()
         x = 2 + 4 * i
-        frame[6:14, x:x + 8] = (250, 40, 40)
+        frame[6:14, x : x + 8] = (250, 40, 40)
         frames.append(frame)
         boxes.append([[x, 6, x + 8, 14]])
     return frames, boxes
@@ -251,13 +253,22 @@ def _with_crc(blob: bytes) -> bytes:
 
 # --- box-only levels ----------------------------------------------------------------------------------------------
 
+
 def _box_level_record(box_levels: int, context: bool) -> grid_record.GridRecord:
     rec = _reference_grid_record()
     shape = GridShape(levels=3, hidden=(4,), box_levels=box_levels)
     masks = level_masks(box_mask(np.asarray(rec.boxes), 12, 16), shape)
     latents = [lat * m.numpy() if lv < box_levels else lat for lv, (lat, m) in enumerate(zip(rec.latents, masks))]
-    ctx = [LevelContext(np.full((2, 2), 1.5, np.float16), np.array([8, 10, 10, 10, 10, 0], np.int8),
-                        np.array([2, 1], np.int8))] * 3 if context else None
+    ctx = (
+        [
+            LevelContext(
+                np.full((2, 2), 1.5, np.float16), np.array([8, 10, 10, 10, 10, 0], np.int8), np.array([2, 1], np.int8)
+            )
+        ]
+        * 3
+        if context
+        else None
+    )
     return dataclasses.replace(rec, shape=shape, latents=[lat.astype(np.int32) for lat in latents], context=ctx)
 
 
@@ -342,8 +353,9 @@ def test_box_margin_fits_what_a_box_clips():
     for margin in (0, 2):
         config = FAST.replace(grid=dataclasses.replace(FAST.grid, box_margin=margin))
         out = R.decode(R.encode_frames([frame], [box], config)[0].blob).permute(1, 2, 0).double()
-        ring_psnr.append(float(-10 * torch.log10(((out - torch.from_numpy(frame)) ** 2).mean(-1)[ring].mean()
-                                                 / 255 ** 2)))
+        ring_psnr.append(
+            float(-10 * torch.log10(((out - torch.from_numpy(frame)) ** 2).mean(-1)[ring].mean() / 255**2))
+        )
     assert ring_psnr[1] > ring_psnr[0] + 1.0
 
 
@@ -362,8 +374,9 @@ def _reference_context_record(scene: str | None) -> grid_record.GridRecord:
     rec = _box_level_record(2, True)
     if scene is None:
         return rec
-    return dataclasses.replace(rec, synthesis=None, scene=scene,
-                               synthesis_delta=_reference_grid_record(scene).synthesis_delta)
+    return dataclasses.replace(
+        rec, synthesis=None, scene=scene, synthesis_delta=_reference_grid_record(scene).synthesis_delta
+    )
 
 
 REFERENCE_CONTEXT_SHA256 = {

@@ -11,9 +11,9 @@ import torch
 import rinr_data as R
 from rinr_data.codecs.grid import context as grid_context
 from rinr_data.codecs.grid import record as grid_record
-from rinr_data.format import entropy
-from rinr_data.codecs.grid.model import GridShape
 from rinr_data.codecs.grid.context import LevelContext
+from rinr_data.codecs.grid.model import GridShape
+from rinr_data.format import entropy
 from rinr_data.format.quantize import QuantizedTensor
 
 
@@ -28,21 +28,26 @@ def _smooth_latents(shape: GridShape, height: int, width: int, seed: int) -> lis
     return out
 
 
-def _record(latents: list[np.ndarray], shape: GridShape, context: list[LevelContext] | None,
-            boxes: list | None = None) -> grid_record.GridRecord:
+def _record(
+    latents: list[np.ndarray], shape: GridShape, context: list[LevelContext] | None, boxes: list | None = None
+) -> grid_record.GridRecord:
     rng = np.random.default_rng(3)
-    ints = [np.round(rng.normal(0, 30, n)).clip(-127, 127).astype(np.int32)
-            for fi, fo in shape.layer_dims() for n in (fi * fo, fo)]
+    ints = [
+        np.round(rng.normal(0, 30, n)).clip(-127, 127).astype(np.int32)
+        for fi, fo in shape.layer_dims()
+        for n in (fi * fo, fo)
+    ]
     synthesis = [QuantizedTensor(v, 0.0078125, 8) for v in ints]
     h, w = latents[0].shape
-    return grid_record.GridRecord(h, w, shape, 8, boxes or [(1.0, 2.0, 6.5, 9.0)], latents, synthesis,
-                                  context=context)
+    return grid_record.GridRecord(h, w, shape, 8, boxes or [(1.0, 2.0, 6.5, 9.0)], latents, synthesis, context=context)
 
 
 def _neighbour_context(levels: int) -> list[LevelContext]:
     scales = np.array([[3.0, 3.0], [1.0, 1.5]], np.float16)  # anchors see little, the others four neighbours
-    return [LevelContext(scales, np.array([0, 16, 16, 16, 16, 0], np.int8), np.array([0, 2], np.int8))
-            for _ in range(levels)]
+    return [
+        LevelContext(scales, np.array([0, 16, 16, 16, 16, 0], np.int8), np.array([0, 2], np.int8))
+        for _ in range(levels)
+    ]
 
 
 def test_non_anchor_features_see_only_anchors():
@@ -60,7 +65,7 @@ def test_models_are_exact_dyadic_numbers():
     shape = GridShape(levels=3, hidden=(4,))
     latents = _smooth_latents(shape, 13, 17, seed=1)
     masks = [np.zeros(s, bool) for s in shape.level_sizes(13, 17)]
-    for lv, values, means, scales in grid_context.models(latents, masks, _neighbour_context(3), [40] * 3, [None] * 3):
+    for _lv, values, means, scales in grid_context.models(latents, masks, _neighbour_context(3), [40] * 3, [None] * 3):
         assert np.array_equal(means * 64, np.round(means * 64))  # weights are multiples of 1/64
         assert np.array_equal(scales * 64, np.round(scales * 64))  # f16 base + (k / 64) * integer
         assert len(values) == len(means) == len(scales)
@@ -72,15 +77,25 @@ def test_pass_models_are_the_training_model_where_they_are_evaluated(top):
     latents = _smooth_latents(shape, 13, 17, seed=6)
     level, coarser = latents[0], None if top else latents[1]
     rng = np.random.default_rng(0)
-    ctx = LevelContext(np.array([[0.7, 2.5], [0.3, 1.25]], np.float16), rng.integers(-127, 128, 6).astype(np.int8),
-                       rng.integers(0, 40, 2).astype(np.int8))
+    ctx = LevelContext(
+        np.array([[0.7, 2.5], [0.3, 1.25]], np.float16),
+        rng.integers(-127, 128, 6).astype(np.int8),
+        rng.integers(0, 40, 2).astype(np.int8),
+    )
     mask = np.zeros(level.shape, bool)
     mask[2:8, 3:11] = True
     bound = 6  # small enough that some means are clamped
-    as64 = (lambda a: torch.from_numpy(np.asarray(a, np.float64))[None])
+
+    def as64(a):
+        return torch.from_numpy(np.asarray(a, np.float64))[None]
+
     mean, scale = grid_context.distribution(
-        grid_context.features(as64(level), None if coarser is None else as64(coarser)), torch.from_numpy(mask)[None],
-        as64(ctx.weights) / 64, as64(ctx.spreads) / 64, as64(ctx.scales.astype(np.float64)))
+        grid_context.features(as64(level), None if coarser is None else as64(coarser)),
+        torch.from_numpy(mask)[None],
+        as64(ctx.weights) / 64,
+        as64(ctx.spreads) / 64,
+        as64(ctx.scales.astype(np.float64)),
+    )
     mean, scale = mean[0].clamp(-bound, bound).numpy(), scale[0].clamp_min(entropy.MIN_LAPLACE_SCALE).numpy()
     assert np.abs(mean).max() == bound
     decoded = np.zeros_like(level)  # what a decoder holds: anchors known before the second pass, nothing else
@@ -109,7 +124,7 @@ def test_zero_context_codes_like_one_scale_per_region():
     latents = _smooth_latents(shape, 12, 16, seed=4)
     flat = [LevelContext(np.full((2, 2), 2.0, np.float16), np.zeros(6, np.int8), np.zeros(2, np.int8))] * 3
     masks = [np.zeros(s, bool) for s in shape.level_sizes(12, 16)]
-    for lv, values, means, scales in grid_context.models(latents, masks, flat, [30] * 3, [None] * 3):
+    for _lv, _values, means, scales in grid_context.models(latents, masks, flat, [30] * 3, [None] * 3):
         assert not means.any() and np.all(scales == 2.0)
 
 
@@ -136,8 +151,9 @@ def test_laplace_bits_with_a_mean_match_the_coder():
     reader = entropy.LaplaceReader(data)
     assert np.array_equal(reader.read(scales, 40, means), values)
     reader.finish()
-    estimate = float(entropy.laplace_bits(torch.tensor(values, dtype=torch.float64), torch.tensor(scales),
-                                          torch.tensor(means)).sum())
+    estimate = float(
+        entropy.laplace_bits(torch.tensor(values, dtype=torch.float64), torch.tensor(scales), torch.tensor(means)).sum()
+    )
     assert abs(len(data) * 8 - estimate) < 0.02 * estimate + 64
     plain = entropy.laplace_compress([(values, np.full(3000, entropy.laplace_scale(values)), 40)])
     assert len(data) < 0.7 * len(plain)

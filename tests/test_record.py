@@ -9,16 +9,14 @@ import struct
 import zlib
 
 import pytest
+from conftest import DATA, smooth_frame
 
 import rinr_data as R
 from rinr_data import codecs
 from rinr_data.codecs.paper import record
 from rinr_data.format import container
 
-from conftest import DATA, smooth_frame
-
-CONFIGS = {"paper": R.PaperConfig(max_steps=20, eval_every=10, pixels_per_step=256),
-           "grid": R.GridConfig(max_steps=20)}
+CONFIGS = {"paper": R.PaperConfig(max_steps=20, eval_every=10, pixels_per_step=256), "grid": R.GridConfig(max_steps=20)}
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
@@ -120,9 +118,9 @@ def _reference_record(coder: str) -> record.Record:
     """A record built from fixed integers: its bytes depend on the format and the coders, not on any fitting."""
     import numpy as np
 
+    from rinr_data.codecs.paper.siren import SirenShape
     from rinr_data.codecs.paper.weights import QuantizedINR
     from rinr_data.format.quantize import QuantizedTensor
-    from rinr_data.codecs.paper.siren import SirenShape
 
     def inr(width: int, depth: int, seed: int) -> QuantizedINR:
         rng = np.random.default_rng(seed)

@@ -40,8 +40,12 @@ def test_json_boxes_are_the_float32_values_a_record_stores():
 
 
 def test_write_shard_is_atomic_and_deterministic(tmp_path):
-    info = shards.write_shard(tmp_path, "s-000000.tar", [sample("a"), sample("b", n_boxes=2)],
-                              skipped=[{"key": "c", "source": "c.png", "error": "bad"}])
+    info = shards.write_shard(
+        tmp_path,
+        "s-000000.tar",
+        [sample("a"), sample("b", n_boxes=2)],
+        skipped=[{"key": "c", "source": "c.png", "error": "bad"}],
+    )
     path = tmp_path / "s-000000.tar"
     assert info.samples == 2 and info.bytes == path.stat().st_size and info.sha256 == shards.sha256_file(path)
     assert not list(shards.work_dir(tmp_path).glob("*.partial"))
@@ -85,8 +89,13 @@ def test_reading_broken_shards_and_samples(tmp_path):
 
 
 def test_manifest_round_trip_and_checks(tmp_path):
-    manifest = {"format": "rinr-shards", "version": shards.LAYOUT_VERSION, "classes": ["a"],
-                "codec_config": jsonable({"max_area": math.inf}), "shards": []}
+    manifest = {
+        "format": "rinr-shards",
+        "version": shards.LAYOUT_VERSION,
+        "classes": ["a"],
+        "codec_config": jsonable({"max_area": math.inf}),
+        "shards": [],
+    }
     shards.write_manifest(tmp_path, manifest)
     assert shards.read_manifest(tmp_path)["codec_config"] == {"max_area": "inf"}
     shards.write_manifest(tmp_path, {**manifest, "version": 99})
@@ -120,8 +129,9 @@ print(json.dumps(rows))
 
 def read_with_plain_webdataset(url: str, ext: str = "rinr") -> list:
     """Iterate shards with webdataset alone, in a fresh interpreter that never imports rinr_data."""
-    out = subprocess.run([sys.executable, "-c", PLAIN_WEBDATASET, url, ext], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", PLAIN_WEBDATASET, url, ext], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tiny_datasets import CLASSES, TRUTH, WRITERS, voc_xml, write_coco, write_images, write_voc
 
 from rinr_data.sources import SampleError, SourceError, detect_format, load_sample, open_source, parse_size, target_size
-
-from tiny_datasets import CLASSES, TRUTH, WRITERS, voc_xml, write_coco, write_images, write_voc
 
 
 def boxes_of(source):
@@ -84,11 +83,14 @@ def test_box_partly_outside_is_clipped_with_a_warning_naming_the_annotation(tmp_
     assert "clipped" in s.warnings[0]
 
 
-@pytest.mark.parametrize("box,match", [
-    ([5, 5, 5, 9], "zero area"),
-    ([40, 5, 50, 9], "zero area"),  # entirely outside the image
-    ([9, 5, 3, 9], "inverted"),
-])
+@pytest.mark.parametrize(
+    "box,match",
+    [
+        ([5, 5, 5, 9], "zero area"),
+        ([40, 5, 50, 9], "zero area"),  # entirely outside the image
+        ([9, 5, 3, 9], "inverted"),
+    ],
+)
 def test_zero_area_and_inverted_boxes_fail_naming_the_annotation(tmp_path, box, match):
     with pytest.raises(SampleError, match=f"annotations.json annotation id 100: box.*{match}"):
         load_sample(coco_with(tmp_path, [box]))

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from rinr_data.sources import SampleError, SourceError, load_sample, open_source
-
 from conftest import DATA
 from tiny_datasets import write_coco
+
+from rinr_data.sources import SampleError, SourceError, load_sample, open_source
 
 
 def test_real_coco_frames(tmp_path):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tiny_datasets import write_csv
 
 from rinr_data.sources import SampleError, SourceError, load_sample, open_source
-
-from tiny_datasets import write_csv
 
 
 def test_csv_errors_name_file_and_line(tmp_path):

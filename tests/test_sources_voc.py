@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tiny_datasets import voc_xml, write_voc
 
 from rinr_data.sources import SampleError, load_sample, open_source
-
-from tiny_datasets import voc_xml, write_voc
 
 
 def test_voc_malformed_xml_and_unknown_class(tmp_path):

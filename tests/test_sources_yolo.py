@@ -3,30 +3,35 @@
 from __future__ import annotations
 
 import pytest
+from tiny_datasets import CLASSES, write_yolo
 
 from rinr_data.sources import SampleError, SourceError, class_names_from_yaml, load_sample, open_source
 
-from tiny_datasets import CLASSES, write_yolo
 
-
-@pytest.mark.parametrize("text,names", [
-    ("names: [cat, dog]\n", ["cat", "dog"]),
-    ("nc: 2\nnames: ['cat', \"dog\"]  # two\n", ["cat", "dog"]),
-    ("names:\n  - cat\n  - dog\ntrain: x\n", ["cat", "dog"]),
-    ("names:\n  0: cat\n  1: dog\n", ["cat", "dog"]),
-    ("names: {0: cat, 1: dog}\n", ["cat", "dog"]),
-    ("train: images\n", None),
-])
+@pytest.mark.parametrize(
+    "text,names",
+    [
+        ("names: [cat, dog]\n", ["cat", "dog"]),
+        ("nc: 2\nnames: ['cat', \"dog\"]  # two\n", ["cat", "dog"]),
+        ("names:\n  - cat\n  - dog\ntrain: x\n", ["cat", "dog"]),
+        ("names:\n  0: cat\n  1: dog\n", ["cat", "dog"]),
+        ("names: {0: cat, 1: dog}\n", ["cat", "dog"]),
+        ("train: images\n", None),
+    ],
+)
 def test_data_yaml_names_as_list_or_mapping(text, names):
     assert class_names_from_yaml(text) == names
 
 
-@pytest.mark.parametrize("text,match", [
-    ("names: [cat\n", r"data.yaml: malformed YAML"),
-    ("names: cat\n", r"data.yaml: 'names' must be a list or an index: name mapping"),
-    ("names:\n  0: cat\n  2: dog\n", r"data.yaml: names mapping must cover indices 0..1, got \[0, 2\]"),
-    ("names:\n  a: cat\n", r"data.yaml: names mapping keys must be class indices"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("names: [cat\n", r"data.yaml: malformed YAML"),
+        ("names: cat\n", r"data.yaml: 'names' must be a list or an index: name mapping"),
+        ("names:\n  0: cat\n  2: dog\n", r"data.yaml: names mapping must cover indices 0..1, got \[0, 2\]"),
+        ("names:\n  a: cat\n", r"data.yaml: names mapping keys must be class indices"),
+    ],
+)
 def test_bad_data_yaml_fails_naming_the_file(tmp_path, text, match):
     root = write_yolo(tmp_path, names_yaml=text)
     with pytest.raises(SourceError, match=match) as info:

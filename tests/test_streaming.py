@@ -8,12 +8,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from shard_fixtures import write_dataset
 
 from rinr_data.pipeline.dataset import RINRDataset
 from rinr_data.pipeline.loader import RINRLoader
 from rinr_data.pipeline.streaming import FetchError, FetchPolicy, open_shard
-
-from shard_fixtures import write_dataset
 
 
 class _Server:
@@ -86,8 +85,7 @@ def _keys(loader) -> list[str]:
 def test_stream_with_cache_downloads_each_shard_once(shard_dir, tmp_path):
     out, keys = shard_dir
     with _Server(out, flaky=True) as server:
-        ds = RINRDataset(f"{server.url}/manifest.json", batch_size=2, device="cpu", cache_dir=str(tmp_path),
-                         retries=3)
+        ds = RINRDataset(f"{server.url}/manifest.json", batch_size=2, device="cpu", cache_dir=str(tmp_path), retries=3)
         loader = RINRLoader(ds)
         first, second = _keys(loader), _keys(loader)
         local = _keys(RINRLoader(RINRDataset(out, batch_size=2, device="cpu")))

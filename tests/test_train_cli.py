@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from shard_fixtures import write_dataset
 
 from lightning_modules.cli import main
 from lightning_modules.data import JPEGDataModule, RINRDataModule
 
-from shard_fixtures import write_dataset
-
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {"rinr": (REPO / "configs" / "rinr.yaml", RINRDataModule),
-           "jpeg": (REPO / "configs" / "jpeg.yaml", JPEGDataModule)}
+CONFIGS = {
+    "rinr": (REPO / "configs" / "rinr.yaml", RINRDataModule),
+    "jpeg": (REPO / "configs" / "jpeg.yaml", JPEGDataModule),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -37,17 +38,35 @@ def folders(tmp_path_factory) -> dict[str, Path]:
 
 def small_run(config: Path, folder: Path, root: Path, *extra: str) -> list[str]:
     """Arguments for a 1-step CPU fit of `config` on `folder`, writing nothing outside `root`."""
-    return ["fit", "--config", str(config), f"--data.init_args.train={folder}", f"--data.init_args.val={folder}",
-            "--data.init_args.batch_size=4", "--data.init_args.num_workers=0", "--model.num_classes=2",
-            "--trainer.max_steps=1", "--trainer.accelerator=cpu", "--trainer.logger=false",
-            "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
-            f"--trainer.default_root_dir={root}", *extra]
+    return [
+        "fit",
+        "--config",
+        str(config),
+        f"--data.init_args.train={folder}",
+        f"--data.init_args.val={folder}",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.num_workers=0",
+        "--model.num_classes=2",
+        "--trainer.max_steps=1",
+        "--trainer.accelerator=cpu",
+        "--trainer.logger=false",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={root}",
+        *extra,
+    ]
 
 
 def test_help_runs_from_a_checkout():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, str(REPO / "tools" / "train.py"), "--help"], capture_output=True, text=True,
-                         env=env, cwd=REPO, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train.py"), "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "fit" in out.stdout and "--config" in out.stdout and "RINRDataModule" in out.stdout
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
-
 from conftest import smooth_frame
+from PIL import Image
 
 HEIGHT, WIDTH = 24, 32
 CLASSES = ["cat", "dog"]
@@ -42,8 +41,16 @@ def write_coco(root: Path, truth=TRUTH) -> Path:
     for i, (name, (boxes, labels)) in enumerate(truth.items(), start=1):
         images.append({"id": i, "file_name": f"{name}.png", "width": WIDTH, "height": HEIGHT})
         for (x0, y0, x1, y1), label in zip(boxes, labels):
-            anns.append({"id": 100 + len(anns), "image_id": i, "category_id": label + 1,
-                         "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+            anns.append(
+                {
+                    "id": 100 + len(anns),
+                    "image_id": i,
+                    "category_id": label + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
     cats = [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]
     (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     return root
@@ -54,8 +61,10 @@ def write_yolo(root: Path, truth=TRUTH, names_yaml: str | None = None) -> Path:
     write_images(root / "images" / "train", truth)
     (root / "labels" / "train").mkdir(parents=True, exist_ok=True)
     for name, (boxes, labels) in truth.items():
-        lines = [f"{label} {(x0 + x1) / 2 / WIDTH} {(y0 + y1) / 2 / HEIGHT} {(x1 - x0) / WIDTH} {(y1 - y0) / HEIGHT}"
-                 for (x0, y0, x1, y1), label in zip(boxes, labels)]
+        lines = [
+            f"{label} {(x0 + x1) / 2 / WIDTH} {(y0 + y1) / 2 / HEIGHT} {(x1 - x0) / WIDTH} {(y1 - y0) / HEIGHT}"
+            for (x0, y0, x1, y1), label in zip(boxes, labels)
+        ]
         (root / "labels" / "train" / f"{name}.txt").write_text("\n".join(lines) + "\n")
     (root / "data.yaml").write_text(names_yaml or f"path: .\ntrain: images/train\nnames: {json.dumps(CLASSES)}\n")
     return root
@@ -65,16 +74,22 @@ def voc_xml(filename: str, objects: list[tuple[str, list[float]]]) -> str:
     """A Pascal VOC annotation."""
     objs = "".join(
         f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
-        f"<ymax>{b[3]}</ymax></bndbox></object>" for n, b in objects)
-    return (f"<annotation><filename>{filename}</filename><size><width>{WIDTH}</width><height>{HEIGHT}</height>"
-            f"<depth>3</depth></size>{objs}</annotation>")
+        f"<ymax>{b[3]}</ymax></bndbox></object>"
+        for n, b in objects
+    )
+    return (
+        f"<annotation><filename>{filename}</filename><size><width>{WIDTH}</width><height>{HEIGHT}</height>"
+        f"<depth>3</depth></size>{objs}</annotation>"
+    )
 
 
 def write_voc(root: Path, truth=TRUTH) -> Path:
     """VOC: root/*.xml next to root/*.png."""
     write_images(root, truth)
     for name, (boxes, labels) in truth.items():
-        (root / f"{name}.xml").write_text(voc_xml(f"{name}.png", [(CLASSES[l], b) for b, l in zip(boxes, labels)]))
+        (root / f"{name}.xml").write_text(
+            voc_xml(f"{name}.png", [(CLASSES[label], b) for b, label in zip(boxes, labels)])
+        )
     return root
 
 
@@ -83,7 +98,7 @@ def write_csv(root: Path, truth=TRUTH) -> Path:
     write_images(root, truth)
     rows = ["image_path,xmin,ymin,xmax,ymax,label"]
     for name, (boxes, labels) in truth.items():
-        rows += [f"{name}.png,{b[0]},{b[1]},{b[2]},{b[3]},{CLASSES[l]}" for b, l in zip(boxes, labels)]
+        rows += [f"{name}.png,{b[0]},{b[1]},{b[2]},{b[3]},{CLASSES[label]}" for b, label in zip(boxes, labels)]
     (root / "annotations.csv").write_text("\n".join(rows) + "\n")
     return root
 

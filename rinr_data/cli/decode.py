@@ -14,8 +14,9 @@ from ..errors import FormatError
 from ..shards import find_shards
 
 
-def decoded_samples(paths: Sequence[str | Path], device: str = "cpu", batch: int = 16
-                    ) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+def decoded_samples(
+    paths: Sequence[str | Path], device: str = "cpu", batch: int = 16
+) -> Iterator[tuple[str, Any, dict[str, Any]]]:
     """(key, uint8 [3, H, W] image, json) for every sample of the shards, decoded `batch` at a time."""
     from ..pipeline.samples import local_shard, parse_named  # torch-backed: loaded on first decode, --help stays fast
 
@@ -48,9 +49,16 @@ def coco_annotations(samples: list[tuple[str, dict[str, Any]]], classes: Sequenc
     for image_id, (file_name, meta) in enumerate(samples, start=1):
         images.append({"id": image_id, "file_name": file_name, "width": meta["width"], "height": meta["height"]})
         for (x0, y0, x1, y1), label in zip(meta["boxes"], meta["labels"]):
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label) + 1,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
-                                "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
     categories = [{"id": i + 1, "name": classes[i] if i < len(classes) else str(i)} for i in range(n_cats)]
     return {"images": images, "annotations": annotations, "categories": categories}
 

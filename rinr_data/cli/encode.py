@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 
 from .. import codecs
 from ..codecs import PRESETS, SceneConfig
-from ..core.devices import rank_and_world
 from ..convert import CODECS, ON_ERROR, SCENE_MODES, ConvertConfig, encode_dataset, init_distributed
+from ..core.devices import rank_and_world
 from ..errors import ResumeError
 from ..sources import FORMATS, SampleError, SourceError, open_source, parse_size
 
@@ -23,21 +23,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rinr-encode",
         description="Convert a detection dataset into WebDataset shards of residual-INR records (or classic "
-                    "JPEG/WebP/AVIF images). Re-running with the same arguments resumes after the last "
-                    "complete shard. Under torchrun, ranks share the shards.",
+        "JPEG/WebP/AVIF images). Re-running with the same arguments resumes after the last "
+        "complete shard. Under torchrun, ranks share the shards.",
     )
     p.add_argument("src", type=Path, help="dataset folder, COCO .json, DeepForest .csv or YOLO data.yaml")
     p.add_argument("out", type=Path, help="output folder for shards and manifest.json")
     g = p.add_argument_group("input")
     g.add_argument("--format", default="auto", choices=("auto",) + FORMATS, help="dataset format (default: detect)")
-    g.add_argument("--classes", help="class names, comma-separated or a file with one per line; fixes the label "
-                                     "order and makes any other class an error (default: from the dataset)")
+    g.add_argument(
+        "--classes",
+        help="class names, comma-separated or a file with one per line; fixes the label "
+        "order and makes any other class an error (default: from the dataset)",
+    )
     g.add_argument("--size", type=parse_size, metavar="WxH", help="resize every image to WxH (boxes scaled alike)")
     g.add_argument("--max-side", type=int, metavar="N", help="downscale images whose longer side exceeds N")
-    g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="threads for image loading and classic codecs (default: %(default)s)")
-    g.add_argument("--on-error", choices=ON_ERROR, default="stop",
-                   help="stop at the first bad sample, or skip it and count it (default: %(default)s)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="threads for image loading and classic codecs (default: %(default)s)",
+    )
+    g.add_argument(
+        "--on-error",
+        choices=ON_ERROR,
+        default="stop",
+        help="stop at the first bad sample, or skip it and count it (default: %(default)s)",
+    )
     c = p.add_argument_group("codec")
     c.add_argument("--codec", choices=CODECS, default="rinr", help="image member codec (default: %(default)s)")
     c.add_argument("--quality", type=int, help="classic codec quality (default: jpeg/webp 90, avif 80)")
@@ -47,31 +58,50 @@ def build_parser() -> argparse.ArgumentParser:
         return ", ".join(f"{p} {_default(p, name)}" for p in PRESETS)
 
     c.add_argument("--object-psnr", type=float, help=f"object PSNR target in dB (default: {per_preset('object_psnr')})")
-    c.add_argument("--background-psnr", type=float,
-                   help=f"background PSNR target in dB (default: {per_preset('background_psnr')})")
+    c.add_argument(
+        "--background-psnr", type=float, help=f"background PSNR target in dB (default: {per_preset('background_psnr')})"
+    )
     c.add_argument("--max-steps", type=int, help=f"fitting step budget (default: {per_preset('max_steps')})")
-    c.add_argument("--pixels-per-step", type=int,
-                   help=f"paper preset: pixels sampled per INR and fitting step, speed vs. quality "
-                        f"(default: {_default('paper', 'pixels_per_step')})")
-    c.add_argument("--box-levels", type=int,
-                   help=f"grid preset: at most N finest latent levels coded only where they touch a box, so the "
-                        f"background comes from 1/2^N resolution; frames whose background that cannot reproduce "
-                        f"get fewer (default: {_default('grid', 'grid').box_levels}; 0 keeps a "
-                        f"full-resolution background, which detectors trained on the frames want: "
-                        f"docs/BENCHMARKS.md, Accuracy parity)")
-    c.add_argument("--box-margin", type=int, metavar="PX",
-                   help=f"grid preset: box-only levels also hold latents this many pixels around every box, so "
-                        f"they reach what a box clips and the codec leaves no seam at its edge (0-255; default: "
-                        f"{_default('grid', 'grid').box_margin})")
+    c.add_argument(
+        "--pixels-per-step",
+        type=int,
+        help=f"paper preset: pixels sampled per INR and fitting step, speed vs. quality "
+        f"(default: {_default('paper', 'pixels_per_step')})",
+    )
+    c.add_argument(
+        "--box-levels",
+        type=int,
+        help=f"grid preset: at most N finest latent levels coded only where they touch a box, so the "
+        f"background comes from 1/2^N resolution; frames whose background that cannot reproduce "
+        f"get fewer (default: {_default('grid', 'grid').box_levels}; 0 keeps a "
+        f"full-resolution background, which detectors trained on the frames want: "
+        f"docs/BENCHMARKS.md, Accuracy parity)",
+    )
+    c.add_argument(
+        "--box-margin",
+        type=int,
+        metavar="PX",
+        help=f"grid preset: box-only levels also hold latents this many pixels around every box, so "
+        f"they reach what a box clips and the codec leaves no seam at its edge (0-255; default: "
+        f"{_default('grid', 'grid').box_margin})",
+    )
     c.add_argument("--seed", type=int, help=f"fitting seed (default: {_default(codecs.DEFAULT, 'seed')})")
-    c.add_argument("--scene", choices=SCENE_MODES, default="off",
-                   help="'auto': scene mode (grid preset, static cameras): the frames of each --batch share scene "
-                        "background records, stored in their shard; give a large --batch and frames in camera order "
-                        "(default: %(default)s)")
-    c.add_argument("--scene-cut", type=float, metavar="DB",
-                   help="with --scene auto: a frame its scene reproduces below DB dB outside its boxes starts a new "
-                        "scene (default: the background target; lower it, e.g. 20, when the background target is "
-                        "above what passers-by and noise leave of a static view)")
+    c.add_argument(
+        "--scene",
+        choices=SCENE_MODES,
+        default="off",
+        help="'auto': scene mode (grid preset, static cameras): the frames of each --batch share scene "
+        "background records, stored in their shard; give a large --batch and frames in camera order "
+        "(default: %(default)s)",
+    )
+    c.add_argument(
+        "--scene-cut",
+        type=float,
+        metavar="DB",
+        help="with --scene auto: a frame its scene reproduces below DB dB outside its boxes starts a new "
+        "scene (default: the background target; lower it, e.g. 20, when the background target is "
+        "above what passers-by and noise leave of a static view)",
+    )
     c.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     c.add_argument("--batch", type=int, default=1, help="frames fitted together per call (default: %(default)s)")
     s = p.add_argument_group("shards")
@@ -107,8 +137,11 @@ def _device(requested: str) -> str:
 
 def build_config(args: argparse.Namespace) -> ConvertConfig:
     """ConvertConfig from parsed arguments (raises ValueError for invalid combinations)."""
-    overrides = {name: getattr(args, name) for name in ("preset", "object_psnr", "background_psnr", "max_steps",
-                                                         "pixels_per_step", "seed") if getattr(args, name) is not None}
+    overrides = {
+        name: getattr(args, name)
+        for name in ("preset", "object_psnr", "background_psnr", "max_steps", "pixels_per_step", "seed")
+        if getattr(args, name) is not None
+    }
     preset = overrides.get("preset", codecs.DEFAULT)
     config_class = codecs.get(preset).config_class
     # A flag of the other INR codec is ignored (its help says which codec reads it), so one set of flags serves both.
@@ -125,13 +158,23 @@ def build_config(args: argparse.Namespace) -> ConvertConfig:
         if args.scene != "auto":
             raise ValueError("--scene-cut applies to --scene auto only")
         codec_config = codec_config.replace(scene=SceneConfig(cut_psnr=args.scene_cut))
-    if args.codec != "rinr" and overrides:
+    if args.codec != codecs.RECORD_MEMBER and overrides:
         raise ValueError(f"--{'/--'.join(k.replace('_', '-') for k in overrides)} apply to --codec rinr only")
     if args.size is not None and args.max_side is not None:
         raise ValueError("give --size or --max-side, not both")
-    return ConvertConfig(codec=args.codec, codec_config=codec_config, quality=args.quality, size=args.size,
-                         max_side=args.max_side, shard_size=args.shard_size, batch=args.batch, prefix=args.prefix,
-                         scene=args.scene, workers=args.workers, on_error=args.on_error)
+    return ConvertConfig(
+        codec=args.codec,
+        codec_config=codec_config,
+        quality=args.quality,
+        size=args.size,
+        max_side=args.max_side,
+        shard_size=args.shard_size,
+        batch=args.batch,
+        prefix=args.prefix,
+        scene=args.scene,
+        workers=args.workers,
+        on_error=args.on_error,
+    )
 
 
 def main(argv: Sequence[str] | None = None, *, on_sample: Callable[[int, str], None] | None = None) -> int:
@@ -153,30 +196,40 @@ def main(argv: Sequence[str] | None = None, *, on_sample: Callable[[int, str], N
         for note in source.warnings:
             say(f"warning: {note}")
         n_shards = -(-len(source.items) // config.shard_size)
-        say(f"{args.src}: {source.format}, {len(source.items)} samples, {len(source.classes)} class(es) -> "
+        say(
+            f"{args.src}: {source.format}, {len(source.items)} samples, {len(source.classes)} class(es) -> "
             f"{args.out}: {n_shards} shard(s) of up to {config.shard_size}, codec {config.codec}"
-            + (f" on {world} ranks" if world > 1 else ""))
+            + (f" on {world} ranks" if world > 1 else "")
+        )
         start = time.perf_counter()
         try:
-            result = encode_dataset(source, args.out, config, rank=rank, world=world,
-                                    progress=not args.no_progress, on_sample=on_sample)
+            result = encode_dataset(
+                source, args.out, config, rank=rank, world=world, progress=not args.no_progress, on_sample=on_sample
+            )
         except ResumeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except SampleError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            print("stopped (--on-error stop): complete shards are kept; fix the input or pass --on-error skip, "
-                  "then re-run with the same arguments to resume", file=sys.stderr)
+            print(
+                "stopped (--on-error stop): complete shards are kept; fix the input or pass --on-error skip, "
+                "then re-run with the same arguments to resume",
+                file=sys.stderr,
+            )
             return 1
         elapsed = time.perf_counter() - start
         if rank == 0:
             encoded = sum(1 for _ in result.written)
-            say(f"done in {elapsed:.1f} s: {result.samples} samples in {n_shards} shard(s) "
+            say(
+                f"done in {elapsed:.1f} s: {result.samples} samples in {n_shards} shard(s) "
                 f"({encoded} written by this run{' on rank 0' if world > 1 else ''}, "
-                f"{len(result.already_complete)} already complete); manifest {result.manifest}")
-            say(f"skipped: {len(result.skipped)} sample(s)"
+                f"{len(result.already_complete)} already complete); manifest {result.manifest}"
+            )
+            say(
+                f"skipped: {len(result.skipped)} sample(s)"
                 + "".join(f"\n  {s['key']}: {s['error']}" for s in result.skipped[:20])
-                + ("\n  ..." if len(result.skipped) > 20 else ""))
+                + ("\n  ..." if len(result.skipped) > 20 else "")
+            )
         return 0
     finally:
         import torch.distributed as dist

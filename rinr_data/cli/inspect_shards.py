@@ -50,8 +50,15 @@ def _distribution(values: list[float]) -> dict[str, float] | None:
     if finite.size == 0:
         return {"n": int(arr.size), "min": math.inf, "max": math.inf}
     p10, p50, p90 = np.percentile(finite, [10, 50, 90])
-    return {"n": int(arr.size), "min": float(arr.min()), "p10": float(p10), "median": float(p50),
-            "p90": float(p90), "max": float(arr.max()), "mean": float(finite.mean())}
+    return {
+        "n": int(arr.size),
+        "min": float(arr.min()),
+        "p10": float(p10),
+        "median": float(p50),
+        "p90": float(p90),
+        "max": float(arr.max()),
+        "mean": float(finite.mean()),
+    }
 
 
 def _check(summary: Summary, shard: str, parsed: Any) -> None:
@@ -90,13 +97,16 @@ def _decode_group(summary: Summary, shard: str, group: list[Any], device: str) -
             continue
         meta = sample.meta
         if tuple(img.shape) != (3, meta["height"], meta["width"]):
-            summary.fail(shard, sample.key, f"decoded to {tuple(img.shape)}, json says {meta['height']}x{meta['width']}")
+            summary.fail(
+                shard, sample.key, f"decoded to {tuple(img.shape)}, json says {meta['height']}x{meta['width']}"
+            )
         else:
             summary.decoded += 1
 
 
-def inspect(paths: Sequence[str | Path], verify: bool = False, device: str = "cpu", batch: int = 16
-            ) -> tuple[Summary, dict[str, Any] | None]:
+def inspect(
+    paths: Sequence[str | Path], verify: bool = False, device: str = "cpu", batch: int = 16
+) -> tuple[Summary, dict[str, Any] | None]:
     """Read every sample of the shards; with verify also decode every image and check shard checksums."""
     from ..pipeline.samples import local_shard, parse_sample
 
@@ -112,8 +122,11 @@ def inspect(paths: Sequence[str | Path], verify: bool = False, device: str = "cp
         summary.shard_bytes += path.stat().st_size
         entry = listed.get(name)
         if verify and entry is not None and sha256_file(path) != entry["sha256"]:
-            summary.fail(name, None, f"sha256 {sha256_file(path)[:16]}... does not match the manifest's "
-                                     f"{entry['sha256'][:16]}...")
+            summary.fail(
+                name,
+                None,
+                f"sha256 {sha256_file(path)[:16]}... does not match the manifest's {entry['sha256'][:16]}...",
+            )
         count, pending = 0, []
         try:
             for sample in local_shard(path):  # whole shard: scene records may ride on any of its samples
@@ -129,8 +142,10 @@ def inspect(paths: Sequence[str | Path], verify: bool = False, device: str = "cp
                 summary.codecs[codec] += 1
                 summary.image_bytes.append(len(data))
                 summary.sizes[f"{meta['width']}x{meta['height']}"] += 1
-                for v, out in ((meta["object_psnr"], summary.object_psnr),
-                               (meta["background_psnr"], summary.background_psnr)):
+                for v, out in (
+                    (meta["object_psnr"], summary.object_psnr),
+                    (meta["background_psnr"], summary.background_psnr),
+                ):
                     if v is not None:
                         out.append(float(v))
                 summary.boxes_per_class.update(int(v) for v in meta["labels"])
@@ -157,7 +172,10 @@ def inspect(paths: Sequence[str | Path], verify: bool = False, device: str = "cp
 def report(summary: Summary, manifest: dict[str, Any] | None, verify: bool) -> dict[str, Any]:
     """The summary as a JSON-able dict (what --json prints)."""
     classes = manifest["classes"] if manifest else []
-    name = (lambda i: classes[i] if 0 <= i < len(classes) else str(i))
+
+    def name(i):
+        return classes[i] if 0 <= i < len(classes) else str(i)
+
     out = {
         "shards": summary.shards,
         "samples": summary.samples,
@@ -171,8 +189,9 @@ def report(summary: Summary, manifest: dict[str, Any] | None, verify: bool) -> d
         "background_psnr": _distribution(summary.background_psnr),
         "inr_shapes": {"background": dict(summary.background_shapes), "objects": dict(summary.object_shapes)},
         "classes": {name(i): n for i, n in sorted(summary.boxes_per_class.items())},
-        "grid_bytes_per_record": ({k: v / summary.grid_records for k, v in summary.grid_budget.items()}
-                                  if summary.grid_records else None),
+        "grid_bytes_per_record": (
+            {k: v / summary.grid_records for k, v in summary.grid_budget.items()} if summary.grid_records else None
+        ),
     }
     if verify:
         out["verify"] = {"ok": not summary.failures, "decoded": summary.decoded, "failures": summary.failures}
@@ -183,14 +202,16 @@ def _fmt_dist(d: dict[str, float] | None, unit: str, digits: int = 2) -> str:
     if d is None:
         return "-"
     keys = [k for k in ("min", "p10", "median", "p90", "max", "mean") if k in d]
-    return (" / ".join(f"{k} {d[k]:.{digits}f}" for k in keys) + f" {unit} (n={d['n']})")
+    return " / ".join(f"{k} {d[k]:.{digits}f}" for k in keys) + f" {unit} (n={d['n']})"
 
 
 def print_report(out: dict[str, Any]) -> None:
     """Human-readable report."""
-    print(f"shards: {out['shards']}   samples: {out['samples']}"
-          + (f"   skipped at encode: {out['skipped_at_encode']}" if out["skipped_at_encode"] is not None else "")
-          + f"   codec: {', '.join(f'{k} ({v})' for k, v in out['codecs'].items()) or '-'}")
+    print(
+        f"shards: {out['shards']}   samples: {out['samples']}"
+        + (f"   skipped at encode: {out['skipped_at_encode']}" if out["skipped_at_encode"] is not None else "")
+        + f"   codec: {', '.join(f'{k} ({v})' for k, v in out['codecs'].items()) or '-'}"
+    )
     bps = out["bytes_per_sample"]
     print(f"bytes: {out['shard_bytes']} in shards, {bps:.0f} per sample" if bps else f"bytes: {out['shard_bytes']}")
     print(f"image member bytes: {_fmt_dist(out['image_bytes'], 'B', 0)}")
@@ -199,14 +220,19 @@ def print_report(out: dict[str, Any]) -> None:
     print(f"background PSNR: {_fmt_dist(out['background_psnr'], 'dB')}")
     shapes = out["inr_shapes"]
     if shapes["background"]:
-        print("INR shapes (SIREN width x depth, or grid): background "
-              + ", ".join(f"{k}: {v}" for k, v in sorted(shapes["background"].items()))
-              + "; objects " + (", ".join(f"{k}: {v}" for k, v in sorted(shapes["objects"].items())) or "none"))
+        print(
+            "INR shapes (SIREN width x depth, or grid): background "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(shapes["background"].items()))
+            + "; objects "
+            + (", ".join(f"{k}: {v}" for k, v in sorted(shapes["objects"].items())) or "none")
+        )
     if out["grid_bytes_per_record"]:
         budget = out["grid_bytes_per_record"]
         total = sum(budget.values())
-        print("grid record bytes (mean, by the coding models): "
-              + ", ".join(f"{k} {v:,.0f} ({100 * v / total:.0f}%)" for k, v in budget.items()))
+        print(
+            "grid record bytes (mean, by the coding models): "
+            + ", ".join(f"{k} {v:,.0f} ({100 * v / total:.0f}%)" for k, v in budget.items())
+        )
     print(f"boxes per class: {', '.join(f'{k} ({v})' for k, v in out['classes'].items()) or 'none'}")
     if "verify" in out:
         v = out["verify"]
@@ -222,8 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run rinr-inspect; exit code 1 when --verify finds a problem, 2 when the paths cannot be read."""
     p = argparse.ArgumentParser(prog="rinr-inspect", description=__doc__)
     p.add_argument("paths", nargs="+", help="an output folder (with manifest.json) or shard .tar files")
-    p.add_argument("--verify", action="store_true",
-                   help="decode every image and check each shard's sha256 and sample count against the manifest")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="decode every image and check each shard's sha256 and sample count against the manifest",
+    )
     p.add_argument("--device", default="cpu", help="decode device: cpu, cuda or auto (default: %(default)s)")
     p.add_argument("--batch", type=int, default=16, help="records decoded together (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -44,8 +44,10 @@ def for_config(config: Any) -> Codec:
     for codec in _CODECS.values():
         if type(config) is codec.config_class:
             return codec
-    raise TypeError(f"{type(config).__name__} is not a codec config; use one of "
-                    f"{', '.join(sorted({c.config_class.__name__ for c in _CODECS.values()}))}")
+    raise TypeError(
+        f"{type(config).__name__} is not a codec config; use one of "
+        f"{', '.join(sorted({c.config_class.__name__ for c in _CODECS.values()}))}"
+    )
 
 
 def for_parsed(parsed: Any) -> Codec:
@@ -60,8 +62,10 @@ def for_record(blob: bytes) -> Codec:
     """The codec whose wire id a record's header names (raises FormatError)."""
     head = read_header(blob)
     if head.codec_id not in _BY_WIRE_ID:
-        raise FormatError(f"unknown codec id {head.codec_id}; known: "
-                          + ", ".join(f"{i} ({c.wire_name})" for i, c in sorted(_BY_WIRE_ID.items())))
+        raise FormatError(
+            f"unknown codec id {head.codec_id}; known: "
+            + ", ".join(f"{i} ({c.wire_name})" for i, c in sorted(_BY_WIRE_ID.items()))
+        )
     return _BY_WIRE_ID[head.codec_id]
 
 
@@ -86,7 +90,9 @@ def for_output(member: str, config: Any, quality: int | None = None) -> tuple[Co
     if member == RECORD_MEMBER:
         codec = for_config(config)
         if codec.member != RECORD_MEMBER:
-            raise ValueError(f"codec rinr needs an INR codec config ({', '.join(PRESETS)}), not {type(config).__name__}")
+            raise ValueError(
+                f"codec rinr needs an INR codec config ({', '.join(PRESETS)}), not {type(config).__name__}"
+            )
         return codec, config
     if member not in classic.CODECS:
         raise ValueError(f"unknown codec {member!r}; valid codecs: {', '.join(MEMBERS)}")
@@ -104,8 +110,11 @@ def config(preset: str = DEFAULT, **fields: Any) -> Any:
 
 def CodecConfig(preset: str = DEFAULT, **fields: Any) -> Any:  # noqa: N802 - the deprecated class name
     """Deprecated: use GridConfig or PaperConfig. Builds the config of `preset`, ignoring fields it does not read."""
-    warnings.warn("CodecConfig is deprecated: use rinr_data.GridConfig (preset 'grid') or rinr_data.PaperConfig "
-                  "(preset 'paper')", DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        "CodecConfig is deprecated: use rinr_data.GridConfig (preset 'grid') or rinr_data.PaperConfig (preset 'paper')",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     cls = get(preset).config_class
@@ -113,6 +122,27 @@ def CodecConfig(preset: str = DEFAULT, **fields: Any) -> Any:  # noqa: N802 - th
     return cls(**{k: v for k, v in fields.items() if k in known and v is not None})
 
 
-__all__ = ["DEFAULT", "MEMBERS", "PRESETS", "RECORD_MEMBER", "ClassicConfig", "Codec", "CodecConfig",
-           "EncodedFrame", "FittedConfig", "GridConfig", "Packed", "PaperConfig", "SceneConfig", "config",
-           "for_config", "for_member", "for_output", "for_parsed", "for_record", "get", "names", "parse"]
+__all__ = [
+    "DEFAULT",
+    "MEMBERS",
+    "PRESETS",
+    "RECORD_MEMBER",
+    "ClassicConfig",
+    "Codec",
+    "CodecConfig",
+    "EncodedFrame",
+    "FittedConfig",
+    "GridConfig",
+    "Packed",
+    "PaperConfig",
+    "SceneConfig",
+    "config",
+    "for_config",
+    "for_member",
+    "for_output",
+    "for_parsed",
+    "for_record",
+    "get",
+    "names",
+    "parse",
+]

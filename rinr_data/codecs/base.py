@@ -14,8 +14,8 @@ from typing import Any, Callable, ClassVar, Mapping, Optional, Protocol, Sequenc
 import numpy as np
 import torch
 
-from ..core.jsonable import jsonable
 from ..core.frames import clip_boxes, to_chw_uint8, to_uint8
+from ..core.jsonable import jsonable
 from ..core.metrics import region_psnr
 
 
@@ -47,8 +47,9 @@ class Codec(Protocol):
     config_class: type
     parsed_type: type | tuple[type, ...]  # what `parse` returns
 
-    def encode(self, images: Sequence[Any], boxes_list: Sequence[Any], config: Any,
-               progress: bool = False) -> list["EncodedFrame"]:
+    def encode(
+        self, images: Sequence[Any], boxes_list: Sequence[Any], config: Any, progress: bool = False
+    ) -> list["EncodedFrame"]:
         """Encode frames together and report what each encoded frame achieves as decoded."""
         ...
 
@@ -141,8 +142,9 @@ Parse = Callable[[bytes], Any]
 Pack = Callable[[Sequence[Any], Optional[Mapping[str, Any]]], list[Packed]]
 
 
-def render_parsed(pack: Pack, parsed: Sequence[Any], device: torch.device,
-                  scenes: Mapping[str, Any] | None = None) -> list[torch.Tensor]:
+def render_parsed(
+    pack: Pack, parsed: Sequence[Any], device: torch.device, scenes: Mapping[str, Any] | None = None
+) -> list[torch.Tensor]:
     """uint8 [3, H, W] images of parsed members of one codec (its `pack`), rendered on `device` in packed groups."""
     images: list[torch.Tensor | None] = [None] * len(parsed)
     for group in pack(parsed, scenes):
@@ -151,9 +153,16 @@ def render_parsed(pack: Pack, parsed: Sequence[Any], device: torch.device,
     return images  # type: ignore[return-value]
 
 
-def measure(parse: Parse, pack: Pack, blobs: Sequence[bytes], frames: Sequence[torch.Tensor], boxes: Sequence[np.ndarray],
-            device: torch.device, steps: Sequence[dict[str, int]], scenes: Mapping[str, Any] | None = None,
-            ) -> list[EncodedFrame]:
+def measure(
+    parse: Parse,
+    pack: Pack,
+    blobs: Sequence[bytes],
+    frames: Sequence[torch.Tensor],
+    boxes: Sequence[np.ndarray],
+    device: torch.device,
+    steps: Sequence[dict[str, int]],
+    scenes: Mapping[str, Any] | None = None,
+) -> list[EncodedFrame]:
     """What each encoded frame achieves as shipped: parse the bytes back, render them, measure PSNR."""
     parsed = [parse(b) for b in blobs]
     decoded = render_parsed(pack, parsed, device, scenes)

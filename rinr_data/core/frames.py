@@ -90,8 +90,9 @@ def clip_boxes(boxes: Any, height: int, width: int, *, warn: bool = True) -> np.
         if box[2] <= box[0] or box[3] <= box[1]:
             raise ValueError(f"box {i} has zero area inside the {width}x{height} image: {orig.tolist()}")
     if warn and not np.array_equal(arr, clipped):
-        warnings.warn(f"{int((arr != clipped).any(axis=1).sum())} box(es) clipped to the {width}x{height} image",
-                      stacklevel=3)
+        warnings.warn(
+            f"{int((arr != clipped).any(axis=1).sum())} box(es) clipped to the {width}x{height} image", stacklevel=3
+        )
     return clipped
 
 
@@ -124,6 +125,8 @@ def box_mask(boxes: Any, height: int, width: int, device: torch.device | str | N
     in_cols = ((cols >= left[:, None]) & (cols < right[:, None])).to(torch.float32)  # [N, W]
     # A pixel is covered when some box holds both its row and its column: one [H, N] x [N, W] product.
     return (in_rows.T @ in_cols) > 0
+
+
 def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     """Bool mask [H, W] grown by `pixels` on every side (Chebyshev distance), clipped to the frame."""
     if pixels <= 0:

@@ -62,16 +62,17 @@ class Reader:
         """The record without its CRC, after checking the CRC (raises FormatError)."""
         if len(blob) < HEADER.size + CRC.size:
             raise FormatError("record truncated: no checksum")
-        body, (crc,) = blob[:-CRC.size], CRC.unpack_from(blob, len(blob) - CRC.size)
+        body, (crc,) = blob[: -CRC.size], CRC.unpack_from(blob, len(blob) - CRC.size)
         if zlib.crc32(body) != crc:
             raise FormatError("record checksum mismatch: the record is corrupt or truncated")
         return body
 
     def take(self, n: int, what: str) -> memoryview:
         if n < 0 or self.pos + n > len(self.data):
-            raise FormatError(f"record truncated: {what} needs {n} bytes at offset {self.pos}, "
-                              f"{len(self.data) - self.pos} left")
-        view = self.data[self.pos:self.pos + n]
+            raise FormatError(
+                f"record truncated: {what} needs {n} bytes at offset {self.pos}, {len(self.data) - self.pos} left"
+            )
+        view = self.data[self.pos : self.pos + n]
         self.pos += n
         return view
 

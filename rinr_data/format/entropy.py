@@ -120,8 +120,11 @@ def _ans_decompress(data: bytes, counts: Sequence[int], bits: Sequence[int]) -> 
         raise FormatError(f"ans weight stream is corrupt: {exc}") from None
     total = int(sum(counts))
     try:
-        flat = (np.asarray(coder.decode(_ans_model(bits), np.zeros(total), _symbol_stds(counts, stds)), np.int32)
-                if total else np.zeros(0, np.int32))
+        flat = (
+            np.asarray(coder.decode(_ans_model(bits), np.zeros(total), _symbol_stds(counts, stds)), np.int32)
+            if total
+            else np.zeros(0, np.int32)
+        )
     except Exception as exc:  # constriction raises its own error types on exhausted or invalid words
         raise FormatError(f"ans weight stream is corrupt: {exc}") from None
     if not coder.is_empty():
@@ -135,7 +138,9 @@ def compress(streams: Streams, bits: Sequence[int], coder: str) -> bytes:
         return _ans_compress(streams, bits)
     raw = _pack_ints(streams, bits)
     byte_coders: dict[str, Callable[[bytes], bytes]] = {
-        "raw": lambda b: b, "zstd": _zstd_compress, "brotli": _brotli_compress,
+        "raw": lambda b: b,
+        "zstd": _zstd_compress,
+        "brotli": _brotli_compress,
     }
     if coder not in byte_coders:
         raise ValueError(f"unknown entropy coder {coder!r}; valid: {', '.join(CODERS)}")
@@ -165,8 +170,6 @@ def coder_id(name: str) -> int:
     if name not in CODER_IDS:
         raise ValueError(f"unknown entropy coder {name!r}; valid: {', '.join(CODERS)}")
     return CODER_IDS[name]
-
-
 
 
 # Laplace-coded chunks (latent-grid records): each chunk is integers in [-bound, bound], one Laplace scale (and,

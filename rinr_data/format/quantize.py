@@ -31,7 +31,7 @@ def f16_scale(max_abs: float, bound: int) -> float:
     scale = np.float16(max(max_abs, 1e-8) / bound)
     while float(scale) * bound < max_abs:
         scale = np.nextafter(scale, np.float16(np.inf))
-    return float(max(scale, np.float16(2.0 ** -24)))
+    return float(max(scale, np.float16(2.0**-24)))
 
 
 def quantize_tensor(x: torch.Tensor, bits: int) -> QuantizedTensor:
@@ -41,5 +41,3 @@ def quantize_tensor(x: torch.Tensor, bits: int) -> QuantizedTensor:
     scale = f16_scale(float(np.abs(flat).max(initial=0.0)), bound)
     values = np.clip(np.rint(flat / np.float32(scale)), -bound, bound).astype(np.int32)
     return QuantizedTensor(values, scale, bits)
-
-

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import Any
 
 import torch
@@ -111,13 +110,18 @@ def build_transform(config: AugmentConfig, size: tuple[int, int]) -> v2.Transfor
     if config.flip > 0:
         steps.append(v2.RandomHorizontalFlip(config.flip))
     if config.scale != (1.0, 1.0):
-        steps += [v2.ScaleJitter(target_size=size, scale_range=config.scale, antialias=True),
-                  v2.RandomCrop(size, pad_if_needed=True, fill=PAD_VALUE)]
+        steps += [
+            v2.ScaleJitter(target_size=size, scale_range=config.scale, antialias=True),
+            v2.RandomCrop(size, pad_if_needed=True, fill=PAD_VALUE),
+        ]
     if config.brightness or config.contrast or config.saturation or config.hue:
         steps.append(v2.ColorJitter(config.brightness, config.contrast, config.saturation, config.hue))
     if config.blur > 0:
-        steps.append(v2.RandomApply([v2.GaussianBlur(_blur_kernel(config.blur_sigma[1]), sigma=config.blur_sigma)],
-                                    p=config.blur))
+        steps.append(
+            v2.RandomApply(
+                [v2.GaussianBlur(_blur_kernel(config.blur_sigma[1]), sigma=config.blur_sigma)], p=config.blur
+            )
+        )
     if config.noise > 0:
         steps.append(v2.RandomApply([v2.GaussianNoise(sigma=config.noise_sigma, clip=True)], p=config.noise))
     if config.box_blur > 0:
@@ -129,8 +133,9 @@ def build_transform(config: AugmentConfig, size: tuple[int, int]) -> v2.Transfor
     return v2.Compose(steps)
 
 
-def augment_batch(images: torch.Tensor, boxes: list[torch.Tensor], labels: list[torch.Tensor],
-                  transform: v2.Transform, seed: int) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+def augment_batch(
+    images: torch.Tensor, boxes: list[torch.Tensor], labels: list[torch.Tensor], transform: v2.Transform, seed: int
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """Apply `transform` to every image [B, 3, H, W] with its boxes under a fixed seed (reproducible batches)."""
     size = tuple(images.shape[-2:])
     devices = [images.device] if images.device.type == "cuda" else []
@@ -138,9 +143,11 @@ def augment_batch(images: torch.Tensor, boxes: list[torch.Tensor], labels: list[
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for img, b, lab in zip(images, boxes, labels):
-            sample = {"image": tv_tensors.Image(img),
-                      "boxes": tv_tensors.BoundingBoxes(b, format="XYXY", canvas_size=size),
-                      "labels": lab}
+            sample = {
+                "image": tv_tensors.Image(img),
+                "boxes": tv_tensors.BoundingBoxes(b, format="XYXY", canvas_size=size),
+                "labels": lab,
+            }
             result = transform(sample)
             out_images.append(result["image"].as_subclass(torch.Tensor).clamp_(0, 1))
             out_boxes.append(result["boxes"].as_subclass(torch.Tensor))

@@ -1,15 +1,14 @@
 """RINRDataset: an IterableDataset over shards that yields packed CPU batches, ready for a device decode.
 
-Per epoch: shard list -> seeded shard shuffle -> node split -> worker split -> tar -> samples -> seeded
-permutation inside each shard -> parse (samples.parse_sample: each member parsed by its codec) -> batches
--> `LoaderBatch` (frames packed by codec and shape). Workers never touch CUDA: the batched INR forward runs in the main process (see loader.py).
-The position is (epoch, batches yielded), so a resumed worker replays its deterministic stream to that point.
+Per epoch: shard list -> seeded shard shuffle -> node split -> worker split, then the stages (stages.py): read
+shards -> seeded permutation inside each shard -> parse (samples.parse_sample: each member parsed by its codec)
+-> batches -> `LoaderBatch` (frames packed by codec and shape). Workers never touch CUDA: the batched INR forward
+runs in the main process (see loader.py). The position is (epoch, batches yielded), so a resumed worker replays
+its deterministic stream to that point.
 """
 
 from __future__ import annotations
 
-import random
-import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -20,11 +19,10 @@ from .. import codecs
 from ..core.devices import rank_and_world
 from ..decode import PackedBatch, pack_records
 from ..errors import FormatError
+from . import stages
 from .samples import ParsedSample, parse_sample, read_shard, scenes_of
 from .shardlist import ShardRef, epoch_order, equal_quotas, resolve_shards, split
 from .streaming import FetchPolicy
-
-ON_ERROR = ("raise", "warn", "skip")
 
 
 @dataclass
@@ -42,8 +40,16 @@ class LoaderBatch:
 
     def pin_memory(self) -> "LoaderBatch":
         """Page-locked copy, so the host-to-GPU copy in the main process can overlap compute."""
-        return LoaderBatch(self.keys, self.boxes, self.labels, self.sizes, self.packed.pin_memory(), self.epoch,
-                           self.index, self.worker)
+        return LoaderBatch(
+            self.keys,
+            self.boxes,
+            self.labels,
+            self.sizes,
+            self.packed.pin_memory(),
+            self.epoch,
+            self.index,
+            self.worker,
+        )
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -55,9 +61,15 @@ def collate(samples: Sequence[ParsedSample], epoch: int, index: int, worker: int
     if len(members) > 1:
         raise FormatError(f"a batch mixes codecs {sorted(members)}: keep one codec per dataset")
     return LoaderBatch(
-        keys=[s.key for s in samples], boxes=[s.boxes for s in samples], labels=[s.labels for s in samples],
-        sizes=[s.size for s in samples], packed=pack_records([s.payload for s in samples], scenes_of(samples)),
-        epoch=epoch, index=index, worker=worker)
+        keys=[s.key for s in samples],
+        boxes=[s.boxes for s in samples],
+        labels=[s.labels for s in samples],
+        sizes=[s.size for s in samples],
+        packed=pack_records([s.payload for s in samples], scenes_of(samples)),
+        epoch=epoch,
+        index=index,
+        worker=worker,
+    )
 
 
 class RINRDataset(IterableDataset):
@@ -77,13 +89,23 @@ class RINRDataset(IterableDataset):
         retries: download attempts after the first, with exponential backoff.
     """
 
-    def __init__(self, urls_or_manifest: Any, batch_size: int = 8, shuffle: bool = True, seed: int = 0,
-                 on_error: str = "raise", device: str | torch.device = "auto", drop_last: bool = False,
-                 rank: int | None = None, world_size: int | None = None, equal_batches: bool | None = None,
-                 cache_dir: str | None = None, retries: int = 6) -> None:
+    def __init__(
+        self,
+        urls_or_manifest: Any,
+        batch_size: int = 8,
+        shuffle: bool = True,
+        seed: int = 0,
+        on_error: str = "raise",
+        device: str | torch.device = "auto",
+        drop_last: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        equal_batches: bool | None = None,
+        cache_dir: str | None = None,
+        retries: int = 6,
+    ) -> None:
         super().__init__()
-        if on_error not in ON_ERROR:
-            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        self._errors = stages.ErrorPolicy(on_error)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.policy = FetchPolicy(cache_dir=cache_dir, retries=retries)
@@ -101,7 +123,11 @@ class RINRDataset(IterableDataset):
         self.epoch = 0
         self._resume_batches = 0
         self._batches = 0
-        self.errors = 0
+
+    @property
+    def errors(self) -> int:
+        """Shards and samples dropped so far under on_error "warn" or "skip"."""
+        return self._errors.dropped
 
     @property
     def classes(self) -> list[str] | None:
@@ -148,55 +174,19 @@ class RINRDataset(IterableDataset):
             total += full if quota is None else min(full, quota)
         return total
 
-    def _samples(self, shards: Sequence[ShardRef]) -> Iterator[ParsedSample]:
-        for ref in shards:
-            try:
-                raw = read_shard(ref, self.policy)
-            except FormatError as exc:
-                if self.on_error == "raise":
-                    raise
-                self._report(f"{exc} (shard skipped)")
-                continue
-            if self.shuffle:
-                # Keyed by the shard's file name, not its URL: a mirror or cache gives the same order.
-                random.Random(f"{self.seed}/{self.epoch}/{ref.url.rsplit('/', 1)[-1]}").shuffle(raw)
-            for sample in raw:
-                try:
-                    yield self.parse(sample)
-                except FormatError as exc:
-                    error = FormatError(f"{ref.url}: sample {sample.get('__key__')!r}: {exc}")
-                    # A `fatal` error is a configuration mistake (e.g. wrong codec), not a damaged sample:
-                    # never skip it.
-                    if self.on_error == "raise" or getattr(exc, "fatal", False):
-                        raise error from None
-                    self._report(str(error))
-
     def parse(self, sample: dict[str, Any]) -> ParsedSample:
         """Worker-side parsing of one raw sample; subclasses override it (e.g. to keep JPEG bytes for a GPU decode)."""
         return parse_sample(sample)
-
-    def _report(self, message: str) -> None:
-        self.errors += 1
-        if self.on_error == "warn":
-            warnings.warn(message, stacklevel=2)
 
     def __iter__(self) -> Iterator[LoaderBatch]:
         worker, workers = self._worker()
         shards, quota = self.worker_plan(worker, workers)
         skip, self._resume_batches = self._resume_batches, 0
         self._batches = 0
-        pending: list[ParsedSample] = []
-        for sample in self._samples(shards):
-            pending.append(sample)
-            if len(pending) < self.batch_size:
-                continue
-            if quota is not None and self._batches >= quota:
-                return
-            batch, pending = pending, []
-            self._batches += 1
-            if self._batches > skip:
-                yield collate(batch, self.epoch, self._batches - 1, worker)
-        if pending and not self.drop_last and quota is None:
-            self._batches += 1
-            if self._batches > skip:
-                yield collate(pending, self.epoch, self._batches - 1, worker)
+        raw = stages.read_shards(shards, lambda ref: read_shard(ref, self.policy), self._errors)
+        samples = stages.shuffle_within_shards(raw, self.seed, self.epoch, self.shuffle)
+        parsed = stages.parse_samples(samples, self.parse, self._errors)
+        for index, batch in enumerate(stages.batched(parsed, self.batch_size, not self.drop_last, quota)):
+            self._batches = index + 1  # batches produced so far, skipped ones included: the resume position
+            if index >= skip:
+                yield collate(batch, self.epoch, index, worker)

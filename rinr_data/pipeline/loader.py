@@ -26,6 +26,7 @@ from .dataset import LoaderBatch, RINRDataset
 
 def _no_cuda_in_workers(_: int) -> None:
     """Worker init: make any CUDA initialisation in a DataLoader worker fail loudly instead of forking a context."""
+
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("CUDA must not be initialised in a DataLoader worker: decode runs in the main process")
 
@@ -73,9 +74,16 @@ class RINRLoader:
         pin_memory: pin worker output for asynchronous copies (default: when decoding on CUDA).
     """
 
-    def __init__(self, dataset: RINRDataset, num_workers: int = 0, image_size: tuple[int, int] | None = None,
-                 augment: AugmentConfig | None = None, device: str | torch.device | None = None,
-                 pin_memory: bool | None = None, prefetch_factor: int | None = None) -> None:
+    def __init__(
+        self,
+        dataset: RINRDataset,
+        num_workers: int = 0,
+        image_size: tuple[int, int] | None = None,
+        augment: AugmentConfig | None = None,
+        device: str | torch.device | None = None,
+        pin_memory: bool | None = None,
+        prefetch_factor: int | None = None,
+    ) -> None:
         self.dataset = dataset
         self.device = resolve_device(device if device is not None else dataset.device)
         self.image_size = tuple(image_size) if image_size is not None else None
@@ -83,9 +91,13 @@ class RINRLoader:
         self.num_workers = num_workers
         pin = self.device.type == "cuda" if pin_memory is None else pin_memory
         self.loader = StatefulDataLoader(
-            dataset, batch_size=None, num_workers=num_workers, pin_memory=pin,
+            dataset,
+            batch_size=None,
+            num_workers=num_workers,
+            pin_memory=pin,
             worker_init_fn=_no_cuda_in_workers if num_workers else None,
-            prefetch_factor=prefetch_factor if num_workers else None)
+            prefetch_factor=prefetch_factor if num_workers else None,
+        )
         self.epoch = dataset.epoch
         self._started = False
         self._restored = False
@@ -140,7 +152,11 @@ class RINRLoader:
         if self.augment is not None:
             seed = zlib.crc32(f"{self.dataset.seed}/{batch.epoch}/{batch.worker}/{batch.index}".encode())
             stacked, boxes, labels = augment_batch(stacked, boxes, labels, build_transform(self.augment, size), seed)
-        targets = [{"boxes": tv_tensors.BoundingBoxes(b.reshape(-1, 4).to(torch.float32), format="XYXY",
-                                                      canvas_size=size),
-                    "labels": lab.to(torch.int64)} for b, lab in zip(boxes, labels)]
+        targets = [
+            {
+                "boxes": tv_tensors.BoundingBoxes(b.reshape(-1, 4).to(torch.float32), format="XYXY", canvas_size=size),
+                "labels": lab.to(torch.int64),
+            }
+            for b, lab in zip(boxes, labels)
+        ]
         return {"images": stacked, "targets": targets, "keys": list(batch.keys)}

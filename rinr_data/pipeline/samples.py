@@ -38,7 +38,6 @@ class ParsedSample:
     meta: dict[str, Any] | None = None  # the sample's JSON
 
 
-
 def scenes_of(samples: "Sequence[ParsedSample]") -> dict[str, Any]:
     """The parsed scenes the samples build on, by id (what a batched decode needs to resolve them)."""
     return {s.scene_id: s.scene for s in samples if s.scene_id is not None}

@@ -37,8 +37,10 @@ def _remote_manifest(url: str, policy: FetchPolicy) -> dict:
     return read_manifest(local)
 
 
-def resolve_shards(source: str | os.PathLike | Sequence[str], policy: FetchPolicy | None = None,
-                   ) -> tuple[list[ShardRef], dict | None]:
+def resolve_shards(
+    source: str | os.PathLike | Sequence[str],
+    policy: FetchPolicy | None = None,
+) -> tuple[list[ShardRef], dict | None]:
     """Shard list and manifest of: a dataset folder or its manifest.json (local or http), brace patterns or a list."""
     policy = policy or FetchPolicy()
     if isinstance(source, (list, tuple)):
@@ -88,10 +90,17 @@ def equal_quotas(order: Sequence[ShardRef], world: int, workers: int, batch_size
     ranks drop their surplus from their last workers, so DDP never waits on a rank that ran out.
     """
     if any(s.samples is None for s in order):
-        raise ValueError("equal batches per rank need per-shard sample counts: pass a manifest (remote shards "
-                         "without one are not counted)")
-    full = [[sum(s.samples for s in split(split(order, r, world), w, workers)) // batch_size  # type: ignore[misc]
-             for w in range(workers)] for r in range(world)]
+        raise ValueError(
+            "equal batches per rank need per-shard sample counts: pass a manifest (remote shards "
+            "without one are not counted)"
+        )
+    full = [
+        [
+            sum(s.samples for s in split(split(order, r, world), w, workers)) // batch_size  # type: ignore[misc]
+            for w in range(workers)
+        ]
+        for r in range(world)
+    ]
     target = min(sum(rank) for rank in full)
     quotas = []
     for rank in full:

@@ -16,9 +16,7 @@ def is_voc_folder(path: Path) -> bool:
     return any(path.glob("*.xml")) or any((path / "Annotations").glob("*.xml"))
 
 
-def _parse_xml(
-    xml_file: Path, rel_xml: str
-) -> tuple[str | None, tuple[int, int] | None, list[_Object], str | None]:
+def _parse_xml(xml_file: Path, rel_xml: str) -> tuple[str | None, tuple[int, int] | None, list[_Object], str | None]:
     """(image file name, declared (width, height), objects, error) of one annotation file."""
     objects: list[_Object] = []
     error, filename, declared = None, None, None

@@ -46,13 +46,14 @@ class PackedImages:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "PackedImages":
         """Decoded images moved to `device`; encoded bytes stay where they are until render."""
-        return PackedImages([i.to(device, non_blocking=non_blocking) if isinstance(i, torch.Tensor) else i
-                             for i in self.images], self.members)
+        return PackedImages(
+            [i.to(device, non_blocking=non_blocking) if isinstance(i, torch.Tensor) else i for i in self.images],
+            self.members,
+        )
 
     def pin_memory(self) -> "PackedImages":
         """Page-locked copy for asynchronous host-to-GPU transfer."""
-        return PackedImages([i.pin_memory() if isinstance(i, torch.Tensor) else i for i in self.images],
-                            self.members)
+        return PackedImages([i.pin_memory() if isinstance(i, torch.Tensor) else i for i in self.images], self.members)
 
     def render(self, device: torch.device) -> list[torch.Tensor]:
         """Float [3, H, W] images in [0, 1] on `device` (JPEG bytes decoded there by torchvision)."""
@@ -63,8 +64,10 @@ class PackedImages:
 
                 decoded = decode_jpeg(img.data, mode=ImageReadMode.RGB, device=device)
                 if tuple(decoded.shape[-2:]) != img.size:
-                    raise FormatError(f"image is {decoded.shape[-1]}x{decoded.shape[-2]} but its json says "
-                                      f"{img.size[1]}x{img.size[0]}")
+                    raise FormatError(
+                        f"image is {decoded.shape[-1]}x{decoded.shape[-2]} but its json says "
+                        f"{img.size[1]}x{img.size[0]}"
+                    )
                 img = decoded
             out.append(img.to(device, non_blocking=True).to(torch.float32).div_(255))
         return out
@@ -99,8 +102,13 @@ class ClassicCodec:
         """What decides the bytes (the manifest's codec_config)."""
         return {"quality": self.quality(config)}
 
-    def encode(self, images: Sequence[Any], boxes_list: Sequence[Any], config: ClassicConfig | None = None,
-               progress: bool = False) -> list[EncodedFrame]:
+    def encode(
+        self,
+        images: Sequence[Any],
+        boxes_list: Sequence[Any],
+        config: ClassicConfig | None = None,
+        progress: bool = False,
+    ) -> list[EncodedFrame]:
         """Each frame compressed at the config's quality, with the PSNR it achieves in and outside its boxes."""
         quality = self.quality(config)
         out = []
@@ -127,5 +135,15 @@ class ClassicCodec:
 
 CODECS = {name: ClassicCodec(name) for name in CLASSIC_CODECS}
 
-__all__ = ["CLASSIC_CODECS", "CODECS", "DEFAULT_QUALITY", "ClassicCodec", "ClassicConfig", "EncodedImage",
-           "PackedImages", "decode_classic", "encode_classic", "quality_range"]
+__all__ = [
+    "CLASSIC_CODECS",
+    "CODECS",
+    "DEFAULT_QUALITY",
+    "ClassicCodec",
+    "ClassicConfig",
+    "EncodedImage",
+    "PackedImages",
+    "decode_classic",
+    "encode_classic",
+    "quality_range",
+]

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ...errors import FormatError
 from ...core.frames import to_chw_uint8
 from ...core.metrics import psnr
+from ...errors import FormatError
 
 CLASSIC_CODECS = ("jpeg", "webp", "avif")
 

@@ -26,13 +26,15 @@ class GridCodec:
     config_class = GridConfig
     supports_scenes = True
 
-    def encode(self, images: Sequence[Any], boxes_list: Sequence[Any], config: GridConfig,
-               progress: bool = False) -> list[EncodedFrame]:
+    def encode(
+        self, images: Sequence[Any], boxes_list: Sequence[Any], config: GridConfig, progress: bool = False
+    ) -> list[EncodedFrame]:
         """Self-contained records, all frames fitted in one stacked call."""
         return encoder.encode_frames(images, boxes_list, config, progress)
 
-    def encode_sequence(self, images: Sequence[Any], boxes_list: Sequence[Any], config: GridConfig,
-                        progress: bool = False) -> tuple[dict[str, bytes], list[EncodedFrame]]:
+    def encode_sequence(
+        self, images: Sequence[Any], boxes_list: Sequence[Any], config: GridConfig, progress: bool = False
+    ) -> tuple[dict[str, bytes], list[EncodedFrame]]:
         """Scene mode: scene records by id and one record per frame (see encoder.encode_sequence)."""
         return encoder.encode_sequence_frames(images, boxes_list, config, progress)
 
@@ -43,8 +45,7 @@ class GridCodec:
     def describe(self, parsed: GridRecord) -> FrameInfo:
         """Size, boxes, scene reference and grid shape of a record."""
         shape = parsed.shape
-        model = (f"grid {shape.levels} levels ({shape.box_levels} box-only), mlp "
-                 f"{'-'.join(map(str, shape.hidden))}")
+        model = f"grid {shape.levels} levels ({shape.box_levels} box-only), mlp {'-'.join(map(str, shape.hidden))}"
         return FrameInfo((parsed.height, parsed.width), list(parsed.boxes), parsed.scene, model)
 
     def byte_budget(self, parsed: GridRecord) -> dict[str, float]:

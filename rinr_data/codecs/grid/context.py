@@ -63,12 +63,14 @@ def features(level: torch.Tensor, coarser: torch.Tensor | None) -> torch.Tensor:
     else:
         parent = coarser.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)[:, :h, :w]
     padded = F.pad(level[:, None], (1, 1, 1, 1))[:, 0]
-    return torch.stack([padded[:, :-2, 1:-1], padded[:, 2:, 1:-1], padded[:, 1:-1, :-2], padded[:, 1:-1, 2:], parent],
-                       dim=1)
+    return torch.stack(
+        [padded[:, :-2, 1:-1], padded[:, 2:, 1:-1], padded[:, 1:-1, :-2], padded[:, 1:-1, 2:], parent], dim=1
+    )
 
 
-def distribution(feats: torch.Tensor, inside: torch.Tensor, weights: torch.Tensor, spreads: torch.Tensor,
-                 scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def distribution(
+    feats: torch.Tensor, inside: torch.Tensor, weights: torch.Tensor, spreads: torch.Tensor, scales: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Laplace (mean, scale) [B, h, w] of every latent of a level, for both passes (the caller picks by `anchors`).
 
     feats [B, 5, h, w]; inside bool/float [B, h, w]; weights [B, 6]; spreads [B, 2]; scales [B, 2, 2] (already
@@ -88,6 +90,7 @@ def distribution(feats: torch.Tensor, inside: torch.Tensor, weights: torch.Tenso
 
 def quantize(weights: torch.Tensor, spreads: torch.Tensor, scales: torch.Tensor) -> LevelContext:
     """Round fitted float parameters of one level (weights [6], spreads [2], scales [2, 2]) to the stored grid."""
+
     def ints(t: torch.Tensor) -> np.ndarray:
         return np.clip(np.rint(t.detach().cpu().double().numpy() / PARAM_STEP), -PARAM_MAX, PARAM_MAX).astype(np.int8)
 
@@ -118,8 +121,13 @@ def pass_positions(shape: tuple[int, int], coded: np.ndarray | None) -> tuple[Po
     return _split_by_parity(*np.nonzero(coded))
 
 
-def models(latents: list[np.ndarray], masks: list[np.ndarray], contexts: list[LevelContext], bounds: list[int],
-           coded: list[np.ndarray | None]) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+def models(
+    latents: list[np.ndarray],
+    masks: list[np.ndarray],
+    contexts: list[LevelContext],
+    bounds: list[int],
+    coded: list[np.ndarray | None],
+) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """In coding order (coarsest level first, anchors first): (level, values, means, scales) of every pass."""
     out = []
     for lv in reversed(range(len(latents))):
@@ -130,8 +138,16 @@ def models(latents: list[np.ndarray], masks: list[np.ndarray], contexts: list[Le
     return out
 
 
-def pass_models(level: np.ndarray, coarser: np.ndarray | None, mask: np.ndarray, ctx: LevelContext, bound: int,
-                rows: np.ndarray, cols: np.ndarray, first: bool) -> tuple[np.ndarray, np.ndarray]:
+def pass_models(
+    level: np.ndarray,
+    coarser: np.ndarray | None,
+    mask: np.ndarray,
+    ctx: LevelContext,
+    bound: int,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    first: bool,
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact float64 (means, scales) of one pass at (rows, cols): `distribution` evaluated there and nowhere else.
 
     The first pass (anchors) reads only the coarser level, the second also the four anchor neighbours of `level`,
@@ -149,8 +165,10 @@ def pass_models(level: np.ndarray, coarser: np.ndarray | None, mask: np.ndarray,
         scale = base + spreads[0] * np.abs(parent)
     else:
         padded = np.pad(level, 1)
-        near = tuple(padded[r, c].astype(np.float64) for r, c in
-                     ((rows, cols + 1), (rows + 2, cols + 1), (rows + 1, cols), (rows + 1, cols + 2)))
+        near = tuple(
+            padded[r, c].astype(np.float64)
+            for r, c in ((rows, cols + 1), (rows + 2, cols + 1), (rows + 1, cols), (rows + 1, cols + 2))
+        )
         mean = sum(w * f for w, f in zip(weights[1:5], near)) + weights[5] * parent
         scale = base + spreads[1] * (sum(np.abs(f) for f in near) + np.abs(parent))
     # The entropy coder's support is [-bound, bound]: a mean outside it adds nothing but risk.

@@ -8,26 +8,31 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from . import packing
-from . import record as grid_record
 from ...core.devices import resolve_device
 from ...core.fitting import derive_seed
 from ...core.frames import box_mask, to_uint8
 from ...core.metrics import psnr
 from ...core.progress import ProgressBar
+from ...format.container import scene_id
 from ...format.quantize import qmax
 from ..base import EncodedFrame, measure, prepare_frames
+from . import packing
+from . import record as grid_record
 from .config import GridConfig, SceneConfig
 from .fit import GridFit, GridFitSettings, GridTarget, SceneBase, fit_grids
 from .model import frame_box_levels
-from ...format.container import scene_id
 from .record import GridRecord, quantize_synthesis
 
 
 def fit_settings(config: GridConfig, salt: int = 0) -> GridFitSettings:
     """The fitting settings a codec config asks for (`salt` varies the seed between the calls of one encode)."""
-    return GridFitSettings(steps=config.max_steps, lr=config.lr, weight_bits=config.weight_bits,
-                           seed=derive_seed(config.seed, salt), latent_lr=config.latent_lr)
+    return GridFitSettings(
+        steps=config.max_steps,
+        lr=config.lr,
+        weight_bits=config.weight_bits,
+        seed=derive_seed(config.seed, salt),
+        latent_lr=config.latent_lr,
+    )
 
 
 def _prepare(images: Sequence[Any], boxes_list: Sequence[Any]) -> tuple[list[torch.Tensor], list[np.ndarray]]:
@@ -36,8 +41,13 @@ def _prepare(images: Sequence[Any], boxes_list: Sequence[Any]) -> tuple[list[tor
     return frames, [b.astype(np.float32).astype(np.float64) for b in boxes]
 
 
-def _record(frame: torch.Tensor, boxes: np.ndarray, fit: GridFit, config: GridConfig,
-            scene: tuple[str, GridRecord] | None = None) -> GridRecord:
+def _record(
+    frame: torch.Tensor,
+    boxes: np.ndarray,
+    fit: GridFit,
+    config: GridConfig,
+    scene: tuple[str, GridRecord] | None = None,
+) -> GridRecord:
     latents = [lat.numpy().astype(np.int32) for lat in fit.latents]
     box_list = [tuple(float(v) for v in b) for b in boxes]
     h, w = frame.shape[1:]
@@ -54,8 +64,9 @@ def _record(frame: torch.Tensor, boxes: np.ndarray, fit: GridFit, config: GridCo
     return GridRecord(h, w, shape, config.weight_bits, box_list, latents, None, name, deltas, fit.context)
 
 
-def _targets(frames: list[torch.Tensor], boxes: list[np.ndarray], config: GridConfig,
-             base: SceneBase | None = None) -> list[GridTarget]:
+def _targets(
+    frames: list[torch.Tensor], boxes: list[np.ndarray], config: GridConfig, base: SceneBase | None = None
+) -> list[GridTarget]:
     targets = []
     for f, b in zip(frames, boxes):
         image, mask = f.to(torch.float32) / 255, box_mask(b, f.shape[1], f.shape[2])
@@ -65,17 +76,21 @@ def _targets(frames: list[torch.Tensor], boxes: list[np.ndarray], config: GridCo
     return targets
 
 
-def encode_frames(images: Sequence[Any], boxes_list: Sequence[Any], config: GridConfig,
-                  progress: bool = False) -> list[EncodedFrame]:
+def encode_frames(
+    images: Sequence[Any], boxes_list: Sequence[Any], config: GridConfig, progress: bool = False
+) -> list[EncodedFrame]:
     """Encode self-contained latent-grid records, all frames fitted in one stacked call."""
     device = resolve_device(config.device)
     frames, boxes = _prepare(images, boxes_list)
     bar = ProgressBar(progress, len(frames))
-    fits = fit_grids(config.grid, _targets(frames, boxes, config), fit_settings(config), device,
-                     on_step=bar.step("latent grids"))
+    fits = fit_grids(
+        config.grid, _targets(frames, boxes, config), fit_settings(config), device, on_step=bar.step("latent grids")
+    )
     bar.close()
     blobs = [grid_record.pack(_record(f, b, fit, config)) for f, b, fit in zip(frames, boxes, fits)]
-    return measure(grid_record.unpack, packing.pack, blobs, frames, boxes, device, [{"grid": config.max_steps}] * len(frames))
+    return measure(
+        grid_record.unpack, packing.pack, blobs, frames, boxes, device, [{"grid": config.max_steps}] * len(frames)
+    )
 
 
 def _scene_background(frames: list[torch.Tensor], boxes: list[np.ndarray]) -> torch.Tensor:
@@ -86,11 +101,22 @@ def _scene_background(frames: list[torch.Tensor], boxes: list[np.ndarray]) -> to
     return torch.where(torch.isnan(masked), stack.median(dim=0).values, masked).round().to(torch.uint8)
 
 
-def _fit_scene(frames: list[torch.Tensor], boxes: list[np.ndarray], config: GridConfig, scene: SceneConfig,
-               device: torch.device, salt: int, on_step: Callable[[int], None] | None) -> tuple[bytes, GridRecord]:
+def _fit_scene(
+    frames: list[torch.Tensor],
+    boxes: list[np.ndarray],
+    config: GridConfig,
+    scene: SceneConfig,
+    device: torch.device,
+    salt: int,
+    on_step: Callable[[int], None] | None,
+) -> tuple[bytes, GridRecord]:
     background = _scene_background(frames, boxes)
-    target = GridTarget(background.to(torch.float32) / 255, torch.zeros(background.shape[1:], dtype=torch.bool),
-                        config.object_psnr, config.background_psnr + scene.psnr_margin)
+    target = GridTarget(
+        background.to(torch.float32) / 255,
+        torch.zeros(background.shape[1:], dtype=torch.bool),
+        config.object_psnr,
+        config.background_psnr + scene.psnr_margin,
+    )
     # The scene keeps every level (its bytes are shared by all its frames); frames keep box-only fine levels, so
     # their background is the scene's full-resolution one plus coarse corrections.
     config = config.replace(grid=config.grid.dense)
@@ -99,8 +125,9 @@ def _fit_scene(frames: list[torch.Tensor], boxes: list[np.ndarray], config: Grid
     return grid_record.pack(record), record
 
 
-def encode_sequence_frames(images: Sequence[Any], boxes_list: Sequence[Any], config: GridConfig | None = None,
-                           progress: bool = False) -> tuple[dict[str, bytes], list[EncodedFrame]]:
+def encode_sequence_frames(
+    images: Sequence[Any], boxes_list: Sequence[Any], config: GridConfig | None = None, progress: bool = False
+) -> tuple[dict[str, bytes], list[EncodedFrame]]:
     """Scene mode: scene records by id, and each frame's record with what it achieves as decoded with its scene.
 
     A scene background is fitted to the median of the next `config.scene.window` frames and serves every following
@@ -119,8 +146,9 @@ def encode_sequence_frames(images: Sequence[Any], boxes_list: Sequence[Any], con
     start = 0
     while start < len(frames):
         window = slice(start, start + scene_cfg.window)
-        blob, rec = _fit_scene(frames[window], boxes[window], config, scene_cfg, device, len(scenes),
-                               bar.step(f"scene {len(scenes)}"))
+        blob, rec = _fit_scene(
+            frames[window], boxes[window], config, scene_cfg, device, len(scenes), bar.step(f"scene {len(scenes)}")
+        )
         name = scene_id(blob)
         scenes[name], parsed[name] = blob, rec
         shared = to_uint8(packing.pack([rec])[0].render(device)[0]).cpu()
@@ -138,14 +166,29 @@ def encode_sequence_frames(images: Sequence[Any], boxes_list: Sequence[Any], con
         scene = parsed[name]
         latents, layers = grid_record.resolve(scene, None)
         synthesis = scene.synthesis or []
-        base = SceneBase(latents, layers, [(synthesis[2 * i].scale, synthesis[2 * i + 1].scale)
-                                           for i in range(len(layers))])
-        fits = fit_grids(config.grid, _targets([frames[i] for i in members], [boxes[i] for i in members], config,
-                                               base), fit_settings(config, 1), device, bar.step(f"frames of {name}"))
-        blobs = [grid_record.pack(_record(frames[i], boxes[i], fit, config, (name, scene)))
-                 for i, fit in zip(members, fits)]
-        measured = measure(grid_record.unpack, packing.pack, blobs, [frames[i] for i in members], [boxes[i] for i in members], device,
-                                   [{"grid": config.max_steps}] * len(members), parsed)
+        base = SceneBase(
+            latents, layers, [(synthesis[2 * i].scale, synthesis[2 * i + 1].scale) for i in range(len(layers))]
+        )
+        fits = fit_grids(
+            config.grid,
+            _targets([frames[i] for i in members], [boxes[i] for i in members], config, base),
+            fit_settings(config, 1),
+            device,
+            bar.step(f"frames of {name}"),
+        )
+        blobs = [
+            grid_record.pack(_record(frames[i], boxes[i], fit, config, (name, scene))) for i, fit in zip(members, fits)
+        ]
+        measured = measure(
+            grid_record.unpack,
+            packing.pack,
+            blobs,
+            [frames[i] for i in members],
+            [boxes[i] for i in members],
+            device,
+            [{"grid": config.max_steps}] * len(members),
+            parsed,
+        )
         for i, m in zip(members, measured):
             encoded[i] = m
     bar.close()

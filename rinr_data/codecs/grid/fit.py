@@ -16,10 +16,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import context as grid_context
 from ...core.fitting import PSNR_MARGIN, cosine_lr, derive_seed
 from ...format.entropy import laplace_bits
 from ...format.quantize import qmax
+from . import context as grid_context
 from .context import LevelContext
 from .model import GridShape, Layers, init_layers, level_masks, render, render_dense
 
@@ -94,8 +94,13 @@ def fake_quantize(x: torch.Tensor, bits: int, step: torch.Tensor | None = None) 
     return x + (torch.round(x / step).clamp(-bound, bound) * step - x).detach()
 
 
-def fit_grids(shape: GridShape, targets: Sequence[GridTarget], settings: GridFitSettings,
-              device: torch.device | str = "cpu", on_step: Callable[[int], None] | None = None) -> list[GridFit]:
+def fit_grids(
+    shape: GridShape,
+    targets: Sequence[GridTarget],
+    settings: GridFitSettings,
+    device: torch.device | str = "cpu",
+    on_step: Callable[[int], None] | None = None,
+) -> list[GridFit]:
     """Fit one latent grid (and, unless a target has a base, one synthesis MLP) per target."""
     device = torch.device(device)
     by_size: dict[tuple[int, int, bool], list[int]] = {}
@@ -109,47 +114,59 @@ def fit_grids(shape: GridShape, targets: Sequence[GridTarget], settings: GridFit
     return fits  # type: ignore[return-value]
 
 
-def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSettings, device: torch.device,
-               salt: int, on_step: Callable[[int], None] | None) -> list[GridFit]:
+def _fit_group(
+    shape: GridShape,
+    targets: list[GridTarget],
+    settings: GridFitSettings,
+    device: torch.device,
+    salt: int,
+    on_step: Callable[[int], None] | None,
+) -> list[GridFit]:
     count = len(targets)
     h, w = targets[0].image.shape[1:]
     gen = torch.Generator().manual_seed(derive_seed(settings.seed, salt))
     image = torch.stack([t.image for t in targets]).to(device)
     inside = torch.stack([t.box_mask for t in targets]).to(device)[:, None].float()
-    masks = [torch.stack(ms).to(device)[:, None].float() for ms in
-             zip(*(level_masks(t.box_mask, shape) for t in targets))]
+    masks = [
+        torch.stack(ms).to(device)[:, None].float() for ms in zip(*(level_masks(t.box_mask, shape) for t in targets))
+    ]
     # The box margin's ring (level 0 is at pixel resolution) must reach the background target on its own: pooled
     # with the whole background, the seam a box's fine levels leave at its edge would cost the fit almost nothing.
     ring = masks[0] - inside
     regions = (inside, 1 - inside, ring)
     n_px = torch.stack([r.sum(dim=(1, 2, 3)) for r in regions], dim=1)  # [B, region]
     has = n_px > 0
-    goal = torch.tensor([[t.object_psnr, t.background_psnr, t.background_psnr] for t in targets],
-                        device=device) + PSNR_MARGIN
+    goal = (
+        torch.tensor([[t.object_psnr, t.background_psnr, t.background_psnr] for t in targets], device=device)
+        + PSNR_MARGIN
+    )
     box_levels = [shape.box_levels if t.box_levels is None else t.box_levels for t in targets]
     if not all(0 <= b <= shape.box_levels for b in box_levels):
         raise ValueError(f"target box levels {box_levels} must be in 0..{shape.box_levels} (the shape's)")
     # Where latents exist: box-only levels of a frame only at its boxes, every other level everywhere.
-    exists = [torch.stack([m[i] if lv < b else torch.ones_like(m[i]) for i, b in enumerate(box_levels)])
-              for lv, m in enumerate(masks)]
+    exists = [
+        torch.stack([m[i] if lv < b else torch.ones_like(m[i]) for i, b in enumerate(box_levels)])
+        for lv, m in enumerate(masks)
+    ]
 
-    latents = [torch.zeros(count, 1, hl, wl, device=device, requires_grad=True)
-               for hl, wl in shape.level_sizes(h, w)]
+    latents = [torch.zeros(count, 1, hl, wl, device=device, requires_grad=True) for hl, wl in shape.level_sizes(h, w)]
     bases = [t.base for t in targets]
     n_layers = len(shape.layer_dims())
     if bases[0] is not None:
         base_lat = [torch.stack([b.latents[lv] for b in bases]).to(device) for lv in range(shape.levels)]
-        layers = [tuple(torch.cat([b.layers[i][k] for b in bases]).to(device).requires_grad_() for k in (0, 1))
-                  for i in range(n_layers)]
-        steps = [tuple(torch.tensor([b.steps[i][k] for b in bases], device=device) for k in (0, 1))
-                 for i in range(n_layers)]
+        layers = [
+            tuple(torch.cat([b.layers[i][k] for b in bases]).to(device).requires_grad_() for k in (0, 1))
+            for i in range(n_layers)
+        ]
+        steps = [
+            tuple(torch.tensor([b.steps[i][k] for b in bases], device=device) for k in (0, 1)) for i in range(n_layers)
+        ]
     else:
         base_lat, steps = None, [(None, None)] * n_layers
         layers = [(wt.requires_grad_(), b.requires_grad_()) for wt, b in init_layers(shape, count, gen, device)]
     trainable = [t for pair in layers for t in pair]
     # Scene mode ships the synthesis as integer differences to the scene's: their bits count in the rate too.
-    anchors = [(t.detach().clone(), s) for t, s in zip(trainable, (s for pair in steps for s in pair))
-               if s is not None]
+    anchors = [(t.detach().clone(), s) for t, s in zip(trainable, (s for pair in steps for s in pair)) if s is not None]
     log_scale_syn = torch.zeros(count, len(anchors), device=device, requires_grad=True)
     # Entropy model per level: base scales [pass, region]; with the context model also mean weights and spreads.
     log_scale = torch.zeros(count, shape.levels, grid_context.PASSES, 2, device=device, requires_grad=True)
@@ -157,9 +174,12 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
     ctx_spreads = torch.zeros(count, shape.levels, grid_context.PASSES, device=device, requires_grad=True)
     log_weight = torch.full((count, 3), math.log(INITIAL_WEIGHT), device=device)
     # Latents live on the integer grid, far larger than the synthesis weights: they need their own, larger step.
-    opt = torch.optim.Adam([{"params": latents, "base": settings.latent_lr},
-                            {"params": [*trainable, log_scale, log_scale_syn, ctx_weights, ctx_spreads],
-                             "base": settings.lr}])
+    opt = torch.optim.Adam(
+        [
+            {"params": latents, "base": settings.latent_lr},
+            {"params": [*trainable, log_scale, log_scale_syn, ctx_weights, ctx_spreads], "base": settings.lr},
+        ]
+    )
     noise_gen = torch.Generator(device=device).manual_seed(settings.seed * 7919 + salt)
     noise_steps = int(settings.steps * settings.noise_fraction)
     renderer = render_dense if settings.dense_render else render
@@ -169,9 +189,14 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
             g["lr"] = cosine_lr(step, settings.steps, g["base"], LR_FLOOR)
         noisy = step < noise_steps
         q = [_quantize(lat, noisy, noise_gen) * e for lat, e in zip(latents, exists)]
-        synth = layers if noisy else [(fake_quantize(wt, settings.weight_bits, sw),
-                                       fake_quantize(b, settings.weight_bits, sb))
-                                      for (wt, b), (sw, sb) in zip(layers, steps)]
+        synth = (
+            layers
+            if noisy
+            else [
+                (fake_quantize(wt, settings.weight_bits, sw), fake_quantize(b, settings.weight_bits, sb))
+                for (wt, b), (sw, sb) in zip(layers, steps)
+            ]
+        )
         feats = q if base_lat is None else [b + d for b, d in zip(base_lat, q)]
         out = renderer(synth, feats, h, w)
         err = ((out - image) ** 2).mean(dim=1, keepdim=True)
@@ -205,10 +230,16 @@ def _fit_group(shape: GridShape, targets: list[GridTarget], settings: GridFitSet
     with torch.no_grad():
         final = [torch.round(lat) * e for lat, e in zip(latents, exists)]
         for i in range(count):
-            lat = [l[i, 0].detach().cpu() for l in final]
-            lay = [(wt[i:i + 1].detach().cpu(), b[i:i + 1].detach().cpu()) for wt, b in layers]
-            context = [grid_context.quantize(ctx_weights[i, lv], ctx_spreads[i, lv], torch.exp(log_scale[i, lv]))
-                       for lv in range(shape.levels)] if settings.context else None
+            lat = [level[i, 0].detach().cpu() for level in final]
+            lay = [(wt[i : i + 1].detach().cpu(), b[i : i + 1].detach().cpu()) for wt, b in layers]
+            context = (
+                [
+                    grid_context.quantize(ctx_weights[i, lv], ctx_spreads[i, lv], torch.exp(log_scale[i, lv]))
+                    for lv in range(shape.levels)
+                ]
+                if settings.context
+                else None
+            )
             fits.append(GridFit(lat, lay, context, box_levels[i]))
     return fits
 

@@ -67,7 +67,7 @@ class GridShape:
 
     def level_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """(rows, cols) of every latent level of an H x W frame, finest first."""
-        return [(-(-height // 2 ** lv), -(-width // 2 ** lv)) for lv in range(self.levels)]
+        return [(-(-height // 2**lv), -(-width // 2**lv)) for lv in range(self.levels)]
 
 
 def level_masks(box_mask: torch.Tensor, shape: GridShape) -> list[torch.Tensor]:
@@ -95,7 +95,7 @@ def lowpass_psnr(image: torch.Tensor, box_mask: torch.Tensor, level: int) -> flo
         return math.inf
     h, w = image.shape[1:]
     x = image[None].to(torch.float32)
-    small = F.interpolate(x, size=(-(-h // 2 ** level), -(-w // 2 ** level)), mode="area")
+    small = F.interpolate(x, size=(-(-h // 2**level), -(-w // 2**level)), mode="area")
     back = F.interpolate(small, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
     mse = ((back - x) ** 2).mean(dim=1)[0][~box_mask].mean().clamp_min(1e-10)
     return float(-10 * torch.log10(mse))
@@ -112,8 +112,12 @@ def frame_box_levels(image: torch.Tensor, box_mask: torch.Tensor, shape: GridSha
 
 def upsample(latents: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
     """Levels [B, 1, h_l, w_l] -> features [B, L, H, W] (bicubic, align_corners=False; level 0 is H x W already)."""
-    feats = [lat if lat.shape[-2:] == (height, width) else
-             F.interpolate(lat, size=(height, width), mode="bicubic", align_corners=False) for lat in latents]
+    feats = [
+        lat
+        if lat.shape[-2:] == (height, width)
+        else F.interpolate(lat, size=(height, width), mode="bicubic", align_corners=False)
+        for lat in latents
+    ]
     return torch.cat(feats, dim=1)
 
 
@@ -156,8 +160,9 @@ def _resampling_matrix(n_in: int, n_out: int, device: torch.device, dtype: torch
     return F.interpolate(eye, size=(n_out, 1), mode="bicubic", align_corners=False)[0, :, :, 0].T.contiguous()
 
 
-def resampling_matrix(n_in: int, n_out: int, device: torch.device | str = "cpu",
-                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def resampling_matrix(
+    n_in: int, n_out: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """[n_out, n_in] weights of `upsample`'s bicubic resampling along one axis (borders clamped, as F.interpolate)."""
     return _resampling_matrix(n_in, n_out, torch.device(device), dtype)
 

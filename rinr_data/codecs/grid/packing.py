@@ -25,15 +25,28 @@ class PackedGrids:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "PackedGrids":
         """Move latents and synthesis; membership stays on the host."""
-        return PackedGrids(self.shape, self.height, self.width,
-                           [t.to(device, non_blocking=non_blocking) for t in self.latents],
-                           [(w.to(device, non_blocking=non_blocking), b.to(device, non_blocking=non_blocking))
-                            for w, b in self.layers], self.members)
+        return PackedGrids(
+            self.shape,
+            self.height,
+            self.width,
+            [t.to(device, non_blocking=non_blocking) for t in self.latents],
+            [
+                (w.to(device, non_blocking=non_blocking), b.to(device, non_blocking=non_blocking))
+                for w, b in self.layers
+            ],
+            self.members,
+        )
 
     def pin_memory(self) -> "PackedGrids":
         """Page-locked copy for asynchronous host-to-GPU transfer."""
-        return PackedGrids(self.shape, self.height, self.width, [t.pin_memory() for t in self.latents],
-                           [(w.pin_memory(), b.pin_memory()) for w, b in self.layers], self.members)
+        return PackedGrids(
+            self.shape,
+            self.height,
+            self.width,
+            [t.pin_memory() for t in self.latents],
+            [(w.pin_memory(), b.pin_memory()) for w, b in self.layers],
+            self.members,
+        )
 
     def render(self, device: torch.device) -> list[torch.Tensor]:
         """Float [3, H, W] frames, one batched upsampling and synthesis for the whole group."""
@@ -53,7 +66,9 @@ def pack(records: Sequence[GridRecord], scenes: Mapping[str, GridRecord] | None 
     for (h, w, shape), group in sorted(members.items()):
         stacked = [parts[fi] for fi in group]
         latents = [torch.stack([p[0][lv] for p in stacked]) for lv in range(shape.levels)]
-        layers = [(torch.cat([p[1][i][0] for p in stacked]), torch.cat([p[1][i][1] for p in stacked]))
-                  for i in range(len(shape.layer_dims()))]
+        layers = [
+            (torch.cat([p[1][i][0] for p in stacked]), torch.cat([p[1][i][1] for p in stacked]))
+            for i in range(len(shape.layer_dims()))
+        ]
         groups.append(PackedGrids(shape, h, w, latents, layers, group))
     return groups

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import context as grid_context
 from ...core.frames import box_mask
 from ...errors import FormatError
 from ...format import entropy
 from ...format.container import HEADER, LENGTH, Reader, check_box, check_frame, pack_header, read_header, seal
 from ...format.quantize import QuantizedTensor, qmax, quantize_tensor
+from . import context as grid_context
 from .context import LevelContext
 from .model import GridShape, Layers, level_masks
 
@@ -66,8 +66,12 @@ class GridRecord:
             raise ValueError("a scene-referencing record carries no synthesis; resolve it against its scene")
         out = []
         for i, (fan_in, fan_out) in enumerate(self.shape.layer_dims()):
-            out.append((self.synthesis[2 * i].dequantize().view(1, fan_in, fan_out),
-                        self.synthesis[2 * i + 1].dequantize().view(1, 1, fan_out)))
+            out.append(
+                (
+                    self.synthesis[2 * i].dequantize().view(1, fan_in, fan_out),
+                    self.synthesis[2 * i + 1].dequantize().view(1, 1, fan_out),
+                )
+            )
         return out
 
 
@@ -85,8 +89,9 @@ def _coded(shape: GridShape, masks: list[np.ndarray]) -> list[np.ndarray | None]
     return [m if lv < shape.box_levels else None for lv, m in enumerate(masks)]
 
 
-def _latent_specs(masks: list[np.ndarray], coded: list[np.ndarray | None], scales: np.ndarray, bounds: list[int]
-                  ) -> list[tuple[np.ndarray, int]]:
+def _latent_specs(
+    masks: list[np.ndarray], coded: list[np.ndarray | None], scales: np.ndarray, bounds: list[int]
+) -> list[tuple[np.ndarray, int]]:
     specs = []
     for lv, (m, where) in enumerate(zip(masks, coded)):
         per = np.where(m, scales[lv, 0], scales[lv, 1]).astype(np.float64)
@@ -118,8 +123,10 @@ def _plan(record: GridRecord) -> _CodingPlan:
     coded = _coded(shape, masks)
     for lv, (lat, where) in enumerate(zip(record.latents, coded)):
         if where is not None and np.any(lat[~where]):
-            raise ValueError(f"level {lv} holds latents off the boxes, but the grid codes it only on boxes "
-                             f"(box_levels {shape.box_levels})")
+            raise ValueError(
+                f"level {lv} holds latents off the boxes, but the grid codes it only on boxes "
+                f"(box_levels {shape.box_levels})"
+            )
     bounds = [int(np.abs(lat).max(initial=0)) for lat in record.latents]
     tables: list[bytes] = []
     if record.context is None:
@@ -128,19 +135,27 @@ def _plan(record: GridRecord) -> _CodingPlan:
             scales[lv] = [entropy.laplace_scale(lat[m]), entropy.laplace_scale(lat[~m])]
             tables.append(_LEVEL.pack(*scales[lv], bounds[lv]))
         scales = scales.astype(np.float16).astype(np.float64)
-        chunks = [(lat if where is None else lat[where], s, b) for lat, where, (s, b) in
-                  zip(record.latents, coded, _latent_specs(masks, coded, scales, bounds))]
+        chunks = [
+            (lat if where is None else lat[where], s, b)
+            for lat, where, (s, b) in zip(record.latents, coded, _latent_specs(masks, coded, scales, bounds))
+        ]
         inside: list[np.ndarray | None] = [m if where is None else m[where] for m, where in zip(masks, coded)]
     else:
         if len(record.context) != shape.levels:
             raise ValueError(f"record has {len(record.context)} level contexts for {shape.levels} levels")
         for ctx, bound in zip(record.context, bounds):
-            tables.append(_LEVEL_CONTEXT.pack(*np.asarray(ctx.scales, np.float16).reshape(-1), bound,
-                                              *ctx.weights, *ctx.spreads))
-        chunks = [(values, scales, bounds[lv], means) for lv, values, means, scales in
-                  grid_context.models(record.latents, masks, record.context, bounds, coded)]
-        inside = [masks[lv][rows, cols] for lv in reversed(range(shape.levels))
-                  for rows, cols in grid_context.pass_positions(masks[lv].shape, coded[lv])]
+            tables.append(
+                _LEVEL_CONTEXT.pack(*np.asarray(ctx.scales, np.float16).reshape(-1), bound, *ctx.weights, *ctx.spreads)
+            )
+        chunks = [
+            (values, scales, bounds[lv], means)
+            for lv, values, means, scales in grid_context.models(record.latents, masks, record.context, bounds, coded)
+        ]
+        inside = [
+            masks[lv][rows, cols]
+            for lv in reversed(range(shape.levels))
+            for rows, cols in grid_context.pass_positions(masks[lv].shape, coded[lv])
+        ]
     limit = qmax(record.weight_bits)
     if record.scene is None:
         for t in record.synthesis or []:
@@ -164,11 +179,16 @@ def pack(record: GridRecord) -> bytes:
 
 def _pack(record: GridRecord, plan: _CodingPlan) -> bytes:
     shape = record.shape
-    flags = ((FLAG_SCENE_REF if record.scene is not None else 0) | (FLAG_CONTEXT if record.context is not None else 0)
-             | (FLAG_BOX_LEVELS if shape.box_levels else 0) | (FLAG_BOX_MARGIN if shape.box_margin else 0))
-    parts = [pack_header(CODEC_ID, flags, record.height, record.width, 0.0, len(record.boxes), ANS),
-             struct.pack(f"<BB{len(shape.hidden)}BB", shape.levels, len(shape.hidden), *shape.hidden,
-                         record.weight_bits)]
+    flags = (
+        (FLAG_SCENE_REF if record.scene is not None else 0)
+        | (FLAG_CONTEXT if record.context is not None else 0)
+        | (FLAG_BOX_LEVELS if shape.box_levels else 0)
+        | (FLAG_BOX_MARGIN if shape.box_margin else 0)
+    )
+    parts = [
+        pack_header(CODEC_ID, flags, record.height, record.width, 0.0, len(record.boxes), ANS),
+        struct.pack(f"<BB{len(shape.hidden)}BB", shape.levels, len(shape.hidden), *shape.hidden, record.weight_bits),
+    ]
     if shape.box_levels:
         parts.append(struct.pack("<B", shape.box_levels))
     if shape.box_margin:
@@ -188,8 +208,11 @@ def byte_budget(record: GridRecord) -> dict[str, float]:
     plan = _plan(record)
     out = {"latents in boxes": 0.0, "latents outside boxes": 0.0, "synthesis": 0.0}
     for (values, scales, _bound, *mean), inside in zip(plan.chunks, plan.inside):
-        bits = entropy.laplace_bits(torch.from_numpy(np.asarray(values, np.float64)), torch.from_numpy(scales),
-                                    torch.from_numpy(mean[0]) if mean else 0.0).numpy()
+        bits = entropy.laplace_bits(
+            torch.from_numpy(np.asarray(values, np.float64)),
+            torch.from_numpy(scales),
+            torch.from_numpy(mean[0]) if mean else 0.0,
+        ).numpy()
         if inside is None:
             out["synthesis"] += bits.sum() / 8
         else:
@@ -210,8 +233,10 @@ def unpack(blob: bytes) -> GridRecord:
     if h * w > MAX_PIXELS:
         raise FormatError(f"image size {w}x{h} exceeds the latent-grid limit of {MAX_PIXELS} pixels")
     if flags & ~FLAGS or head.w0 != 0.0 or head.coder != ANS:
-        raise FormatError(f"latent-grid header has flags {flags}, w0 {head.w0}, coder {head.coder}; "
-                          f"expected flags <= {FLAGS}, w0 0, coder {ANS} (ans)")
+        raise FormatError(
+            f"latent-grid header has flags {flags}, w0 {head.w0}, coder {head.coder}; "
+            f"expected flags <= {FLAGS}, w0 0, coder {ANS} (ans)"
+        )
     reader = Reader(body, HEADER.size)
     levels, n_hidden = reader.unpack(struct.Struct("<BB"), "grid descriptor")
     if not (1 <= levels <= MAX_LEVELS and n_hidden <= MAX_HIDDEN_LAYERS):
@@ -244,8 +269,14 @@ def unpack(blob: bytes) -> GridRecord:
         rows = [reader.unpack(_LEVEL_CONTEXT, "latent context table") for _ in range(levels)]
         scales = np.asarray([r[:4] for r in rows], np.float64)
         bounds = [int(r[4]) for r in rows]
-        context = [LevelContext(np.asarray(r[:4], np.float16).reshape(2, 2), np.asarray(r[5:5 + grid_context.WEIGHTS],
-                                np.int8), np.asarray(r[5 + grid_context.WEIGHTS:], np.int8)) for r in rows]
+        context = [
+            LevelContext(
+                np.asarray(r[:4], np.float16).reshape(2, 2),
+                np.asarray(r[5 : 5 + grid_context.WEIGHTS], np.int8),
+                np.asarray(r[5 + grid_context.WEIGHTS :], np.int8),
+            )
+            for r in rows
+        ]
     else:
         rows = [reader.unpack(_LEVEL, "latent level table") for _ in range(levels)]
         scales = np.asarray([r[:2] for r in rows], np.float64)
@@ -269,8 +300,10 @@ def unpack(blob: bytes) -> GridRecord:
         raise FormatError(f"record has {len(body) - reader.pos} unexpected trailing bytes")
     stream = entropy.LaplaceReader(payload)
     if context is None:
-        latents = [_scatter(stream.read(s, b), size, where) for (s, b), size, where in
-                   zip(_latent_specs(masks, coded, scales, bounds), sizes, coded)]
+        latents = [
+            _scatter(stream.read(s, b), size, where)
+            for (s, b), size, where in zip(_latent_specs(masks, coded, scales, bounds), sizes, coded)
+        ]
     else:
         latents = _read_context_latents(stream, sizes, masks, coded, context, bounds)
     weights = [stream.read(np.full(n, float(lap)), bound) for n, (_, lap) in zip(counts, syn_rows)]
@@ -282,17 +315,23 @@ def unpack(blob: bytes) -> GridRecord:
     return GridRecord(h, w, shape, bits, box_list, latents, None, scene, weights, context)
 
 
-def _read_context_latents(stream: entropy.LaplaceReader, sizes: list[tuple[int, int]], masks: list[np.ndarray],
-                          coded: list[np.ndarray | None], contexts: list[LevelContext], bounds: list[int],
-                          ) -> list[np.ndarray]:
+def _read_context_latents(
+    stream: entropy.LaplaceReader,
+    sizes: list[tuple[int, int]],
+    masks: list[np.ndarray],
+    coded: list[np.ndarray | None],
+    contexts: list[LevelContext],
+    bounds: list[int],
+) -> list[np.ndarray]:
     """Latents decoded coarsest level first, anchors before the others, each pass's models from what is decoded."""
     latents: list[np.ndarray] = [np.zeros(0, np.int32)] * len(sizes)
     for lv in reversed(range(len(sizes))):
         level = np.zeros(sizes[lv], np.int32)
         coarser = latents[lv + 1] if lv + 1 < len(sizes) else None
         for first, (rows, cols) in zip((True, False), grid_context.pass_positions(sizes[lv], coded[lv])):
-            means, scales = grid_context.pass_models(level, coarser, masks[lv], contexts[lv], bounds[lv], rows, cols,
-                                                     first)
+            means, scales = grid_context.pass_models(
+                level, coarser, masks[lv], contexts[lv], bounds[lv], rows, cols, first
+            )
             level[rows, cols] = stream.read(scales, bounds[lv], means)
         latents[lv] = level
     return latents
@@ -305,14 +344,22 @@ def resolve(record: GridRecord, scenes: dict[str, GridRecord] | None) -> tuple[l
         return latents, record.layers()
     scene = (scenes or {}).get(record.scene)
     if scene is None:
-        raise FormatError(f"record references scene {record.scene!r}, which was not given "
-                          f"(pass scenes={{'{record.scene}': scene_bytes}})")
+        raise FormatError(
+            f"record references scene {record.scene!r}, which was not given "
+            f"(pass scenes={{'{record.scene}': scene_bytes}})"
+        )
     # Box-only levels may differ: they only decide where each record carries latents, not how they are summed.
     if scene.scene is not None or (scene.height, scene.width, scene.shape.dense, scene.weight_bits) != (
-            record.height, record.width, record.shape.dense, record.weight_bits):
-        raise FormatError(f"scene {record.scene!r} ({scene.width}x{scene.height}, {scene.shape}, "
-                          f"{scene.weight_bits} bits) does not fit the record ({record.width}x{record.height}, "
-                          f"{record.shape}, {record.weight_bits} bits)")
+        record.height,
+        record.width,
+        record.shape.dense,
+        record.weight_bits,
+    ):
+        raise FormatError(
+            f"scene {record.scene!r} ({scene.width}x{scene.height}, {scene.shape}, "
+            f"{scene.weight_bits} bits) does not fit the record ({record.width}x{record.height}, "
+            f"{record.shape}, {record.weight_bits} bits)"
+        )
     base = [torch.from_numpy(lat.astype(np.float32))[None] for lat in scene.latents]
     return [b + d for b, d in zip(base, latents)], merged_synthesis(scene, record).layers()
 
@@ -324,7 +371,8 @@ def merged_synthesis(scene: GridRecord, record: GridRecord) -> GridRecord:
     for base, delta in zip(scene.synthesis or [], record.synthesis_delta or []):
         values = base.values + delta
         if len(values) and int(np.abs(values).max()) > limit:
-            raise FormatError(f"record's synthesis differences leave the {scene.weight_bits}-bit range of scene "
-                              f"{record.scene!r}")
+            raise FormatError(
+                f"record's synthesis differences leave the {scene.weight_bits}-bit range of scene {record.scene!r}"
+            )
         merged.append(QuantizedTensor(values.astype(np.int32), base.scale, base.bits))
     return GridRecord(scene.height, scene.width, scene.shape, scene.weight_bits, [], scene.latents, merged)

@@ -30,8 +30,9 @@ class PaperCodec:
     config_class = PaperConfig
     supports_scenes = False
 
-    def encode(self, images: Sequence[Any], boxes_list: Sequence[Any], config: PaperConfig,
-               progress: bool = False) -> list[EncodedFrame]:
+    def encode(
+        self, images: Sequence[Any], boxes_list: Sequence[Any], config: PaperConfig, progress: bool = False
+    ) -> list[EncodedFrame]:
         """Background SIRENs, then object SIRENs, each shape fitted in one stacked call."""
         return encoder.encode_frames(images, boxes_list, config, progress)
 
@@ -41,8 +42,13 @@ class PaperCodec:
 
     def describe(self, parsed: Record) -> FrameInfo:
         """Size, boxes and SIREN shapes (width x depth) of a record."""
-        return FrameInfo((parsed.height, parsed.width), list(parsed.boxes), None, _shape(parsed.background),
-                         tuple(_shape(o.inr) for o in parsed.objects))
+        return FrameInfo(
+            (parsed.height, parsed.width),
+            list(parsed.boxes),
+            None,
+            _shape(parsed.background),
+            tuple(_shape(o.inr) for o in parsed.objects),
+        )
 
     def serialize(self, parsed: Record) -> bytes:
         """A parsed record back to bytes (deterministic)."""
@@ -55,5 +61,14 @@ class PaperCodec:
 
 CODEC = PaperCodec()
 
-__all__ = ["CODEC", "PAPER_BACKGROUND", "PAPER_OBJECT_CLASSES", "ObjectEntry", "ObjectSizeClass", "PaperCodec",
-           "PaperConfig", "Record", "SirenShape"]
+__all__ = [
+    "CODEC",
+    "PAPER_BACKGROUND",
+    "PAPER_OBJECT_CLASSES",
+    "ObjectEntry",
+    "ObjectSizeClass",
+    "PaperCodec",
+    "PaperConfig",
+    "Record",
+    "SirenShape",
+]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -10,7 +9,7 @@ import torch
 
 from ...core.fitting import PSNR_MARGIN, cosine_lr
 from ...core.metrics import mse_to_psnr
-from .siren import SirenShape, grid_coords, forward, init_params, render
+from .siren import SirenShape, forward, grid_coords, init_params, render
 from .weights import QuantizedINR, quantize_group, stack_params
 
 LR_FLOOR = 0.1  # the learning rate decays to a tenth so the last steps polish rather than stall
@@ -60,8 +59,10 @@ class _Group:
 
     def __init__(self, shape: SirenShape, targets: list[FitTarget], settings: FitSettings, device: torch.device):
         gen = torch.Generator().manual_seed(settings.seed)
-        self.params = [(w.to(device).requires_grad_(), b.to(device).requires_grad_())
-                       for w, b in init_params(shape, len(targets), settings.w0, gen)]
+        self.params = [
+            (w.to(device).requires_grad_(), b.to(device).requires_grad_())
+            for w, b in init_params(shape, len(targets), settings.w0, gen)
+        ]
         self.opt = torch.optim.Adam([t for pair in self.params for t in pair], lr=settings.lr)
         pmax = max(t.height * t.width for t in targets)
         out = targets[0].values.shape[-1]
@@ -84,7 +85,11 @@ class _Group:
         self.params = [(new[i], new[i + 1]) for i in range(0, len(new), 2)]
         self.opt = opt
         self.values, self.heights, self.widths, self.ids = (
-            self.values[mask], self.heights[mask], self.widths[mask], self.ids[mask])
+            self.values[mask],
+            self.heights[mask],
+            self.widths[mask],
+            self.ids[mask],
+        )
 
 
 def fit_sirens(
@@ -130,8 +135,15 @@ def fit_sirens(
 
 
 @torch.no_grad()
-def _evaluate(group: _Group, shape: SirenShape, targets: list[FitTarget], sizes: list[tuple[int, int]],
-              settings: FitSettings, best: list[FitResult | None], steps: int) -> torch.Tensor:
+def _evaluate(
+    group: _Group,
+    shape: SirenShape,
+    targets: list[FitTarget],
+    sizes: list[tuple[int, int]],
+    settings: FitSettings,
+    best: list[FitResult | None],
+    steps: int,
+) -> torch.Tensor:
     """Quantise the active INRs, measure their PSNR, keep each one's best; returns which reached the target."""
     detached = [(w.detach(), b.detach()) for w, b in group.params]
     quantized = quantize_group(shape, detached, settings.weight_bits, settings.first_layer_bits)
@@ -143,7 +155,7 @@ def _evaluate(group: _Group, shape: SirenShape, targets: list[FitTarget], sizes:
         err = (out - t.values.to(out.device)) ** 2
         if t.eval_mask is not None and bool(t.eval_mask.any()):
             err = err[t.eval_mask.to(out.device)]
-        value = mse_to_psnr(float(err.mean()) * t.error_scale ** 2)
+        value = mse_to_psnr(float(err.mean()) * t.error_scale**2)
         if best[i] is None or value > best[i].psnr:
             best[i] = FitResult(inr, value, steps)
         done[j] = value >= settings.target_psnr + PSNR_MARGIN

@@ -25,14 +25,16 @@ class PackedGroup:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "PackedGroup":
         """Move the stacked weights; membership stays on the host."""
-        params = [(w.to(device, non_blocking=non_blocking), b.to(device, non_blocking=non_blocking))
-                  for w, b in self.params]
+        params = [
+            (w.to(device, non_blocking=non_blocking), b.to(device, non_blocking=non_blocking)) for w, b in self.params
+        ]
         return PackedGroup(self.shape, self.w0, params, self.members)
 
     def pin_memory(self) -> "PackedGroup":
         """Page-locked copy for asynchronous host-to-GPU transfer."""
-        return PackedGroup(self.shape, self.w0, [(w.pin_memory(), b.pin_memory()) for w, b in self.params],
-                           self.members)
+        return PackedGroup(
+            self.shape, self.w0, [(w.pin_memory(), b.pin_memory()) for w, b in self.params], self.members
+        )
 
 
 @dataclass
@@ -52,21 +54,30 @@ class PackedSirens:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "PackedSirens":
         """Move the weights to `device` (the metadata stays in Python lists)."""
-        return PackedSirens([g.to(device, non_blocking) for g in self.groups], self.frame_sizes, self.frame_of,
-                            self.regions, self.q, self.members)
+        return PackedSirens(
+            [g.to(device, non_blocking) for g in self.groups],
+            self.frame_sizes,
+            self.frame_of,
+            self.regions,
+            self.q,
+            self.members,
+        )
 
     def pin_memory(self) -> "PackedSirens":
         """Page-locked copy, used by DataLoader(pin_memory=True)."""
-        return PackedSirens([g.pin_memory() for g in self.groups], self.frame_sizes, self.frame_of, self.regions,
-                            self.q, self.members)
+        return PackedSirens(
+            [g.pin_memory() for g in self.groups], self.frame_sizes, self.frame_of, self.regions, self.q, self.members
+        )
 
     def render_inrs(self, device: torch.device) -> list[torch.Tensor]:
         """One batched forward per group on `device`: the [h*w, 3] output of every INR, in INR order."""
         moved = self.to(device, non_blocking=True)
         rendered: list[torch.Tensor | None] = [None] * len(self.q)
         for group in moved.groups:
-            sizes = [(self.regions[i][2] - self.regions[i][0], self.regions[i][3] - self.regions[i][1])
-                     for i in group.members]
+            sizes = [
+                (self.regions[i][2] - self.regions[i][0], self.regions[i][3] - self.regions[i][1])
+                for i in group.members
+            ]
             for i, out in zip(group.members, render(group.params, sizes, group.w0)):
                 rendered[i] = out
         return rendered  # type: ignore[return-value]
@@ -115,10 +126,13 @@ def pack(records: Sequence[Record], scenes: Mapping[str, object] | None = None) 
     by_key: dict[tuple[SirenShape, float], list[int]] = defaultdict(list)
     for i, (inr, w0) in enumerate(zip(inrs, w0s)):
         by_key[(inr.shape, w0)].append(i)
-    groups = [PackedGroup(shape, w0, stack_params([inrs[i] for i in members]), members)
-              for (shape, w0), members in sorted(by_key.items())]
-    return [PackedSirens(groups, [(r.height, r.width) for r in records], frame_of, regions, q,
-                         list(range(len(records))))]
+    groups = [
+        PackedGroup(shape, w0, stack_params([inrs[i] for i in members]), members)
+        for (shape, w0), members in sorted(by_key.items())
+    ]
+    return [
+        PackedSirens(groups, [(r.height, r.width) for r in records], frame_of, regions, q, list(range(len(records))))
+    ]
 
 
 def backgrounds(records: Sequence[Record], device: torch.device) -> list[torch.Tensor]:

@@ -67,8 +67,11 @@ def _bits_byte(inr: QuantizedINR) -> int:
 
 def pack(record: Record) -> bytes:
     """Serialise a residual-SIREN record to bytes (deterministic)."""
-    parts = [pack_header(CODEC_ID, 0, record.height, record.width, record.w0, len(record.objects),
-                         entropy.coder_id(record.coder))]
+    parts = [
+        pack_header(
+            CODEC_ID, 0, record.height, record.width, record.w0, len(record.objects), entropy.coder_id(record.coder)
+        )
+    ]
     for inr in record.inrs():
         parts.append(_INR.pack(inr.shape.width, inr.shape.depth, _bits_byte(inr)))
     for obj in record.objects:
@@ -102,8 +105,10 @@ def unpack(blob: bytes) -> Record:
     reader = Reader(body, HEADER.size)
     reader.take((n_boxes + 1) * _INR.size + n_boxes * _BOX.size, "INR and box tables")  # size check first
     reader.pos = HEADER.size
-    shapes = [_parse_shape(*reader.unpack(_INR, "INR table"), what="background" if i == 0 else f"box {i - 1}")
-              for i in range(n_boxes + 1)]
+    shapes = [
+        _parse_shape(*reader.unpack(_INR, "INR table"), what="background" if i == 0 else f"box {i - 1}")
+        for i in range(n_boxes + 1)
+    ]
     boxes = [reader.unpack(_BOX, "box table") for _ in range(n_boxes)]
     for i, (x0, y0, x1, y1, q) in enumerate(boxes):
         check_box(i, (x0, y0, x1, y1), h, w)
@@ -125,7 +130,7 @@ def unpack(blob: bytes) -> Record:
     inrs, start = [], 0
     for shape, _, _ in shapes:
         n = 2 * len(shape.layer_dims())
-        inrs.append(QuantizedINR(shape, tensors[start:start + n]))
+        inrs.append(QuantizedINR(shape, tensors[start : start + n]))
         start += n
     objects = [ObjectEntry(tuple(b[:4]), b[4], inr) for b, inr in zip(boxes, inrs[1:])]
     return Record(h, w, head.w0, inrs[0], objects, entropy.CODER_NAMES[head.coder], CODEC)

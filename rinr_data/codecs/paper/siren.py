@@ -88,8 +88,13 @@ def tile_coords(sizes: list[tuple[int, int]], device: torch.device) -> torch.Ten
     return grid_coords(hw[owner, 0][:, None], hw[owner, 1][:, None], flat)
 
 
-def render(params: Params, sizes: list[tuple[int, int]], w0: float, *, max_tiles: int | None = None,
-           ) -> list[torch.Tensor]:
+def render(
+    params: Params,
+    sizes: list[tuple[int, int]],
+    w0: float,
+    *,
+    max_tiles: int | None = None,
+) -> list[torch.Tensor]:
     """Evaluate every INR of a stacked group over its full grid; returns one [h*w, out] tensor per INR.
 
     Pixels are processed in fixed-size tiles (see TILE) so results do not depend on which INRs share the call;
@@ -100,12 +105,11 @@ def render(params: Params, sizes: list[tuple[int, int]], w0: float, *, max_tiles
         max_tiles = 32 if device.type == "cpu" else 1024
     tiles_per_inr = [math.ceil(h * w / TILE) for h, w in sizes]
     coords = tile_coords(sizes, device)
-    owner = torch.repeat_interleave(torch.arange(len(sizes), device=device),
-                                    torch.tensor(tiles_per_inr, device=device))
+    owner = torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(tiles_per_inr, device=device))
     out = torch.empty(coords.shape[0], TILE, params[-1][0].shape[-1], device=device)
     for start in range(0, coords.shape[0], max_tiles):
-        idx = owner[start:start + max_tiles]
+        idx = owner[start : start + max_tiles]
         tile_params = [(w.index_select(0, idx), b.index_select(0, idx)) for w, b in params]
-        out[start:start + max_tiles] = forward(tile_params, coords[start:start + max_tiles], w0)
+        out[start : start + max_tiles] = forward(tile_params, coords[start : start + max_tiles], w0)
     pieces = torch.split(out, tiles_per_inr)
     return [p.reshape(-1, p.shape[-1])[: h * w] for p, (h, w) in zip(pieces, sizes)]
