@@ -17,10 +17,11 @@ from rinr_data.codecs import RECORD_MEMBER
 from rinr_data.codecs.classic import CLASSIC_CODECS
 from rinr_data.errors import WrongCodecError
 from rinr_data.pipeline.augment import AugmentConfig
-from rinr_data.pipeline.dataset import ON_ERROR, RINRDataset
+from rinr_data.pipeline.dataset import RINRDataset
 from rinr_data.pipeline.loader import RINRLoader
 from rinr_data.pipeline.samples import ParsedSample, parse_sample
 from rinr_data.pipeline.shardlist import resolve_shards
+from rinr_data.pipeline.stages import ON_ERROR
 from rinr_data.pipeline.streaming import FetchPolicy
 from rinr_data.shards import image_member
 
