@@ -64,7 +64,7 @@ class CodecDataset(RINRDataset):
         """Refuse members of another codec; with encoded_jpeg keep the JPEG bytes for the device decode."""
         codec, _ = image_member(sample)
         self._check(codec, f"{sample.get('__url__')} (sample {sample['__key__']!r}): ", "holds")
-        return parse_sample(sample, keep_encoded=self.encoded_jpeg)
+        return parse_sample(sample, keep_encoded=self.encoded_jpeg, classes=self.classes)
 
 
 class ShardDataModule(L.LightningDataModule):

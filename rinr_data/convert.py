@@ -2,7 +2,8 @@
 
 Samples keep the source's order and shard i holds samples [i * shard_size, (i + 1) * shard_size) that did not
 fail, so a shard's content never depends on how the run was interrupted or how many ranks shared the work.
-A shard appears under its final name only when complete (see shards.write_shard); a re-run skips those.
+A shard appears under its final name only when complete (see shards.write_shard); a re-run keeps those that still
+match what was written (shards.complete_shard_problem) and redoes the others.
 """
 
 from __future__ import annotations
@@ -369,7 +370,7 @@ def encode_dataset(
     plan = plan_shards(len(source.items), config.shard_size)
     mine = [i for i in range(len(plan)) if i % world == rank]
     names = [shards.shard_name(config.prefix, i) for i in range(len(plan))]
-    done = [i for i in mine if (out / names[i]).is_file()]
+    done = [i for i in mine if (out / names[i]).is_file() and _keep_complete(out, names[i], len(plan[i]), log)]
     todo = [i for i in mine if i not in done]
     if done and rank == 0 and todo:
         log(f"resuming: {len(done)} complete shard(s) kept, {len(todo)} to encode")
@@ -413,6 +414,18 @@ def encode_dataset(
     manifest = build_manifest(source, config, infos)
     path = shards.write_manifest(out, manifest)
     return ConvertResult(written, [names[i] for i in done], path, manifest["samples"], manifest["skipped"])
+
+
+def _keep_complete(out: Path, name: str, planned: int, log: Log) -> bool:
+    """Whether a shard found under its final name is the one written there; a damaged one is removed to be redone."""
+    # The final name means "complete" only until someone cuts or edits the file; keeping a damaged shard would put
+    # it in the manifest (or stop the run with a traceback when the manifest is built).
+    problem = shards.complete_shard_problem(out, name, planned)
+    if problem is None:
+        return True
+    log(f"redoing {name}: {problem}")
+    (out / name).unlink()
+    return False
 
 
 def encode_shard(

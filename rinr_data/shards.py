@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Sequence
@@ -29,7 +30,9 @@ CODEC_OF_EXTENSION = {v: k for k, v in IMAGE_EXTENSIONS.items()}
 JSON_FIELDS = ("width", "height", "boxes", "labels", "source", "object_psnr", "background_psnr")
 SCENE_EXTENSION = "scene"
 PSNR_LOSSLESS = 999.0
-_KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_/-]*$")
+# '/'-separated non-empty parts of letters, digits, '_' and '-': no dots (so no '..' and no webdataset extension
+# split), no leading '/', no empty part. A key becomes a file path in rinr-decode; this is what keeps it inside OUT.
+_KEY = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
 _SHARD = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{6})\.tar$")
 
 
@@ -49,8 +52,7 @@ class ShardSample:
 
     def members(self) -> dict[str, Any]:
         """The webdataset sample dict: {"__key__", "<ext>": bytes, "json": bytes, "<id>.scene": bytes...}."""
-        if not _KEY.match(self.key) or "." in self.key:
-            raise ValueError(f"shard keys must be non-empty and free of dots, got {self.key!r}")
+        check_key(self.key)
         members = {
             "__key__": self.key,
             IMAGE_EXTENSIONS[self.codec]: bytes(self.image),
@@ -74,6 +76,32 @@ class ShardInfo:
     def manifest_entry(self) -> dict[str, Any]:
         """The manifest's view: name, samples, bytes, sha256."""
         return {"name": self.name, "samples": self.samples, "bytes": self.bytes, "sha256": self.sha256}
+
+
+def check_key(key: Any) -> str:
+    """`key` if it is a safe sample key (see _KEY), else a FormatError naming it; used on write and on every read."""
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise FormatError(
+            f"sample key {key!r} is not safe: keys must be free of dots and made of '/'-separated non-empty parts "
+            "of letters, digits, '_' and '-'"
+        )
+    return key
+
+
+def check_labels(labels: Any, classes: Sequence[str] | None) -> list[int]:
+    """A sample JSON's labels as class indices: non-negative ints, below len(classes) when the classes are known."""
+    if not isinstance(labels, list):
+        raise FormatError(f"labels must be a list, got {type(labels).__name__}")
+    for label in labels:
+        # bool is an int subclass, and 1.0 would pass a range check: only true ints are class indices.
+        if isinstance(label, bool) or not isinstance(label, int) or label < 0:
+            raise FormatError(f"label {label!r} is not a class index (a non-negative int)")
+        if classes is not None and label >= len(classes):
+            raise FormatError(
+                f"label {label!r} is not a class index: the manifest has {len(classes)} class(es)"
+                + (f" (0 to {len(classes) - 1})" if classes else "")
+            )
+    return labels
 
 
 def shard_name(prefix: str, index: int) -> str:
@@ -187,6 +215,56 @@ def read_shard_info(out: str | Path, name: str) -> ShardInfo:
     return ShardInfo(name, samples, path.stat().st_size, sha256_file(path))
 
 
+def _recorded_info(out: Path, name: str) -> tuple[dict[str, Any], str] | None:
+    """(entry with bytes and sha256, where it came from) for a shard: its report, else the manifest's entry."""
+    try:
+        report = json.loads(report_path(out, name).read_text())
+        if isinstance(report, dict) and {"bytes", "sha256"} <= set(report):
+            return report, f"its report {WORK_DIR}/{name}.json"
+    except (OSError, ValueError):
+        pass
+    try:
+        for entry in read_manifest(out)["shards"]:
+            if entry["name"] == name:
+                return entry, MANIFEST
+    except FormatError:
+        pass
+    return None
+
+
+def complete_shard_problem(out: str | Path, name: str, max_samples: int) -> str | None:
+    """Why `out/name` is not the complete shard that was written there (None when it is), for a resumed encode.
+
+    Checked against the size and sha256 its report (or else the manifest) recorded; with neither, the shard must
+    read to the end, hold at most `max_samples` samples, and end the way every shard written here ends.
+    """
+    out = Path(out)
+    path = out / name
+    size = path.stat().st_size
+    recorded = _recorded_info(out, name)
+    if recorded is not None:
+        entry, where = recorded
+        if size != entry["bytes"]:
+            return f"{size} bytes, {where} says {entry['bytes']}"
+        if sha256_file(path) != entry["sha256"]:
+            return f"sha256 differs from the one {where} holds"
+        return None
+    # tarfile closes every archive it writes with two zero blocks, padded with zeros to whole records; a cut
+    # shard can still read without error (tarfile does not require the end blocks), so look for them.
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 2 * tarfile.BLOCKSIZE))
+        tail = f.read()
+    if size % tarfile.RECORDSIZE or tail != bytes(2 * tarfile.BLOCKSIZE):
+        return f"no record of it and its {size} bytes do not end the way a complete tar ends"
+    try:
+        samples = sum(1 for _ in iter_shard(path))
+    except FormatError as exc:
+        return str(exc)
+    if samples > max_samples:
+        return f"holds {samples} samples, more than the {max_samples} planned for it"
+    return None
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary file and rename it over `path`, so readers never see half a file."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -219,6 +297,9 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     for n, s in enumerate(data.get("shards", [])):
         if not isinstance(s, dict) or not {"name", "samples", "bytes", "sha256"} <= set(s):
             raise FormatError(f"{path}: shards[{n}] needs name, samples, bytes and sha256")
+    classes = data.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise FormatError(f"{path}: classes must be a list of names")
     return data
 
 
@@ -234,7 +315,15 @@ def tar_samples(stream: BinaryIO, name: str) -> Iterator[dict[str, Any]]:
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
     try:
-        yield from group_by_keys(tar_file_expander([{"url": name, "stream": stream}]))
+        for sample in group_by_keys(tar_file_expander([{"url": name, "stream": stream}])):
+            try:
+                check_key(sample["__key__"])
+            except FormatError:
+                # A member name such as '../x.rinr' or '/abs/x.rinr': none of its bytes reach a reader, and
+                # sample_json / image_member raise for its key, so each reader handles it as one damaged sample
+                # (named with its shard) and goes on with the rest of the shard.
+                sample = {"__key__": sample["__key__"], "__url__": sample.get("__url__")}
+            yield sample
     except FormatError:
         raise
     except Exception as exc:  # tarfile, EOF, webdataset's duplicate-member ValueError
@@ -276,7 +365,8 @@ def scene_members(samples: Iterable[dict[str, Any]]) -> dict[str, bytes]:
 
 
 def image_member(sample: dict[str, Any]) -> tuple[str, bytes]:
-    """(codec, bytes) of a sample's image member; FormatError if it has none or several."""
+    """(codec, bytes) of a sample's image member; FormatError if it has none or several, or an unsafe key."""
+    check_key(sample.get("__key__"))
     found = [(CODEC_OF_EXTENSION[k], v) for k, v in sample.items() if k in CODEC_OF_EXTENSION]
     if len(found) != 1:
         raise FormatError(
@@ -287,8 +377,8 @@ def image_member(sample: dict[str, Any]) -> tuple[str, bytes]:
 
 
 def sample_json(sample: dict[str, Any]) -> dict[str, Any]:
-    """The parsed and checked `{key}.json` member of a sample (FormatError if missing or malformed)."""
-    key = sample.get("__key__")
+    """The parsed and checked `{key}.json` member of a sample (FormatError if missing, malformed or its key unsafe)."""
+    key = check_key(sample.get("__key__"))
     if "json" not in sample:
         raise FormatError(f"sample {key!r}: no .json member")
     try:
@@ -310,9 +400,13 @@ def find_shards(paths: Sequence[str | Path]) -> tuple[list[Path], dict[str, Any]
         if p.is_dir():
             if (p / MANIFEST).is_file():
                 manifest = read_manifest(p)
-                shards += [p / s["name"] for s in manifest["shards"]]
+                found = [p / _shard_file(s["name"], p) for s in manifest["shards"]]
             else:
-                shards += sorted(q for q in p.glob("*.tar") if _SHARD.match(q.name))
+                found = sorted(q for q in p.glob("*.tar") if _SHARD.match(q.name) and q.is_file())
+            if not found:
+                # Nothing to read is an error, not an empty success: a wrong folder must not pass --verify.
+                raise FormatError(f"{p}: no shards found")
+            shards += found
         elif p.is_file():
             shards.append(p)
             if manifest is None and (p.parent / MANIFEST).is_file():
@@ -320,3 +414,10 @@ def find_shards(paths: Sequence[str | Path]) -> tuple[list[Path], dict[str, Any]
         else:
             raise FormatError(f"{p}: no such shard file or folder")
     return shards, manifest
+
+
+def _shard_file(name: Any, folder: Path) -> str:
+    """A manifest's shard name, which must be a file name inside the manifest's folder."""
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise FormatError(f"{folder / MANIFEST}: shard name {name!r} is not a file name in {folder}")
+    return name

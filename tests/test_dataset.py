@@ -106,8 +106,12 @@ def test_local_shards_without_a_manifest_are_counted(rinr_dir, tmp_path):
     assert sum(s.samples for s in bare.shards) == 10
     assert len(RINRLoader(bare)) == len(list(RINRLoader(bare))) > 0  # a length, and equal batches under DDP work
     # Remote shards (not fetched to count) and unreadable local ones stay uncounted; equal batches then refuse.
-    missing = str(tmp_path / "gone.tar")
-    unknown = RINRDataset(["http://127.0.0.1:9/shard-000000.tar", missing, *urls], batch_size=2, rank=0, world_size=2)
+    # (A local path with nothing at it is refused outright: tests/test_hostile_records.py.)
+    unreadable = tmp_path / "junk.tar"
+    unreadable.write_bytes(b"not a tar file" * 100)
+    unknown = RINRDataset(
+        ["http://127.0.0.1:9/shard-000000.tar", str(unreadable), *urls], batch_size=2, rank=0, world_size=2
+    )
     assert [s.samples for s in unknown.shards[:2]] == [None, None]
     with pytest.raises(ValueError, match="manifest"):
         next(iter(unknown))

@@ -75,16 +75,27 @@ def test_a_fatal_error_raises_under_every_policy():
             list(stages.parse_samples([(ref("s.tar"), {"__key__": "a"})], wrong_codec, stages.ErrorPolicy("skip")))
 
 
-def test_read_shards_skips_an_unreadable_shard_under_skip_and_raises_under_raise():
-    def read(r: ShardRef) -> list[dict]:
+def test_read_shards_keeps_what_was_read_before_the_damage_under_skip_and_raises_under_raise():
+    def read(r: ShardRef) -> tuple[list[dict], FormatError | None]:
         if r.url.endswith("broken.tar"):
-            raise FormatError(f"{r.url}: cannot read shard: truncated")
-        return [{"__key__": "k"}]
+            return [], FormatError(f"{r.url}: cannot read shard: not a tar file")
+        if r.url.endswith("cut.tar"):
+            return [{"__key__": "before"}], FormatError(f"{r.url}: cannot read shard: unexpected end of data")
+        return [{"__key__": "k"}], None
 
-    refs = [ref("broken.tar"), ref("ok.tar")]
+    refs = [ref("broken.tar"), ref("cut.tar"), ref("ok.tar")]
     skip = stages.ErrorPolicy("skip")
-    assert [r.url for r, _ in stages.read_shards(refs, read, skip)] == ["/data/ok.tar"] and skip.dropped == 1
-    with pytest.raises(FormatError, match="cannot read shard"):
+    got = [(r.url, [s["__key__"] for s in raw]) for r, raw in stages.read_shards(refs, read, skip)]
+    assert got == [("/data/cut.tar", ["before"]), ("/data/ok.tar", ["k"])] and skip.dropped == 2
+    warn = stages.ErrorPolicy("warn")
+    with pytest.warns(UserWarning) as caught:
+        list(stages.read_shards(refs, read, warn))
+    assert [str(w.message) for w in caught] == [
+        "/data/broken.tar: cannot read shard: not a tar file (shard skipped)",
+        "/data/cut.tar: cannot read shard: unexpected end of data (1 whole sample(s) before the damage kept, the rest "
+        "skipped)",
+    ]
+    with pytest.raises(FormatError, match="broken.tar: cannot read shard"):
         list(stages.read_shards(refs, read, stages.ErrorPolicy("raise")))
     with pytest.raises(ValueError, match="on_error must be one of"):
         stages.ErrorPolicy("ignore")

@@ -11,19 +11,33 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import FormatError
-from ..shards import find_shards
+from ..shards import check_key, check_labels, find_shards, sample_json
 
 
 def decoded_samples(
-    paths: Sequence[str | Path], device: str = "cpu", batch: int = 16
+    paths: Sequence[str | Path], device: str = "cpu", batch: int = 16, classes: Sequence[str] | None = None
 ) -> Iterator[tuple[str, Any, dict[str, Any]]]:
-    """(key, uint8 [3, H, W] image, json) for every sample of the shards, decoded `batch` at a time."""
+    """(key, uint8 [3, H, W] image, json) for every sample of the shards, decoded `batch` at a time.
+
+    Raises FormatError naming the shard and sample for a damaged sample, a key met twice, or labels that are not
+    class indices (below len(classes) when `classes` is given).
+    """
     from ..pipeline.samples import local_shard, parse_named  # torch-backed: loaded on first decode, --help stays fast
 
     shard_paths, _ = find_shards(paths)
+    seen: dict[str, str] = {}
     for path in shard_paths:
         pending = []
         for sample in local_shard(path):
+            key = sample.get("__key__")
+            try:
+                # Before parsing: the labels become COCO categories, and a key met twice would overwrite a PNG.
+                check_labels(sample_json(sample)["labels"], classes)
+                if key in seen:
+                    raise FormatError(f"the key is used twice (first in {seen[key]})")
+            except FormatError as exc:
+                raise FormatError(f"{path.name}: sample {key!r}: {exc}") from exc
+            seen[key] = path.name
             pending.append(parse_named(sample, path.name))
             if len(pending) >= batch:
                 yield from _flush(pending, device)
@@ -64,7 +78,7 @@ def coco_annotations(samples: list[tuple[str, dict[str, Any]]], classes: Sequenc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run rinr-decode; exit code 2 when a shard or record cannot be read."""
+    """Run rinr-decode; exit code 2 when a shard, record or label cannot be read or an image cannot be written."""
     from PIL import Image
 
     p = argparse.ArgumentParser(prog="rinr-decode", description=__doc__)
@@ -75,16 +89,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         _, manifest = find_shards([args.path])
-        (args.out / "images").mkdir(parents=True, exist_ok=True)
+        classes = manifest.get("classes") if manifest else None
+        images = args.out / "images"
+        images.mkdir(parents=True, exist_ok=True)
+        root = images.resolve()
         written = []
-        for key, img, meta in decoded_samples([args.path], args.device, max(1, args.batch)):
-            file_name = f"{key}.png"
-            Image.fromarray(np.ascontiguousarray(img.permute(1, 2, 0).numpy())).save(args.out / "images" / file_name)
+        for key, img, meta in decoded_samples([args.path], args.device, max(1, args.batch), classes):
+            file_name = f"{check_key(key)}.png"
+            target = (images / file_name).resolve()
+            # Keys were checked on read; this keeps OUT closed even to a symlink inside it pointing elsewhere.
+            if not target.is_relative_to(root):
+                raise FormatError(f"sample {key!r}: its image {target} would be written outside {images}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.ascontiguousarray(img.permute(1, 2, 0).numpy())).save(target)
             written.append((file_name, meta))
-    except FormatError as exc:
+    except (FormatError, OSError) as exc:  # OSError: OUT cannot be written
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    coco = coco_annotations(written, manifest["classes"] if manifest else [])
+    coco = coco_annotations(written, classes or [])
     (args.out / "annotations.json").write_text(json.dumps(coco, indent=1) + "\n")
     print(f"{len(written)} images and {len(coco['annotations'])} boxes written to {args.out}", file=sys.stderr)
     return 0

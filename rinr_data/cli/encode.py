@@ -14,7 +14,7 @@ from .. import codecs
 from ..codecs import PRESETS, SceneConfig
 from ..convert import CODECS, ON_ERROR, SCENE_MODES, ConvertConfig, encode_dataset, init_distributed
 from ..core.devices import rank_and_world
-from ..errors import ResumeError
+from ..errors import FormatError, ResumeError
 from ..sources import FORMATS, SampleError, SourceError, open_source, parse_size
 
 
@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None, *, on_sample: Callable[[int, str], N
             result = encode_dataset(
                 source, args.out, config, rank=rank, world=world, progress=not args.no_progress, on_sample=on_sample
             )
-        except ResumeError as exc:
+        except (ResumeError, FormatError) as exc:  # FormatError: a shard of the output changed under the run
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except SampleError as exc:

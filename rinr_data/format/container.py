@@ -25,6 +25,11 @@ CRC = struct.Struct("<I")
 
 MAX_SIDE = 16384
 MAX_BOXES = 4096
+# Decoding allocates per pixel (a grid frame ~150 bytes a pixel in float32 while it renders), and a record of a few
+# hundred bytes can declare any size: like Pillow's MAX_IMAGE_PIXELS, frames above this are refused before anything is
+# allocated. 4096x4096 covers the cameras this is for; raise it (rinr_data.format.container.MAX_IMAGE_PIXELS = N) for
+# trusted records of larger frames.
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -96,9 +101,15 @@ def read_header(blob: bytes) -> Header:
 
 
 def check_frame(height: int, width: int, n_boxes: int) -> None:
-    """Frame size and box count bounds shared by every codec (raises FormatError)."""
+    """Frame size, pixel count and box count bounds shared by every codec (raises FormatError)."""
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise FormatError(f"image size {width}x{height} out of bounds (1..{MAX_SIDE})")
+    if height * width > MAX_IMAGE_PIXELS:
+        raise FormatError(
+            f"{width}x{height} frame ({height * width} pixels) exceeds MAX_IMAGE_PIXELS ({MAX_IMAGE_PIXELS}): "
+            "refused as a possible decompression bomb; raise rinr_data.format.container.MAX_IMAGE_PIXELS for "
+            "trusted records"
+        )
     if n_boxes > MAX_BOXES:
         raise FormatError(f"{n_boxes} boxes exceed the limit of {MAX_BOXES}")
 

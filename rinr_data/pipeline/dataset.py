@@ -176,7 +176,7 @@ class RINRDataset(IterableDataset):
 
     def parse(self, sample: dict[str, Any]) -> ParsedSample:
         """Worker-side parsing of one raw sample; subclasses override it (e.g. to keep JPEG bytes for a GPU decode)."""
-        return parse_sample(sample)
+        return parse_sample(sample, classes=self.classes)
 
     def __iter__(self) -> Iterator[LoaderBatch]:
         worker, workers = self._worker()

@@ -16,7 +16,7 @@ import torch
 from .. import codecs
 from ..decode import SceneTable
 from ..errors import FormatError
-from ..shards import image_member, iter_shard, sample_json, scene_members, tar_samples
+from ..shards import check_labels, image_member, iter_shard, sample_json, scene_members, stored_boxes, tar_samples
 from .shardlist import ShardRef
 from .streaming import FetchPolicy, open_shard
 
@@ -51,16 +51,23 @@ def with_scenes(raw: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
     return raw
 
 
-def read_shard(ref: ShardRef, policy: FetchPolicy) -> list[dict[str, Any]]:
-    """The raw samples of one (local or remote) shard with its scenes attached (FormatError naming the shard)."""
+def read_shard(ref: ShardRef, policy: FetchPolicy) -> tuple[list[dict[str, Any]], FormatError | None]:
+    """The raw samples of one (local or remote) shard with its scenes attached, and the error that cut it short.
+
+    A shard damaged part-way (truncated, a corrupt header) still gives the whole samples before the damage; the
+    error (None for an intact shard) names the shard.
+    """
+    raw: list[dict[str, Any]] = []
+    error = None
     try:
         with open_shard(ref.url, policy) as stream:
-            raw = list(tar_samples(stream, ref.url))
-    except FormatError:
-        raise
+            for sample in tar_samples(stream, ref.url):
+                raw.append(sample)
+    except FormatError as exc:
+        error = exc
     except Exception as exc:  # fetching or opening (OSError, HTTP errors): name the shard
-        raise FormatError(f"{ref.url}: cannot read shard: {exc}") from exc
-    return with_scenes(raw, ref.url)
+        error = FormatError(f"{ref.url}: cannot read shard: {exc}")
+    return with_scenes(raw, ref.url), error
 
 
 def local_shard(path: str | Path) -> list[dict[str, Any]]:
@@ -69,14 +76,19 @@ def local_shard(path: str | Path) -> list[dict[str, Any]]:
     return with_scenes(list(iter_shard(path)), path.name)
 
 
-def parse_sample(sample: dict[str, Any], keep_encoded: bool = False) -> ParsedSample:
+def parse_sample(
+    sample: dict[str, Any], keep_encoded: bool = False, classes: Sequence[str] | None = None
+) -> ParsedSample:
     """Check a raw sample's JSON against its member and parse the member with its codec (raises FormatError).
 
+    The boxes served are the record's own where the codec stores them (the JSON must agree); labels must be
+    class indices of `classes` (the manifest's class names; None: any non-negative integer).
     keep_encoded: leave members undecoded where their codec decodes on the device (JPEG with nvJPEG).
     """
     key = sample["__key__"]
     meta = sample_json(sample)
     member, data = image_member(sample)
+    check_labels(meta["labels"], classes)
     boxes = torch.tensor(meta["boxes"], dtype=torch.float32).reshape(-1, 4)
     labels = torch.tensor(meta["labels"], dtype=torch.int64).reshape(-1)
     size = (int(meta["height"]), int(meta["width"]))
@@ -93,8 +105,13 @@ def parse_sample(sample: dict[str, Any], keep_encoded: bool = False) -> ParsedSa
     if info.size != size:
         what = "record" if member == codecs.RECORD_MEMBER else "image"
         raise FormatError(f"{what} is {info.size[1]}x{info.size[0]} but its json says {size[1]}x{size[0]}")
-    if info.boxes is not None and len(info.boxes) != len(boxes):
-        raise FormatError(f"record has {len(info.boxes)} boxes but its json {len(boxes)}")
+    if info.boxes is not None:
+        stored = [[float(v) for v in b] for b in info.boxes]
+        if len(stored) != len(boxes):
+            raise FormatError(f"record has {len(stored)} boxes but its json {len(boxes)}")
+        if stored != stored_boxes(meta["boxes"]):
+            raise FormatError(f"record boxes {stored} differ from its json boxes {meta['boxes']}")
+        boxes = torch.tensor(stored, dtype=torch.float32).reshape(-1, 4)
     return ParsedSample(key, codec.name, payload, boxes, labels, size, scene, info.scene, meta)
 
 

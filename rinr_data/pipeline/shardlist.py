@@ -8,6 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import urlparse
 
 from ..errors import FormatError
 from ..shards import MANIFEST, count_samples, read_manifest
@@ -44,17 +45,26 @@ def resolve_shards(
     """Shard list and manifest of: a dataset folder or its manifest.json (local or http), brace patterns or a list."""
     policy = policy or FetchPolicy()
     if isinstance(source, (list, tuple)):
-        return [_counted(u, policy) for item in source for u in _expand(str(item))], None
+        return [_counted(_exists(u), policy) for item in source for u in _expand(str(item))], None
     text = str(source)
     if text.endswith(MANIFEST) or (not is_remote(text) and Path(text).is_dir()):
         base = text[: -len(MANIFEST)].rstrip("/") if text.endswith(MANIFEST) else text.rstrip("/")
         manifest = _remote_manifest(text, policy) if is_remote(text) else read_manifest(base)
         refs = [ShardRef(f"{base}/{s['name']}", int(s["samples"])) for s in manifest["shards"]]
         return refs, manifest
-    refs = [_counted(u, policy) for u in _expand(text)]
+    refs = [_counted(_exists(u), policy) for u in _expand(text)]
     if not refs:
         raise FormatError(f"no shards match {text!r}")
     return refs, None
+
+
+def _exists(url: str) -> str:
+    # Nothing at a path the caller named is a misconfiguration, not a damaged shard: refused here, whatever on_error
+    # says, instead of yielding an empty epoch; remote URLs are only known when fetched.
+    local = urlparse(url).path if url.startswith("file://") else url
+    if not is_remote(url) and not Path(local).exists():
+        raise FormatError(f"{url}: no such shard file or dataset folder")
+    return url
 
 
 def _counted(url: str, policy: FetchPolicy) -> ShardRef:

@@ -44,18 +44,21 @@ class ErrorPolicy:
 
 
 def read_shards(
-    refs: Iterable[ShardRef], read: Callable[[ShardRef], list[dict[str, Any]]], handler: Handler = reraise
+    refs: Iterable[ShardRef],
+    read: Callable[[ShardRef], tuple[list[dict[str, Any]], FormatError | None]],
+    handler: Handler = reraise,
 ) -> Iterator[tuple[ShardRef, list[dict[str, Any]]]]:
-    """(shard, its raw samples) for each shard `read` can open; a shard that cannot be read goes to `handler`."""
+    """(shard, its raw samples) per shard; a shard `read` could not finish goes to `handler`, which keeps (unless it
+    raises) the whole samples read before the damage."""
     for ref in refs:
-        try:
-            raw = read(ref)
-        except FormatError as exc:
+        raw, error = read(ref)
+        if error is not None:
             if _raises(handler):
-                raise
-            handler(FormatError(f"{exc} (shard skipped)"))
-            continue
-        yield ref, raw
+                raise error
+            kept = f"{len(raw)} whole sample(s) before the damage kept, the rest skipped" if raw else "shard skipped"
+            handler(FormatError(f"{error} ({kept})"))
+        if raw:
+            yield ref, raw
 
 
 def _raises(handler: Handler) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,10 +121,29 @@ def relative(path: Path, root: Path) -> str:
         return path.name
 
 
-def find_image(name: str, folders: Sequence[Path], stem_fallback: bool = False) -> Path | None:
-    """First existing `folder/name`; with stem_fallback also `folder/<stem>.<any image suffix>`."""
+def inside_root(name: str | Path, root: Path, base: Path | None = None) -> bool:
+    """Whether the annotation path `name`, read from `base` (default `root`), stays inside the dataset `root`.
+
+    Absolute paths never do; `..` may climb only within the root. Lexical, so a symlink the user placed inside the
+    dataset is trusted as laid out.
+    """
+    if Path(name).is_absolute():
+        return False
+    # abspath, not normpath alone: with root "." a normalised "../x.png" would still count as relative to it.
+    full = Path(os.path.abspath((root if base is None else base) / name))
+    return full.is_relative_to(os.path.abspath(root))
+
+
+def outside_root_error(where: str, field_name: str, name: str, root: Path) -> str:
+    """The message for an annotation path that leaves the dataset root."""
+    return f"{where}: {field_name} {name!r} points outside the dataset root {root}; refused"
+
+
+def find_image(name: str, folders: Sequence[Path], root: Path, stem_fallback: bool = False) -> Path | None:
+    """First existing `folder/name` inside `root`; with stem_fallback also `folder/<stem>.<any image suffix>`."""
     for folder in folders:
-        if (folder / name).is_file():
+        # Each folder is checked on its own: `../images/a.png` is fine from annotations/ but leaves the root from root.
+        if inside_root(name, root, folder) and (folder / name).is_file():
             return folder / name
     if stem_fallback:
         stem = Path(name).stem
@@ -216,16 +236,72 @@ def target_size(
     return width, height
 
 
+_UINT16_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _tag_values(tags: Any, tag: int) -> list[float] | None:
+    """A TIFF tag's numbers (one per sample, or one), or None if it is absent or not numbers."""
+    value = tags.get(tag) if tags is not None else None
+    if value is None:
+        return None
+    values = finite(value if isinstance(value, tuple) else (value,))
+    return values or None
+
+
+def _value_range(mode: str, fmt: str | None, tags: Any) -> tuple[float, float] | None:
+    """(black, white) sample values of a high-bit-depth gray image, or None where the file does not say."""
+    if mode in _UINT16_MODES or (mode == "I" and fmt in ("PNG", "PPM")):
+        return 0.0, 65535.0  # PNG (older Pillow) and 16-bit PGM come as mode I holding 0..65535
+    if fmt != "TIFF":
+        return None
+    highs = _tag_values(tags, 341)  # SMaxSampleValue (with SMinSampleValue, 340): the range the writer declared
+    if highs is not None:
+        lo, hi = min(_tag_values(tags, 340) or [0.0]), max(highs)
+        return (lo, hi) if hi > lo else None
+    bits = _tag_values(tags, 258)  # BitsPerSample
+    if mode == "I" and bits is not None and max(bits) <= 16:
+        return 0.0, float(2 ** int(max(bits)) - 1)
+    return None  # 32-bit integers and floats carry no range of their own: guessing one could wash the image out
+
+
+def _to_rgb8(pil: Any, item: SourceItem) -> Any:
+    """The image as 8-bit RGB; high-bit-depth gray scaled from its declared range, SampleError if it has none."""
+    from PIL import Image
+
+    if pil.mode not in _UINT16_MODES and pil.mode not in ("I", "F"):
+        return pil.convert("RGB")  # 8-bit modes, palettes, and 16-bit RGB(A), which Pillow reduces to 8 bits itself
+    span = _value_range(pil.mode, pil.format, getattr(pil, "tag_v2", None))
+    if span is None:
+        raise SampleError(
+            f"{item.source}: {item.image_path} is a mode {pil.mode} image ({'float' if pil.mode == 'F' else '32-bit'} "
+            "samples) with no declared value range; convert it to 8 or 16 bits per sample"
+        )
+    values = np.asarray(pil)
+    lo, hi = span
+    if (lo, hi) == (0.0, 65535.0):
+        # The high byte, as Pillow reduces 16-bit RGB PNGs, so gray and colour 16-bit images agree.
+        gray = (np.clip(values, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
+    else:
+        scaled = (np.clip(values.astype(np.float64), lo, hi) - lo) / (hi - lo) * 255.0
+        gray = np.rint(np.nan_to_num(scaled, nan=0.0)).astype(np.uint8)
+    return Image.fromarray(np.repeat(gray[..., None], 3, axis=2), "RGB")
+
+
 def load_sample(item: SourceItem, size: tuple[int, int] | None = None, max_side: int | None = None) -> LoadedSample:
     """Read the image, validate and clip its boxes, resize both; raise SampleError naming the file."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if item.error:
         raise SampleError(item.error)
     try:
         with Image.open(item.image_path) as pil:
             pil.load()
-            rgb = pil.convert("RGB")
+            # Annotations (COCO tools, labelImg, CVAT) are drawn on the image as displayed, i.e. after its EXIF
+            # orientation; without this a phone photo would be stored sideways under boxes meant for it upright.
+            ImageOps.exif_transpose(pil, in_place=True)
+            rgb = _to_rgb8(pil, item)
+    except SampleError:
+        raise  # already names the file; a ValueError, so it must pass before the clause below
     except FileNotFoundError as exc:
         raise SampleError(f"{item.source}: image not found ({item.image_path})") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import SourceError
 from .base import (
@@ -15,23 +15,40 @@ from .base import (
     class_list,
     find_image,
     finite,
+    inside_root,
+    outside_root_error,
     read_annotation_text,
     relative,
 )
 
 
-def coco_candidates(path: Path) -> list[Path]:
-    """The *.json files in `path` or `path/annotations` that look like COCO detection files."""
+def json_files(path: Path) -> list[Path]:
+    """The *.json files in `path` and `path/annotations`, skipping hidden ones (macOS `._*` forks are not JSON)."""
     files = sorted(path.glob("*.json")) + sorted((path / "annotations").glob("*.json"))
-    found = []
-    for f in files:
-        try:
-            head = f.read_text(errors="replace")[: 1 << 20]
-        except OSError:
-            continue
-        if '"images"' in head and '"annotations"' in head:
-            found.append(f)
-    return found
+    return [f for f in files if f.is_file() and not f.name.startswith(".")]
+
+
+def load_json(path: Path) -> Any:
+    """The parsed JSON document of a file; SourceError naming it, with line and column, if it is not JSON."""
+    try:
+        return json.loads(read_annotation_text(path))
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+
+
+def is_coco(data: Any) -> bool:
+    """Whether a parsed JSON document has the keys of a COCO detection file ('images' list and 'annotations')."""
+    return isinstance(data, dict) and isinstance(data.get("images"), list) and "annotations" in data
+
+
+def coco_candidates(path: Path) -> list[Path]:
+    """The *.json files in `path` or `path/annotations` that are COCO detection files; SourceError for one not JSON.
+
+    Each file is parsed whole: a prefix can miss keys written after a long 'images' list, and a truncated file
+    must fail, not pass for a folder of unannotated images. A big file is thus parsed twice (here and by
+    `read_coco`); that costs seconds once per conversion and keeps no document alive in between.
+    """
+    return [f for f in json_files(path) if is_coco(load_json(f))]
 
 
 def is_coco_folder(path: Path) -> bool:
@@ -43,11 +60,7 @@ def read_coco(path: Path, classes: Sequence[str] | None = None) -> Source:
     """COCO detection JSON (bbox = x, y, w, h); images next to it, in images/ or as file_name says."""
     what = "COCO annotation file (*.json or annotations/*.json with 'images' and 'annotations')"
     ann_file, root = annotation_file(Path(path), coco_candidates, what)
-    text = read_annotation_text(ann_file)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SourceError(f"{ann_file}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    data = load_json(ann_file)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise SourceError(f"{ann_file}: not a COCO detection file (no 'images' list)")
     anns = data.get("annotations", [])
@@ -75,12 +88,16 @@ def read_coco(path: Path, classes: Sequence[str] | None = None) -> Source:
             image_id, file_name = im["id"], str(im["file_name"])
         except (KeyError, TypeError) as exc:
             raise SourceError(f"{ann_file}: images[{n}] lacks {exc}") from exc
-        found = find_image(file_name, folders)
-        image_path = found or folders[0] / file_name
+        error = None
+        if inside_root(file_name, root, ann_file.parent):
+            image_path = find_image(file_name, folders, root) or folders[0] / file_name
+        else:  # never looked up, so the message does not tell whether such a file exists
+            error = outside_root_error(f"{rel_ann} images[{n}]", "file_name", file_name, root)
+            image_path = folders[0] / Path(file_name).name
         declared = None
         if isinstance(im.get("width"), int) and isinstance(im.get("height"), int):
             declared = (im["width"], im["height"])
-        item = SourceItem(keys.make(file_name), file_name, image_path, declared_size=declared)
+        item = SourceItem(keys.make(file_name), file_name, image_path, declared_size=declared, error=error)
         if image_id in by_id:
             raise SourceError(f"{ann_file}: image id {image_id} appears twice")
         by_id[image_id] = item

@@ -15,7 +15,9 @@ from .base import (
     class_list,
     find_image,
     finite,
+    inside_root,
     label_by_name,
+    outside_root_error,
     read_annotation_text,
     relative,
 )
@@ -59,8 +61,12 @@ def read_csv(path: Path, classes: Sequence[str] | None = None) -> Source:
             continue
         item = items.get(name)
         if item is None:
-            image = find_image(name, folders) or root / name
-            item = items[name] = SourceItem(keys.make(name), name, image)
+            if inside_root(name, root, csv_file.parent):
+                item = SourceItem(keys.make(name), name, find_image(name, folders, root) or root / name)
+            else:  # never looked up, so the message does not tell whether such a file exists
+                item = SourceItem(keys.make(name), name, root / Path(name).name)
+                item.error = outside_root_error(where, "image_path", name, root)
+            items[name] = item
         if item.error:
             continue
         if len(row) != len(header):

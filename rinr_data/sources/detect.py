@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 from ..errors import SourceError
 from .base import Source
-from .coco import is_coco_folder, read_coco
+from .coco import is_coco_folder, json_files, read_coco
 from .deepforest import is_csv_folder, read_csv
 from .folder import has_images, read_folder
 from .voc import is_voc_folder, read_voc
@@ -48,11 +48,23 @@ def detect_format(path: str | Path) -> str:
         )
     for fmt, probe in _FOLDER_PROBES:
         if probe(path):
+            if fmt == "folder":
+                _refuse_stray_json(path)
             return fmt
     raise SourceError(
         f"{path}: no dataset found (looked for data.yaml or images/+labels/ (YOLO), a COCO *.json, "
         "*.xml (VOC), *.csv and image files); set --format"
     )
+
+
+def _refuse_stray_json(path: Path) -> None:
+    """SourceError for a JSON file next to images that is not COCO: reading them as a plain folder drops its boxes."""
+    stray = json_files(path)  # all parsed as JSON by the COCO probe already, none with COCO's keys
+    if stray:
+        raise SourceError(
+            f"{stray[0]}: not a COCO detection file (needs an 'images' list and 'annotations'), so the images here "
+            "would be stored without boxes; fix the file, or set --format folder to ignore it"
+        )
 
 
 def open_source(path: str | Path, format: str = "auto", classes: Sequence[str] | None = None) -> Source:

@@ -6,7 +6,18 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Sequence
 
-from .base import Keys, Source, SourceItem, class_list, find_image, finite, label_by_name, relative
+from .base import (
+    Keys,
+    Source,
+    SourceItem,
+    class_list,
+    find_image,
+    finite,
+    inside_root,
+    label_by_name,
+    outside_root_error,
+    relative,
+)
 
 _Object = tuple[str, "list[float] | None", str]  # class name, xyxy (None if unreadable), where
 
@@ -22,6 +33,8 @@ def _parse_xml(xml_file: Path, rel_xml: str) -> tuple[str | None, tuple[int, int
     error, filename, declared = None, None, None
     try:
         root_el = ET.parse(xml_file).getroot()
+        if root_el.tag != "annotation":  # e.g. a CVAT <annotations> export: not one image's VOC file
+            return None, None, [], f"{rel_xml}: root element is <{root_el.tag}>, not <annotation>; not a VOC file"
         filename = (root_el.findtext("filename") or "").strip() or None
         w, h = root_el.findtext("size/width"), root_el.findtext("size/height")
         if w and h and w.strip().isdigit() and h.strip().isdigit():
@@ -53,10 +66,14 @@ def read_voc(path: Path, classes: Sequence[str] | None = None) -> Source:
     wanted = class_list(classes)
     keys, items, pending = Keys(), [], []
     for xml_file in sorted(xml_dir.glob("*.xml")):
-        filename, declared, objects, error = _parse_xml(xml_file, relative(xml_file, path))
-        image = find_image(filename, folders, stem_fallback=True) if filename else None
+        rel_xml = relative(xml_file, path)
+        filename, declared, objects, error = _parse_xml(xml_file, rel_xml)
+        if filename and not inside_root(filename, path, xml_dir):
+            error = outside_root_error(rel_xml, "<filename>", filename, path)
+            filename = None  # the XML's own stem names the item; nothing outside the root is looked up
+        image = find_image(filename, folders, path, stem_fallback=True) if filename else None
         # DeepForest-style exports name a .tif in the XML next to a .png: fall back to the XML's own stem.
-        image = image or find_image(xml_file.stem + ".png", folders, stem_fallback=True)
+        image = image or find_image(xml_file.stem + ".png", folders, path, stem_fallback=True)
         image = image or xml_dir / (filename or xml_file.stem)
         item = SourceItem(keys.make(xml_file.stem), relative(image, path), image, declared_size=declared, error=error)
         items.append(item)

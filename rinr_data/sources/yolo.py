@@ -87,6 +87,19 @@ def _read_labels(
     return max_class
 
 
+def _label_files(label_dir: Path) -> list[Path]:
+    """The *.txt label files under labels/, sorted; hidden files and labelImg's classes.txt are not labels."""
+    if not label_dir.is_dir():
+        return []
+    return sorted(
+        f
+        for f in label_dir.rglob("*.txt")
+        if f.is_file()
+        and f.name != "classes.txt"
+        and not any(p.startswith(".") for p in f.relative_to(label_dir).parts)
+    )
+
+
 def read_yolo(path: Path, classes: Sequence[str] | None = None) -> Source:
     """YOLO: images/ (any depth), labels/ mirroring it with `class cx cy w h` (normalised) lines, data.yaml names."""
     path = Path(path)
@@ -97,7 +110,7 @@ def read_yolo(path: Path, classes: Sequence[str] | None = None) -> Source:
         names, names_file = wanted, "--classes"
     image_dir = root / "images" if (root / "images").is_dir() else root
     label_dir = root / "labels"
-    keys, items = Keys(), []
+    keys, items, used_labels = Keys(), [], set()
     max_class = -1
     for img in images_under(image_dir):
         if image_dir == root and img.is_relative_to(label_dir):
@@ -106,10 +119,16 @@ def read_yolo(path: Path, classes: Sequence[str] | None = None) -> Source:
         item = SourceItem(keys.make(rel.as_posix()), relative(img, root), img, normalized=True)
         items.append(item)
         label_file = (label_dir / rel).with_suffix(".txt")
+        used_labels.add(label_file)
         if label_file.is_file():  # YOLO convention: an image without a label file has no objects
             found = _read_labels(item, label_file, relative(label_file, root), names, names_file)
             max_class = max(max_class, found)
-    warnings = []
+    warnings = [
+        f"{relative(f, root)}: no image for this label file (looked for "
+        f"{relative((image_dir / f.relative_to(label_dir)).with_suffix('.*'), root)}); its boxes are not converted"
+        for f in _label_files(label_dir)
+        if f not in used_labels
+    ]
     if names is None:
         names = [str(i) for i in range(max_class + 1)]
         warnings.append(f"{root}: no data.yaml or classes.txt with class names; using indices as names")

@@ -32,7 +32,6 @@ FLAGS = FLAG_SCENE_REF | FLAG_CONTEXT | FLAG_BOX_LEVELS | FLAG_BOX_MARGIN
 MAX_LEVELS = 12
 MAX_HIDDEN_LAYERS = 8
 MAX_SCENE_ID = 64
-MAX_PIXELS = 1 << 26  # latents and entropy-model tables are allocated per pixel: bound them before parsing
 ANS = entropy.CODER_IDS["ans"]
 _BOX = struct.Struct("<4f")
 _LEVEL = struct.Struct("<eeH")  # Laplace scale in boxes, outside boxes (f16), largest |latent| (u16)
@@ -230,8 +229,6 @@ def unpack(blob: bytes) -> GridRecord:
     body = Reader.checked_body(blob)
     h, w, n_boxes, flags = head.height, head.width, head.n_boxes, head.flags
     check_frame(h, w, n_boxes)
-    if h * w > MAX_PIXELS:
-        raise FormatError(f"image size {w}x{h} exceeds the latent-grid limit of {MAX_PIXELS} pixels")
     if flags & ~FLAGS or head.w0 != 0.0 or head.coder != ANS:
         raise FormatError(
             f"latent-grid header has flags {flags}, w0 {head.w0}, coder {head.coder}; "
@@ -298,6 +295,10 @@ def unpack(blob: bytes) -> GridRecord:
     payload = bytes(reader.take(length, "payload"))
     if reader.pos != len(body):
         raise FormatError(f"record has {len(body) - reader.pos} unexpected trailing bytes")
+    if not payload and any(bounds):
+        # The ANS decoder pops symbols past the end of its words without complaint, so an emptied or forged payload
+        # would decode to plausible latents; a writer that codes any non-zero latent always emits at least one word.
+        raise FormatError(f"empty payload, but the level table declares latents up to {max(bounds)}")
     stream = entropy.LaplaceReader(payload)
     if context is None:
         latents = [
@@ -308,6 +309,12 @@ def unpack(blob: bytes) -> GridRecord:
         latents = _read_context_latents(stream, sizes, masks, coded, context, bounds)
     weights = [stream.read(np.full(n, float(lap)), bound) for n, (_, lap) in zip(counts, syn_rows)]
     stream.finish()
+    # The writer stores each level's largest |latent|: a stream that does not reach it is not the record its tables
+    # describe.
+    for lv, (lat, declared) in enumerate(zip(latents, bounds)):
+        found = int(np.abs(lat).max(initial=0))
+        if found != declared:
+            raise FormatError(f"latent level {lv}: largest value {found}, but the level table declares {declared}")
     box_list = [tuple(b) for b in boxes]
     if scene is None:
         synthesis = [QuantizedTensor(s, float(step), bits) for s, (step, _) in zip(weights, syn_rows)]
