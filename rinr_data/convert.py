@@ -8,20 +8,26 @@ match what was written (shards.complete_shard_problem) and redoes the others.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import os
 import sys
+import tarfile
+import tempfile
+import time
 from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO
 
 from . import codecs, shards
 from ._version import __version__
 from .codecs import GridConfig
-from .core.devices import rank_and_world
+from .core.devices import rank_and_world, resolve_device
 from .errors import ResumeError
 from .format import FORMAT_VERSION
 from .sources import LoadedSample, SampleError, Source, SourceItem, load_sample
@@ -124,13 +130,28 @@ class ConvertConfig:
 
 @dataclass
 class ConvertResult:
-    """What a run did: shards it wrote, shards it found complete, and (rank 0) the manifest and skipped samples."""
+    """What a run did: shards it wrote, shards it found complete, (rank 0) the manifest and skipped samples, and
+    what this run (this rank) encoded: frames handled (stored or failed), seconds, samples and bytes it wrote."""
 
     written: list[str]
     already_complete: list[str]
     manifest: Path | None
     samples: int
     skipped: list[dict[str, str]]
+    frames: int = 0
+    seconds: float = 0.0
+    written_samples: int = 0
+    written_bytes: int = 0
+
+    def run_line(self) -> str:
+        """One line on what this run encoded: frames, seconds, frames/s and shard bytes per stored frame."""
+        if not self.frames:
+            return "encoded 0 frames: every shard was already complete"
+        rate = self.frames / self.seconds if self.seconds > 0 else math.inf
+        per_frame = (
+            f", {self.written_bytes / self.written_samples:,.0f} bytes/frame in shards" if self.written_samples else ""
+        )
+        return f"encoded {self.frames} frame(s) in {self.seconds:.1f} s: {rate:.2f} frames/s{per_frame}"
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -341,6 +362,32 @@ def _stderr(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
+def frame_bar(
+    total: int,
+    done: int,
+    *,
+    desc: str = "encoding",
+    position: int | None = None,
+    enabled: bool = True,
+    file: TextIO | None = None,
+) -> Any:
+    """tqdm bar over a run's frames from the `done` ones of complete shards; frames/s and ETA count this run's only."""
+    # tqdm leaves `initial` out of its rate, so a resumed run's kept frames do not inflate it (tests/test_estimate.py).
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        initial=done,
+        unit="frame",
+        desc=desc,
+        position=position,
+        disable=not enabled,
+        dynamic_ncols=True,
+        smoothing=0.1,
+        file=file,
+    )
+
+
 def encode_dataset(
     source: Source,
     out: str | Path,
@@ -375,37 +422,50 @@ def encode_dataset(
     if done and rank == 0 and todo:
         log(f"resuming: {len(done)} complete shard(s) kept, {len(todo)} to encode")
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=sum(len(plan[i]) for i in mine),
-        initial=sum(len(plan[i]) for i in done),
-        unit="frame",
+    bar = frame_bar(
+        sum(len(plan[i]) for i in mine),
+        sum(len(plan[i]) for i in done),
         desc=f"rank {rank}" if world > 1 else "encoding",
         position=rank if world > 1 else None,
-        disable=not progress,
-        dynamic_ncols=True,
-        smoothing=0.1,
+        enabled=progress,
     )
-    written = []
+    written: list[str] = []
+    made: list[shards.ShardInfo] = []
+    frames = 0
+    start = time.perf_counter()
     try:
         with ThreadPoolExecutor(config.workers) as pool:
             encoder = sample_encoder(*config.encoder(), pool, config.scene == "auto")
             for i in todo:
 
                 def advance(key: str | None, shard: int = i) -> None:
+                    nonlocal frames
+                    frames += 1
                     bar.update(1)
                     if key is not None and on_sample is not None:
                         on_sample(shard, key)
 
-                encode_shard(out, names[i], [source.items[j] for j in plan[i]], encoder, pool, config, log, advance)
+                shard_items = [source.items[j] for j in plan[i]]
+                made.append(encode_shard(out, names[i], shard_items, encoder, pool, config, log, advance))
                 written.append(names[i])
     finally:
         bar.close()
+    result = ConvertResult(
+        written,
+        [names[i] for i in done],
+        None,
+        0,
+        [],
+        frames=frames,
+        seconds=time.perf_counter() - start,
+        written_samples=sum(info.samples for info in made),
+        written_bytes=sum(info.bytes for info in made),
+    )
+    log((f"rank {rank}: " if world > 1 else "") + result.run_line())
 
     _barrier()
     if rank != 0:
-        return ConvertResult(written, [names[i] for i in done], None, 0, [])
+        return result
     infos = []
     for name in names:
         if not (out / name).is_file():
@@ -413,7 +473,7 @@ def encode_dataset(
         infos.append(shards.read_shard_info(out, name))
     manifest = build_manifest(source, config, infos)
     path = shards.write_manifest(out, manifest)
-    return ConvertResult(written, [names[i] for i in done], path, manifest["samples"], manifest["skipped"])
+    return dataclasses.replace(result, manifest=path, samples=manifest["samples"], skipped=manifest["skipped"])
 
 
 def _keep_complete(out: Path, name: str, planned: int, log: Log) -> bool:
@@ -484,3 +544,177 @@ def build_manifest(source: Source, config: ConvertConfig, infos: Sequence[shards
 
 def _version() -> str:
     return __version__
+
+
+# ---------------------------------------------------------------------------------------------- estimate
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What encoding a whole dataset will cost on this machine, projected from an encoded sample of it.
+
+    Time: `startup_seconds` once (first batch beyond the steady state: device start-up, first loads), then
+    `seconds_per_batch` per encode batch of `batch` frames; batches never span shards, so a full run has `batches`
+    of them. Bytes: the sample's shard bytes per frame (tar headers of its members included) times the frames of
+    each planned shard, plus each shard's tar end blocks and padding; `bytes_per_frame` is that total per frame.
+    """
+
+    frames: int  # of the whole dataset
+    sample: list[int]  # source indices encoded
+    sample_batches: int  # encode batches of the sample
+    failed: int  # sample frames that failed (on_error "skip")
+    batch: int
+    batches: int  # encode batches of a full run
+    shards: int  # of a full run
+    sample_seconds: float  # wall clock of the whole sample encode
+    startup_seconds: float
+    seconds_per_batch: float
+    seconds_per_frame: float
+    bytes_per_frame: float
+    projected_seconds: float
+    projected_bytes: int
+    object_psnr: float | None  # mean over the sample; lossless frames (999 dB) left out
+    background_psnr: float | None
+    codec: str
+    settings: dict[str, Any]  # ConvertConfig.settings() of the run
+    device: str
+    cpus: int
+    threads: int
+
+    @property
+    def projected_hours(self) -> float:
+        """Projected wall-clock hours of a full run in one process."""
+        return self.projected_seconds / 3600
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able fields, projected_hours included."""
+        return {**dataclasses.asdict(self), "projected_hours": self.projected_hours}
+
+
+def sample_indices(n_items: int, frames: int, batch: int = 1) -> list[int]:
+    """Indices of `frames` items rounded up to runs of `batch` consecutive ones, spread from the first to the last."""
+    # Spread, because datasets come sorted by camera or scene; every index when the runs would cover the dataset.
+    if frames < 1 or batch < 1:
+        raise ValueError(f"frames and batch must be >= 1, got {frames}, {batch}")
+    runs = -(-frames // batch)
+    if runs * batch >= n_items:
+        return list(range(n_items))
+    # Runs keep a batch's frames consecutive, as in a real run (scene mode shares backgrounds along a batch).
+    # Starts are spaced (n_items - batch) / (runs - 1) >= batch apart, so runs never overlap.
+    span = n_items - batch
+    starts = [int(r * span / (runs - 1) + 0.5) for r in range(runs)] if runs > 1 else [span // 2]
+    return [s + j for s in starts for j in range(batch)]
+
+
+def full_run_batches(n_items: int, shard_size: int, batch: int) -> int:
+    """Encode batches of a run over n_items: batches stay inside their shard."""
+    return sum(-(-len(r) // batch) for r in plan_shards(n_items, shard_size))
+
+
+def _tar_bytes(payload: float) -> int:
+    # tarfile closes an archive with two zero blocks and pads it to whole records (see shards.complete_shard_problem).
+    return -(-(round(payload) + 2 * tarfile.BLOCKSIZE) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+
+def _member_bytes(path: Path) -> int:
+    """Bytes of a tar's members (headers and padded data), without its end blocks and record padding."""
+    with tarfile.open(path) as tar:
+        return max(
+            (m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE for m in tar.getmembers()), default=0
+        )
+
+
+def _mean_psnr(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    # One lossless frame at 999 dB would swamp the mean; report it only when every frame is lossless.
+    finite = [v for v in present if v < shards.PSNR_LOSSLESS]
+    if finite:
+        return sum(finite) / len(finite)
+    return shards.PSNR_LOSSLESS if present else None
+
+
+def _device_name(config: ConvertConfig) -> str:
+    device = getattr(config.encoder()[1], "device", None)  # classic codecs run on the CPU and have no device
+    if device is None:
+        return "cpu"
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        import torch
+
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return str(dev)
+
+
+def estimate(
+    source: Source,
+    config: ConvertConfig,
+    frames: int = 16,
+    *,
+    device: str | None = None,
+    progress: bool = False,
+    log: Log = _stderr,
+    tmp_dir: str | Path | None = None,
+) -> Estimate:
+    """Encode a spread sample of `frames` frames as a real run would, in a temporary folder; project the whole run."""
+    # Through encode_dataset itself, so the sample pays what a real run pays (loading, batching, shard writing).
+    import torch
+
+    n_items = len(source.items)
+    if not n_items:
+        raise ValueError(f"{source.root}: the dataset holds no samples")
+    if device is not None:
+        config = dataclasses.replace(config, codec_config=config.codec_config.replace(device=device))
+    picked = sample_indices(n_items, frames, config.batch)
+    subset = dataclasses.replace(source, items=[source.items[i] for i in picked], warnings=[])
+    # The whole dataset keeps the real shards; a sample is one shard of whole batches, so it holds no cut batch.
+    sample_config = config if len(picked) == n_items else dataclasses.replace(config, shard_size=len(picked))
+    writes: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="rinr-estimate-", dir=tmp_dir) as tmp:
+        out = Path(tmp) / "out"
+        start = time.perf_counter()
+        result = encode_dataset(
+            subset,
+            out,
+            sample_config,
+            progress=progress,
+            log=log,
+            on_sample=lambda shard, key: writes.append(time.perf_counter()),
+        )
+        if not writes:
+            raise SampleError(f"all {len(picked)} sample frame(s) failed; nothing to estimate from")
+        found, _ = shards.find_shards([out])
+        members = sum(_member_bytes(path) for path in found)
+        metas = [shards.sample_json(s) for path in found for s in shards.iter_shard(path)]
+    total = writes[-1] - start
+    sample_batches = full_run_batches(len(picked), sample_config.shard_size, config.batch)
+    # A batch's samples are written together once it is encoded: from the first write to the last, the sample ran
+    # at its steady pace; what the first batch took beyond that is start-up, paid once per run.
+    per_batch = (writes[-1] - writes[0]) / (sample_batches - 1) if sample_batches > 1 else total
+    startup = max(0.0, writes[0] - start - per_batch)
+    batches = full_run_batches(n_items, config.shard_size, config.batch)
+    per_member_frame = members / len(writes)
+    plan = plan_shards(n_items, config.shard_size)
+    projected_bytes = sum(_tar_bytes(len(r) * per_member_frame) for r in plan)
+    return Estimate(
+        frames=n_items,
+        sample=picked,
+        sample_batches=sample_batches,
+        failed=len(result.skipped),
+        batch=config.batch,
+        batches=batches,
+        shards=len(plan),
+        sample_seconds=total,
+        startup_seconds=startup,
+        seconds_per_batch=per_batch,
+        seconds_per_frame=per_batch / config.batch,
+        bytes_per_frame=projected_bytes / n_items,
+        projected_seconds=startup + per_batch * batches,
+        projected_bytes=projected_bytes,
+        object_psnr=_mean_psnr(m["object_psnr"] for m in metas),
+        background_psnr=_mean_psnr(m["background_psnr"] for m in metas),
+        codec=config.codec,
+        settings=config.settings(),
+        device=_device_name(config),
+        cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+        threads=torch.get_num_threads(),
+    )

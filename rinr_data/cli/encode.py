@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -12,7 +13,17 @@ from typing import Callable, Sequence
 
 from .. import codecs
 from ..codecs import PRESETS, SceneConfig
-from ..convert import CODECS, ON_ERROR, SCENE_MODES, ConvertConfig, encode_dataset, init_distributed
+from ..convert import (
+    CODECS,
+    ON_ERROR,
+    SCENE_MODES,
+    ConvertConfig,
+    Estimate,
+    encode_dataset,
+    estimate,
+    init_distributed,
+    sample_indices,
+)
 from ..core.devices import rank_and_world
 from ..errors import FormatError, ResumeError
 from ..sources import FORMATS, SampleError, SourceError, open_source, parse_size
@@ -108,6 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default: %(default)s)")
     s.add_argument("--prefix", default="shard", help="shard names: PREFIX-000000.tar (default: %(default)s)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e = p.add_argument_group("cost")
+    e.add_argument(
+        "--estimate",
+        type=int,
+        nargs="?",
+        const=16,
+        metavar="N",
+        help="encode a sample of N frames (default 16; whole batches, spread over the dataset) with these "
+        "settings into a temporary folder, print the projected hours and bytes of the whole run, and exit; "
+        "OUT is not written",
+    )
+    e.add_argument("--json", action="store_true", help="with --estimate: print the estimate as JSON")
     return p
 
 
@@ -185,6 +208,14 @@ def main(argv: Sequence[str] | None = None, *, on_sample: Callable[[int, str], N
         config = build_config(args)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.json and args.estimate is None:
+        parser.error("--json applies to --estimate only")
+    if args.estimate is not None:
+        if args.estimate < 1:
+            parser.error(f"--estimate needs N >= 1 frames, got {args.estimate}")
+        if rank_and_world()[1] > 1:
+            parser.error("--estimate runs in one process: run it without torchrun")
+        return _estimate(args, config)
     rank, world = init_distributed()
     say = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)
     try:
@@ -236,6 +267,102 @@ def main(argv: Sequence[str] | None = None, *, on_sample: Callable[[int, str], N
 
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _estimate(args: argparse.Namespace, config: ConvertConfig) -> int:
+    try:
+        source = open_source(args.src, args.format, _classes(args.classes))
+    except (SourceError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for note in source.warnings:
+        print(f"warning: {note}", file=sys.stderr)
+    if source.items:
+        picked = len(sample_indices(len(source.items), args.estimate, config.batch))
+        print(
+            f"{args.src}: {source.format}, {len(source.items)} samples; estimating from {picked} of them "
+            f"(whole batches of {config.batch}, spread over the dataset); {args.out} is not written",
+            file=sys.stderr,
+        )
+    try:
+        est = estimate(source, config, args.estimate, progress=not args.no_progress)
+    except SampleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(est.as_dict(), indent=1) if args.json else format_estimate(est, args.src))
+    return 0
+
+
+def format_estimate(est: Estimate, src: str | Path) -> str:
+    """The estimate as a short two-column table."""
+    codec = est.settings["codec_config"]
+    named = {
+        "preset": "preset {}",
+        "quality": "quality {}",
+        "object_psnr": "object {:g} dB",
+        "background_psnr": "background {:g} dB",
+        "max_steps": "max {} steps",
+    }
+    settings = [f"codec {est.codec}"] + [fmt.format(codec[k]) for k, fmt in named.items() if codec.get(k) is not None]
+    settings += [f"batch {est.batch}", f"scene {est.settings['scene']}"]
+    if est.settings["size"] or est.settings["max_side"]:
+        settings.append(f"size {est.settings['size'] or est.settings['max_side']}")
+    psnr = ", ".join(
+        f"{name} {value:.2f} dB"
+        for name, value in (("object", est.object_psnr), ("background", est.background_psnr))
+        if value is not None
+    )
+    rows = [
+        ("dataset", f"{src}: {est.frames} frames -> {est.shards} shard(s) of up to {est.settings['shard_size']}"),
+        ("settings", ", ".join(settings)),
+        (
+            "sample",
+            f"{len(est.sample)} frames ({_ranges(est.sample)}) in {est.sample_batches} batch(es), "
+            f"{est.sample_seconds:.1f} s" + (f", {est.failed} failed" if est.failed else ""),
+        ),
+        ("machine", f"{est.cpus} CPU(s), {est.threads} torch thread(s), device {est.device}"),
+        (
+            "time",
+            f"{est.seconds_per_frame:.3g} s/frame ({est.seconds_per_batch:.3g} s per batch of {est.batch}), "
+            + (
+                f"start-up {est.startup_seconds:.1f} s"
+                if est.sample_batches > 1
+                else "start-up included (one batch sampled)"
+            ),
+        ),
+        ("size", f"{est.bytes_per_frame:,.0f} bytes/frame in shards (tar overhead included)"),
+        ("PSNR", (psnr + " (sample means)") if psnr else "-"),
+        (
+            "projected",
+            f"{est.projected_hours:.2f} h ({est.projected_seconds:,.0f} s) and {est.projected_bytes:,} bytes "
+            f"({_binary(est.projected_bytes)}) for {est.frames} frames",
+        ),
+    ]
+    return "\n".join(f"{name:<10} {value}" for name, value in rows)
+
+
+def _ranges(indices: Sequence[int], most: int = 6) -> str:
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    parts = [str(a) if a == b else f"{a}-{b}" for a, b in runs]
+    if len(parts) > most:
+        parts = parts[: most - 2] + ["..."] + parts[-1:]
+    return "indices " + ", ".join(parts)
+
+
+def _binary(n: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n, i = n / 1024, i + 1
+    return f"{n:.1f} {units[i]}"
 
 
 if __name__ == "__main__":
