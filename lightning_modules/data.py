@@ -17,6 +17,7 @@ from rinr_data.codecs import RECORD_MEMBER
 from rinr_data.codecs.classic import CLASSIC_CODECS
 from rinr_data.errors import WrongCodecError
 from rinr_data.pipeline.augment import AugmentConfig
+from rinr_data.pipeline.cache import DEFAULT_CACHE_BYTES
 from rinr_data.pipeline.dataset import RINRDataset
 from rinr_data.pipeline.loader import RINRLoader
 from rinr_data.pipeline.samples import ParsedSample, parse_sample
@@ -82,6 +83,10 @@ class ShardDataModule(L.LightningDataModule):
         seed: base seed of the shard/sample shuffles and of the augmentation.
         cache_dir: on-disk cache for remote (http) shards, each downloaded once.
         on_error: "raise", "warn" or "skip" a damaged sample or shard (a wrong codec always raises).
+        cache: "device" to hold every sample's packed form on the decode device after its first epoch and serve
+            later epochs from there, the same batches without shards or workers (docs/LOADING.md, "Device cache");
+            each loader (train, val, test) has its own cache.
+        cache_bytes: memory budget of each loader's cache; a share that does not fit disables it with a warning.
     """
 
     CODECS: tuple[str, ...] = ()
@@ -99,6 +104,8 @@ class ShardDataModule(L.LightningDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         on_error: str = "raise",
+        cache: str | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         super().__init__()
         if on_error not in ON_ERROR:
@@ -116,6 +123,7 @@ class ShardDataModule(L.LightningDataModule):
         self.requested_device = device
         self.device: str | torch.device = device  # resolved from the trainer in setup() when "auto"
         self.cache_dir, self.on_error = cache_dir, on_error
+        self.cache, self.cache_bytes = cache, cache_bytes
         self.rank: int | None = None  # from the trainer in setup(); None: torch.distributed / RANK
         self.world_size: int | None = None
         self._manifest: dict | None = None
@@ -197,7 +205,14 @@ class ShardDataModule(L.LightningDataModule):
         ds = self.dataset(split, shuffle)
         if self.trainer is not None:
             ds.set_epoch(self.trainer.current_epoch)
-        return RINRLoader(ds, num_workers=self.num_workers, image_size=self.image_size, augment=augment)
+        return RINRLoader(
+            ds,
+            num_workers=self.num_workers,
+            image_size=self.image_size,
+            augment=augment,
+            cache=self.cache,
+            cache_bytes=self.cache_bytes,
+        )
 
     def _dataset_options(self) -> dict[str, Any]:
         return {}

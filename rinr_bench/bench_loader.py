@@ -3,7 +3,9 @@
 For each codec and worker count, one warm-up epoch then timed epochs through RINRLoader: every batch is
 handed to a fixed-length "training step" (a GPU matmul loop when decoding on CUDA; a sleep on CPU, which
 stands for an accelerator step that leaves the host free), and the time spent waiting for the next batch is
-recorded. Ratios compare RINR against JPEG measured in the same process.
+recorded. Ratios compare RINR against JPEG measured in the same process. With `--cache device` the RINR loader is also
+run with its device cache: the warm-up epoch fills it and the timed epochs are served from it (no shard reading,
+no workers), reported as its own columns.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -72,15 +75,21 @@ class Step:
             time.sleep(self.ms / 1000)
 
 
-def run(shards: Path, workers: int, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
-    """Images/s and mean wait per step over the timed epochs."""
+def run(
+    shards: Path, workers: int, args: argparse.Namespace, device: torch.device, cache: str | None = None
+) -> dict[str, Any]:
+    """Images/s and mean wait per step over the timed epochs (and what a device cache held)."""
     # Listing the shards `repeat` times makes an epoch long enough that worker start-up does not dominate it.
     source = sorted(str(s) for s in shards.glob("*.tar")) * args.repeat if args.repeat > 1 else shards
     loader = RINRLoader(
-        RINRDataset(source, batch_size=args.batch_size, device=device), num_workers=workers, image_size=None
+        RINRDataset(source, batch_size=args.batch_size, device=device),
+        num_workers=workers,
+        image_size=None,
+        cache=cache,
+        cache_bytes=int(args.cache_gib * 2**30),
     )
     step = Step(device, args.step_ms)
-    for _ in loader:  # warm-up epoch: worker start, page cache
+    for _ in loader:  # warm-up epoch: worker start, page cache (and filling the device cache)
         pass
     images, waits, t0 = 0, [], time.perf_counter()
     for _ in range(args.epochs):
@@ -97,7 +106,12 @@ def run(shards: Path, workers: int, args: argparse.Namespace, device: torch.devi
             step(batch["images"])
             images += len(batch["keys"])
     total = time.perf_counter() - t0
-    return {"images_s": images / total, "wait_ms": statistics.fmean(waits) * 1000, "steps": len(waits)}
+    return {
+        "images_s": images / total,
+        "wait_ms": statistics.fmean(waits) * 1000,
+        "steps": len(waits),
+        "cache": loader.cache_stats(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=2, help="timed epochs after one warm-up epoch")
     p.add_argument("--device", default="auto")
     p.add_argument("--repeat", type=int, default=1, help="read every shard this many times per epoch")
+    p.add_argument(
+        "--cache",
+        choices=("none", "device"),
+        default="none",
+        help="'device': also time the RINR loader with its device cache (timed epochs served from the cache)",
+    )
+    p.add_argument("--cache-gib", type=float, default=2.0, help="the device cache's budget in GiB")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
 
@@ -129,21 +150,37 @@ def main(argv: list[str] | None = None) -> int:
             args.data, Path(tmp) / "rinr", "rinr", args.max_steps, args.shard_size, device, args.preset
         )
         jpeg = args.jpeg or make_shards(args.data, Path(tmp) / "jpeg", "jpeg", args.max_steps, args.shard_size, device)
-        rows = []
+        rows, held = [], None
+        cached = args.cache == "device"
         for workers in (int(w) for w in args.workers.split(",")):
             r = run(rinr, workers, args, device)
             j = run(jpeg, workers, args, device)
-            rows.append(
+            row = (
                 f"| {workers} | {r['images_s']:.1f} | {j['images_s']:.1f} | "
                 f"{r['images_s'] / j['images_s']:.2f}x | {r['wait_ms']:.1f} | {j['wait_ms']:.1f} |"
             )
+            if cached:
+                c = run(rinr, workers, args, device, cache="device")
+                held = c["cache"]
+                served = "" if held["replayed_epochs"] == args.epochs else " (not all from the cache)"
+                row += f" {c['images_s']:.1f}{served} | {c['images_s'] / j['images_s']:.2f}x | {c['wait_ms']:.1f} |"
+            rows.append(row)
     converted = "" if args.rinr else f"; RINR shards of preset {args.preset}"
     print(
         f"Loader benchmark on {machine(device)}; decode on {device}{converted}; "
         f"batch {args.batch_size}, {args.step_ms:g} ms step, {args.epochs} timed epochs"
         f"{f' of every shard {args.repeat} times' if args.repeat > 1 else ''}.\n"
     )
-    print("| workers | RINR img/s | JPEG img/s | RINR/JPEG | RINR wait ms/step | JPEG wait ms/step |")
-    print("|---|---|---|---|---|---|")
+    head = "| workers | RINR img/s | JPEG img/s | RINR/JPEG | RINR wait ms/step | JPEG wait ms/step |"
+    if cached:
+        head += " RINR cached img/s | cached/JPEG | cached wait ms/step |"
+    print(head)
+    print("|---" * head.count(" | ") + "|---|")
     print("\n".join(rows))
+    if held is not None:
+        state = "" if held["enabled"] else " (disabled: over --cache-gib)"
+        print(
+            f"\nDevice cache{state}: {held['frames']} frames, {held['bytes'] / 2**20:.1f} MiB on {held['device']}, "
+            f"{held['bytes_per_frame']:.0f} bytes per frame ({held['frames_per_gib']:.0f} frames per GiB)."
+        )
     return 0

@@ -4,13 +4,17 @@ Per epoch: shard list -> seeded shard shuffle -> node split -> worker split, the
 shards -> seeded permutation inside each shard -> parse (samples.parse_sample: each member parsed by its codec)
 -> batches -> `LoaderBatch` (frames packed by codec and shape). Workers never touch CUDA: the batched INR forward
 runs in the main process (see loader.py). The position is (epoch, batches yielded), so a resumed worker replays
-its deterministic stream to that point.
+its deterministic stream to that point. With `record_order` set (by a loader that caches samples on the device),
+batches also say where each sample sits in its shard and what reading each shard showed, so the loader can replay
+any epoch's order without the shards (cache.py).
 """
 
 from __future__ import annotations
 
+import functools
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -23,6 +27,17 @@ from . import stages
 from .samples import ParsedSample, parse_sample, read_shard, scenes_of
 from .shardlist import ShardRef, epoch_order, equal_quotas, resolve_shards, split
 from .streaming import FetchPolicy
+
+ORIGIN_KEY = "__origin__"  # where a raw sample carries (shard url, position in the tar) while the order is recorded
+
+
+@dataclass(frozen=True)
+class ShardLog:
+    """What reading a shard showed: how many samples it gave (tar order) and the positions that failed to parse."""
+
+    url: str
+    samples: int
+    failed: tuple[int, ...] = ()
 
 
 @dataclass
@@ -37,6 +52,10 @@ class LoaderBatch:
     epoch: int
     index: int  # batch number within this worker's epoch: seeds device-side augmentation
     worker: int
+    # With record_order: each sample's (shard url, position in the tar), and the shards read (or found damaged)
+    # since the previous batch. A worker ends its stream with a batch of no samples carrying the last logs.
+    origins: list[tuple[str, int]] | None = None
+    shards: list[ShardLog] | None = None
 
     def pin_memory(self) -> "LoaderBatch":
         """Page-locked copy, so the host-to-GPU copy in the main process can overlap compute."""
@@ -49,6 +68,8 @@ class LoaderBatch:
             self.epoch,
             self.index,
             self.worker,
+            self.origins,
+            self.shards,
         )
 
     def __len__(self) -> int:
@@ -123,6 +144,7 @@ class RINRDataset(IterableDataset):
         self.epoch = 0
         self._resume_batches = 0
         self._batches = 0
+        self.record_order = False  # set by a caching loader: batches then carry origins and shard logs
 
     @property
     def errors(self) -> int:
@@ -183,10 +205,73 @@ class RINRDataset(IterableDataset):
         shards, quota = self.worker_plan(worker, workers)
         skip, self._resume_batches = self._resume_batches, 0
         self._batches = 0
-        raw = stages.read_shards(shards, lambda ref: read_shard(ref, self.policy), self._errors)
+        read: Callable[[ShardRef], Any] = functools.partial(read_shard, policy=self.policy)
+        parse: Callable[[dict[str, Any]], ParsedSample] = self.parse
+        log = _OrderLog() if self.record_order else None
+        if log is not None:
+            read, parse = log.reader(read), log.parser(parse)
+        raw = stages.read_shards(shards, read, self._errors)
         samples = stages.shuffle_within_shards(raw, self.seed, self.epoch, self.shuffle)
-        parsed = stages.parse_samples(samples, self.parse, self._errors)
+        parsed = stages.parse_samples(samples, parse, self._errors)
         for index, batch in enumerate(stages.batched(parsed, self.batch_size, not self.drop_last, quota)):
             self._batches = index + 1  # batches produced so far, skipped ones included: the resume position
+            origins = log.origins(len(batch)) if log is not None else None
             if index >= skip:
-                yield collate(batch, self.epoch, index, worker)
+                out = collate(batch, self.epoch, index, worker)
+                if log is not None:
+                    out.origins, out.shards = origins, log.take()
+                yield out
+        if log is not None and log.changed:
+            # Shards read and failures met after the last batch (a quota or drop_last cut the stream short).
+            yield LoaderBatch([], [], [], [], PackedBatch([], []), self.epoch, -1, worker, [], log.take())
+
+
+class _OrderLog:
+    """One worker iteration's record of each shard's sample count and parse failures, and of the origin of every
+    parsed sample in stream order: what a device cache needs to replay the sample order without the shards."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.failed: dict[str, list[int]] = {}
+        self.changed: dict[str, None] = {}  # shards with news since the last take(), in order
+        self.parsed: deque[tuple[str, int]] = deque()
+
+    def reader(self, read: Callable[[ShardRef], Any]) -> Callable[[ShardRef], Any]:
+        """`read` that tags every raw sample with its origin and logs the shard's sample count."""
+
+        def tagged(ref: ShardRef) -> Any:
+            raw, error = read(ref)
+            for position, sample in enumerate(raw):
+                sample[ORIGIN_KEY] = (ref.url, position)
+            self.counts[ref.url] = len(raw)
+            self.failed.setdefault(ref.url, [])
+            self.changed[ref.url] = None
+            return raw, error
+
+        return tagged
+
+    def parser(self, parse: Callable[[dict[str, Any]], ParsedSample]) -> Callable[[dict[str, Any]], ParsedSample]:
+        """`parse` that logs each sample's origin, or its failure."""
+
+        def logged(sample: dict[str, Any]) -> ParsedSample:
+            url, position = sample[ORIGIN_KEY]
+            try:
+                parsed = parse(sample)
+            except FormatError:
+                self.failed[url].append(position)
+                self.changed[url] = None
+                raise
+            self.parsed.append((url, position))
+            return parsed
+
+        return logged
+
+    def origins(self, count: int) -> list[tuple[str, int]]:
+        """The origins of the next `count` parsed samples (a batch takes them in the order they were parsed)."""
+        return [self.parsed.popleft() for _ in range(count)]
+
+    def take(self) -> list[ShardLog]:
+        """Logs of the shards with news since the last call."""
+        out = [ShardLog(url, self.counts[url], tuple(self.failed[url])) for url in self.changed]
+        self.changed.clear()
+        return out

@@ -3,6 +3,9 @@
 Why a loader wrapper rather than Lightning's on_after_batch_transfer hook: it works in any training loop, it
 keeps CUDA out of the worker processes by construction (workers only unpack and stack weights), and it owns
 the resumable state (epoch + StatefulDataLoader state) that Lightning checkpoints through state_dict().
+
+With cache="device" it also holds every sample's packed form on the device after its first use (cache.py), and
+an epoch whose samples are all held is replayed from there: the same batches, without shards or workers.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ..core.devices import resolve_device
 from ..decode import decode_packed
 from ..errors import FormatError
 from .augment import PAD_VALUE, AugmentConfig, augment_batch, build_transform
+from .cache import CACHE_MODES, DEFAULT_CACHE_BYTES, DeviceCache, PlannedBatch
 from .dataset import LoaderBatch, RINRDataset
 
 
@@ -72,6 +76,11 @@ class RINRLoader:
         augment: an AugmentConfig for device-side augmentation, or None.
         device: where to decode; default the dataset's.
         pin_memory: pin worker output for asynchronous copies (default: when decoding on CUDA).
+        prefetch_factor: batches each worker prepares ahead.
+        cache: "device" to hold every sample's packed form and targets on `device` after its first use and replay
+            an epoch whose samples are all held without reading shards or starting workers (same batches); None
+            (default) reads every epoch through the workers.
+        cache_bytes: the cache's memory budget; a share that does not fit disables the cache with a warning.
     """
 
     def __init__(
@@ -83,7 +92,11 @@ class RINRLoader:
         device: str | torch.device | None = None,
         pin_memory: bool | None = None,
         prefetch_factor: int | None = None,
+        cache: str | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
+        if cache not in CACHE_MODES:
+            raise ValueError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
         self.dataset = dataset
         self.device = resolve_device(device if device is not None else dataset.device)
         self.image_size = tuple(image_size) if image_size is not None else None
@@ -101,6 +114,15 @@ class RINRLoader:
         self.epoch = dataset.epoch
         self._started = False
         self._restored = False
+        self.cache: DeviceCache | None = None
+        if cache == "device":
+            counts = [s.samples for s in dataset.shards if s.samples is not None]
+            share = -(-sum(counts) // dataset.world_size) if len(counts) == len(dataset.shards) else None
+            self.cache = DeviceCache(self.device, cache_bytes, share)
+        self._replaying = False  # the current (or last) epoch is served from the cache
+        self._position = 0  # batches of the current epoch delivered (or skipped at a resume)
+        self._skip = 0  # a position to resume at, saved in a replayed epoch
+        self._resume_loader = False  # the StatefulDataLoader holds a state to resume from
 
     def __len__(self) -> int:
         n = self.dataset.batches_per_epoch(self.num_workers)
@@ -113,18 +135,57 @@ class RINRLoader:
             self.epoch += 1
         self._started, self._restored = True, False
         self.dataset.set_epoch(self.epoch)
+        skip, self._skip = self._skip, 0
+        resume_loader, self._resume_loader = self._resume_loader, False
+        self._position = skip
+        cache = self.cache
+        plan = cache.plan(self.dataset, self.num_workers) if cache is not None and not resume_loader else None
+        self._replaying = plan is not None
+        if cache is not None and plan is not None:
+            yield from self._replay(cache, plan, skip)
+            return
+        self.dataset.record_order = self.cache is not None and self.cache.enabled
+        delivered = 0
         for batch in self.loader:
+            if self.cache is not None:
+                self.cache.add(batch)
+            if not len(batch):  # a worker's closing shard logs
+                continue
+            delivered += 1
+            if delivered <= skip:  # resuming a replayed epoch's position without the cache: the workers start over
+                continue
+            self._position = delivered
             yield self.finish(batch)
 
+    def _replay(self, cache: DeviceCache, plan: list[PlannedBatch], skip: int) -> Iterator[dict[str, Any]]:
+        cache.replayed_epochs += 1
+        for position in range(skip, len(plan)):
+            batch = cache.batch(plan[position], self.epoch)
+            self._position = position + 1
+            yield self.finish(batch)
+
+    def cache_stats(self) -> dict[str, Any] | None:
+        """What the device cache holds (frames, bytes, bytes per frame, frames per GiB, budget); None without one."""
+        return self.cache.stats() if self.cache is not None else None
+
     def state_dict(self) -> dict[str, Any]:
-        """Epoch and the StatefulDataLoader's state (every worker's position)."""
+        """Epoch and position: the StatefulDataLoader's state (every worker's position), or in an epoch served from
+        the device cache the number of batches delivered."""
+        if self._replaying:
+            return {"epoch": self.epoch, "position": self._position}
         return {"epoch": self.epoch, "loader": self.loader.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next iteration continues the saved epoch after its last delivered batch."""
         self.epoch = int(state["epoch"])
         self.dataset.set_epoch(self.epoch)
-        self.loader.load_state_dict(state["loader"])
+        if "position" in state:
+            # Saved in a replayed epoch: replayed again if the cache holds the epoch, else read through fresh
+            # workers from the epoch's start, the first `position` batches skipped (and cached) in this process.
+            self._skip, self._resume_loader = int(state["position"]), False
+        else:
+            self.loader.load_state_dict(state["loader"])
+            self._skip, self._resume_loader = 0, True
         self._started, self._restored = True, True
 
     def finish(self, batch: LoaderBatch) -> dict[str, Any]:
@@ -132,7 +193,8 @@ class RINRLoader:
         dev = self.device
         # A CPU decode shares the cores with the workers: OpenMP threads spinning on busy cores made it
         # 4-20x slower (docs/BENCHMARKS.md), so leave one core per worker.
-        limit = max(1, (os.cpu_count() or 1) - self.num_workers) if dev.type == "cpu" else 1 << 16
+        workers = 0 if self._replaying else self.num_workers  # a replayed epoch starts no workers
+        limit = max(1, (os.cpu_count() or 1) - workers) if dev.type == "cpu" else 1 << 16
         try:
             with _cpu_threads(limit):
                 images = decode_packed(batch.packed, dev, as_float=True)

@@ -72,6 +72,24 @@ class PackedImages:
             out.append(img.to(device, non_blocking=True).to(torch.float32).div_(255))
         return out
 
+    def split(self) -> list["PackedImages"]:
+        """One group per member (`members` [m]), owning its storage (uint8 images stay uint8)."""
+        return [PackedImages([_owned(img)], [m]) for img, m in zip(self.images, self.members)]
+
+    @classmethod
+    def merge(cls, frames: Sequence["PackedImages"]) -> list["PackedImages"]:
+        """One-frame groups (as `split` gives) as one group; members index `frames`."""
+        if any(len(f.images) != 1 for f in frames):
+            raise ValueError("merge takes one-frame groups")
+        return [PackedImages([f.images[0] for f in frames], list(range(len(frames))))] if frames else []
+
+
+def _owned(image: Any) -> Any:
+    """A copy that shares no storage (a worker's shared-memory tensor is not kept alive by a held frame)."""
+    if isinstance(image, EncodedImage):
+        return EncodedImage(image.data.clone(), image.size)
+    return image.clone()
+
 
 class ClassicCodec:
     """One classic codec (JPEG, WebP or AVIF) behind the Codec interface."""

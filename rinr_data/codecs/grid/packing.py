@@ -1,4 +1,8 @@
-"""Latent-grid records stacked for a batched render: frames of one size and grid shape share one call."""
+"""Latent-grid records stacked for a batched render: frames of one size and grid shape share one call.
+
+A group can be split into one-frame groups, held compactly (latents as the integers they are, in the smallest
+integer type that holds them), and merged back: frames of one size and shape again make one batched render.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ class PackedGrids:
     shape: GridShape
     height: int
     width: int
-    latents: list[torch.Tensor]  # per level [B, 1, h_l, w_l]
+    latents: list[torch.Tensor]  # per level [B, 1, h_l, w_l]: float32, or integers (split groups) cast at render
     layers: Layers
     members: list[int]
 
@@ -51,7 +55,61 @@ class PackedGrids:
     def render(self, device: torch.device) -> list[torch.Tensor]:
         """Float [3, H, W] frames, one batched upsampling and synthesis for the whole group."""
         group = self.to(device, non_blocking=True)
-        return list(render(group.layers, group.latents, self.height, self.width))
+        # Integer latents cast to exactly the float32 values an unsplit group carries: the render is bit-identical.
+        latents = [t if t.is_floating_point() else t.to(torch.float32) for t in group.latents]
+        return list(render(group.layers, latents, self.height, self.width))
+
+    def split(self) -> list["PackedGrids"]:
+        """One group per member (`members` [m]), owning its storage, latents compact where they are integers."""
+        return [
+            PackedGrids(
+                self.shape,
+                self.height,
+                self.width,
+                [_compact(t[i : i + 1]) for t in self.latents],
+                [(w[i : i + 1].clone(), b[i : i + 1].clone()) for w, b in self.layers],
+                [m],
+            )
+            for i, m in enumerate(self.members)
+        ]
+
+    @classmethod
+    def merge(cls, frames: Sequence["PackedGrids"]) -> list["PackedGrids"]:
+        """One-frame groups (as `split` gives) stacked by (size, shape) as `pack` stacks them; members index
+        `frames`."""
+        by_key: dict[tuple[int, int, GridShape], list[int]] = defaultdict(list)
+        for fi, frame in enumerate(frames):
+            if len(frame.members) != 1:
+                raise ValueError(f"merge takes one-frame groups, got one of {len(frame.members)} frames")
+            by_key[(frame.height, frame.width, frame.shape)].append(fi)
+        groups = []
+        for (h, w, shape), members in sorted(by_key.items()):
+            parts = [frames[fi] for fi in members]
+            latents = [_cat([p.latents[lv] for p in parts]) for lv in range(shape.levels)]
+            layers = [
+                (torch.cat([p.layers[i][0] for p in parts]), torch.cat([p.layers[i][1] for p in parts]))
+                for i in range(len(shape.layer_dims()))
+            ]
+            groups.append(PackedGrids(shape, h, w, latents, layers, members))
+        return groups
+
+
+def _compact(latents: torch.Tensor) -> torch.Tensor:
+    """Integer-valued float latents as int8 / int16 / int32, whichever holds them (a fresh tensor either way)."""
+    if latents.is_floating_point() and torch.equal(latents, latents.round()):
+        top = float(latents.abs().max()) if latents.numel() else 0.0
+        for dtype in (torch.int8, torch.int16, torch.int32):
+            if top <= torch.iinfo(dtype).max:
+                return latents.to(dtype)
+    return latents.clone()
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along the batch, in the widest dtype among the parts (frames compact to different types)."""
+    dtype = parts[0].dtype
+    for p in parts[1:]:
+        dtype = torch.promote_types(dtype, p.dtype)
+    return torch.cat([p.to(dtype) for p in parts])
 
 
 def pack(records: Sequence[GridRecord], scenes: Mapping[str, GridRecord] | None = None) -> list[PackedGrids]:

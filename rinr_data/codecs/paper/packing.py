@@ -1,4 +1,8 @@
-"""Residual-SIREN records stacked for a batched render: INRs grouped by shape, composited into frames."""
+"""Residual-SIREN records stacked for a batched render: INRs grouped by shape, composited into frames.
+
+A packed batch can be split into one-frame packings (its background and box INRs) and merged back into the packing
+`pack` builds for those frames, so a held frame renders in the same batched calls.
+"""
 
 from __future__ import annotations
 
@@ -101,6 +105,66 @@ class PackedSirens:
             crop = backgrounds[fi][:, top:bottom, left:right]
             canvases[fi][:, top:bottom, left:right] = (crop + self.q[i] * residual).clamp(0, 1)
         return [canvases[fi] for fi in range(len(self.members))]
+
+    def split(self) -> list["PackedSirens"]:
+        """One packing per frame (`members` [m]) with its own INRs, owning its storage."""
+        out = []
+        for fi, member in enumerate(self.members):
+            mine = [i for i, f in enumerate(self.frame_of) if f == fi]
+            local = {i: li for li, i in enumerate(mine)}
+            groups = []
+            for group in self.groups:
+                at = [p for p, i in enumerate(group.members) if i in local]
+                if not at:
+                    continue
+                index = torch.tensor(at, dtype=torch.long, device=group.params[0][0].device)
+                params = [(w.index_select(0, index), b.index_select(0, index)) for w, b in group.params]
+                groups.append(PackedGroup(group.shape, group.w0, params, [local[group.members[p]] for p in at]))
+            out.append(
+                PackedSirens(
+                    groups,
+                    [self.frame_sizes[fi]],
+                    [0] * len(mine),
+                    [self.regions[i] for i in mine],
+                    [self.q[i] for i in mine],
+                    [member],
+                )
+            )
+        return out
+
+    @classmethod
+    def merge(cls, frames: Sequence["PackedSirens"]) -> list["PackedSirens"]:
+        """One-frame packings (as `split` gives) as the one packing `pack` builds for their frames; members index
+        `frames`."""
+        by_key: dict[tuple[SirenShape, float], list[tuple[Params, list[int]]]] = defaultdict(list)
+        frame_of: list[int] = []
+        regions: list[tuple[int, int, int, int]] = []
+        q: list[float] = []
+        for fi, frame in enumerate(frames):
+            if len(frame.members) != 1:
+                raise ValueError(f"merge takes one-frame packings, got one of {len(frame.members)} frames")
+            offset = len(q)
+            for group in frame.groups:
+                by_key[(group.shape, group.w0)].append((group.params, [offset + i for i in group.members]))
+            frame_of += [fi] * len(frame.q)
+            regions += frame.regions
+            q += frame.q
+        if not frames:
+            return []
+        groups = [
+            PackedGroup(
+                shape,
+                w0,
+                [
+                    (torch.cat([p[layer][0] for p, _ in parts]), torch.cat([p[layer][1] for p, _ in parts]))
+                    for layer in range(len(parts[0][0]))
+                ],
+                [i for _, members in parts for i in members],
+            )
+            for (shape, w0), parts in sorted(by_key.items(), key=lambda kv: kv[0])
+        ]
+        sizes = [f.frame_sizes[0] for f in frames]
+        return [PackedSirens(groups, sizes, frame_of, regions, q, list(range(len(frames))))]
 
 
 def pack(records: Sequence[Record], scenes: Mapping[str, object] | None = None) -> list[PackedSirens]:
