@@ -39,9 +39,9 @@ def datasets(tmp_path_factory):
     return root
 
 
-def _loader(folder, workers=0, cache=None, batch_size=4, **options) -> RINRLoader:
+def _loader(folder, workers=0, cache=None, batch_size=4, device="cpu", **options) -> RINRLoader:
     dataset_options = {k: options.pop(k) for k in list(options) if k not in ("cache_bytes",)}
-    ds = RINRDataset(folder, batch_size=batch_size, seed=5, device="cpu", **dataset_options)
+    ds = RINRDataset(folder, batch_size=batch_size, seed=5, device=device, **dataset_options)
     return RINRLoader(ds, num_workers=workers, augment=AugmentConfig(), cache=cache, **options)
 
 
@@ -187,6 +187,20 @@ def test_cached_epochs_give_the_uncached_batches_without_reading_shards(datasets
     stats = cached.cache_stats()
     assert stats["replayed_epochs"] == 2 and stats["frames"] == 10 and stats["enabled"]
     assert stats["bytes"] == 10 * stats["bytes_per_frame"] > 0 and stats["frames_per_gib"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("codec", ["rinr", "jpeg"])
+def test_cached_epochs_on_cuda_give_the_uncached_batches(datasets, tmp_path, codec):
+    folder = tmp_path / codec
+    shutil.copytree(datasets / codec, folder)
+    reference = _loader(datasets / codec, 2, device="cuda")
+    cached = _loader(folder, 2, "device", device="cuda")
+    _assert_same(list(cached), list(reference))
+    for tar in folder.glob("*.tar"):
+        tar.unlink()
+    _assert_same(list(cached), list(reference))
+    assert cached.cache_stats()["replayed_epochs"] == 1
 
 
 @pytest.mark.parametrize("workers", [0, 2])

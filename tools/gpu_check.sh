@@ -1,6 +1,6 @@
 #!/bin/bash
-# One prepared GPU check, about 9 minutes on an H200 (docs/BENCHMARKS.md, "On a GPU"): the gpu tests, then the codec
-# (per frame), scene-mode and loader benchmarks on CUDA. Each stage has its own time limit, so one slow stage never
+# One prepared GPU check, about 10 minutes on an H200 (docs/BENCHMARKS.md, "On a GPU"): the gpu tests, then the codec
+# (per frame), scene-mode and loader (with and without the device cache) benchmarks and an encode estimate on CUDA. Each stage has its own time limit, so one slow stage never
 # costs the others; every log line goes to OUT/stages.log.
 #
 #   tools/gpu_check.sh DATA OUT            the checks above
@@ -50,12 +50,15 @@ if [ "$WHAT" = accuracy ]; then
   grep -v "^\s*$" "$LOG" | tail -c 11000
   exit 0
 fi
-stage gputests 90 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py tests/test_datamodules.py
+stage gputests 90 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py tests/test_datamodules.py tests/test_cache.py
 stage codec 150 $PY tools/bench_codec.py --data "$DATA" --datasets vtest-dev --frames 8 --batch 8 --device cuda \
   --section grid-gpu --write "$OUT/BENCHMARKS.md" --plot "$OUT/rd.png" --json "$OUT/codec.json" --quiet
 stage scene 270 $PY tools/bench_codec.py --data "$DATA" --datasets vtest-long --frames 32 --consecutive --scene \
   --scene-window 32 --device cuda --section grid-scene-gpu --write "$OUT/BENCHMARKS.md" --plot "$OUT/rd.png" \
   --json "$OUT/scene.json" --quiet
-stage loader 90 $PY tools/bench_loader.py --data "$DATA/vtest-long" --max-steps 100 --device cuda --workers 0,2,4 \
-  --shard-size 25 --epochs 2 --repeat 2
+# --cache device: the RINR loader also runs from its device cache (issue 23), its own columns beside JPEG's.
+stage loader 120 $PY tools/bench_loader.py --data "$DATA/vtest-long" --max-steps 100 --device cuda --workers 0,2,4 \
+  --shard-size 25 --epochs 2 --repeat 2 --cache device
+# rinr-encode --estimate on CUDA: the projected hours of a full run at the default settings (issue 25).
+stage estimate 90 $PY tools/encode.py "$DATA/vtest-dev" "$OUT/estimate-out" --device cuda --batch 8 --estimate 8
 grep -v "^\s*$" "$LOG" | tail -c 11000
