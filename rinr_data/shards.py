@@ -30,6 +30,7 @@ CODEC_OF_EXTENSION = {v: k for k, v in IMAGE_EXTENSIONS.items()}
 JSON_FIELDS = ("width", "height", "boxes", "labels", "source", "object_psnr", "background_psnr")
 SCENE_EXTENSION = "scene"
 PSNR_LOSSLESS = 999.0
+MAX_JSON_SIDE = 1 << 16  # a frame side a sample JSON may declare (records bound theirs tighter: format.container)
 # '/'-separated non-empty parts of letters, digits, '_' and '-': no dots (so no '..' and no webdataset extension
 # split), no leading '/', no empty part. A key becomes a file path in rinr-decode; this is what keeps it inside OUT.
 _KEY = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
@@ -306,6 +307,36 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- reading
 
 
+# tarfile's stream mode (as webdataset opens shards) inflates gzip, bzip2 and xz transparently: a 139-byte bzip2 shard
+# inflated to a 16 MiB member in fuzzing. Shards are written as plain tar, so a compressed stream is refused.
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+class _PlainTar:
+    """A read-only stream that refuses compressed data at its start (FormatError naming the shard)."""
+
+    def __init__(self, stream: BinaryIO, name: str) -> None:
+        self._stream = stream
+        self._head = stream.read(6) or b""
+        for magic, kind in _COMPRESSED.items():
+            if self._head.startswith(magic):
+                raise FormatError(f"{name}: a {kind}-compressed stream, not a plain tar shard; refused")
+
+    def read(self, size: int = -1) -> bytes:
+        """Bytes of the stream, the peeked head first."""
+        head, self._head = self._head, b""
+        if size is None or size < 0:
+            return head + self._stream.read()
+        if len(head) >= size:
+            self._head = head[size:]
+            return head[:size]
+        return head + self._stream.read(size - len(head))
+
+    def close(self) -> None:
+        """Close the underlying stream."""
+        self._stream.close()
+
+
 def tar_samples(stream: BinaryIO, name: str) -> Iterator[dict[str, Any]]:
     """Samples {"__key__", "__url__", ext: bytes} of one tar stream, grouped by webdataset's own tar iterators.
 
@@ -315,7 +346,7 @@ def tar_samples(stream: BinaryIO, name: str) -> Iterator[dict[str, Any]]:
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
     try:
-        for sample in group_by_keys(tar_file_expander([{"url": name, "stream": stream}])):
+        for sample in group_by_keys(tar_file_expander([{"url": name, "stream": _PlainTar(stream, name)}])):
             try:
                 check_key(sample["__key__"])
             except FormatError:
@@ -337,7 +368,7 @@ def count_samples(stream: BinaryIO, name: str) -> int:
     names: list[str] = []
     try:
         # select_files sees each name after webdataset's own member filters and, returning False, skips the read.
-        for _ in tar_file_iterator(stream, select_files=lambda fname: names.append(fname) or False):
+        for _ in tar_file_iterator(_PlainTar(stream, name), select_files=lambda fname: names.append(fname) or False):
             pass
         return sum(1 for _ in group_by_keys({"fname": n, "data": b"", "__url__": name} for n in names))
     except Exception as exc:  # tarfile, EOF, webdataset's duplicate-member ValueError
@@ -388,9 +419,24 @@ def sample_json(sample: dict[str, Any]) -> dict[str, Any]:
     missing = [k for k in JSON_FIELDS if k not in meta] if isinstance(meta, dict) else list(JSON_FIELDS)
     if missing:
         raise FormatError(f"sample {key!r}: .json lacks {missing}")
-    if len(meta["boxes"]) != len(meta["labels"]):
-        raise FormatError(f"sample {key!r}: {len(meta['boxes'])} boxes but {len(meta['labels'])} labels")
+    for name in ("width", "height"):
+        value = meta[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_JSON_SIDE:
+            raise FormatError(f"sample {key!r}: .json {name} {value!r} is not a size in pixels (1..{MAX_JSON_SIDE})")
+    boxes, labels = meta["boxes"], meta["labels"]
+    if not isinstance(boxes, list) or not all(_is_box(b) for b in boxes):
+        raise FormatError(f"sample {key!r}: .json boxes must be a list of [x0, y0, x1, y1] finite numbers")
+    if not isinstance(labels, list) or len(boxes) != len(labels):
+        raise FormatError(f"sample {key!r}: {len(boxes)} boxes but labels {str(labels)[:80]}")
     return meta
+
+
+def _is_box(box: Any) -> bool:
+    return (
+        isinstance(box, list)
+        and len(box) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+    )
 
 
 def find_shards(paths: Sequence[str | Path]) -> tuple[list[Path], dict[str, Any] | None]:

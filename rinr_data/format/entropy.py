@@ -52,10 +52,20 @@ def _zstd_compress(raw: bytes) -> bytes:
 def _zstd_decompress(data: bytes, expected: int) -> bytes:
     import zstandard
 
+    # decompress() allocates what the frame header declares, whatever max_output_size says: read at most one byte past
+    # the expected size from a stream instead, so a forged header cannot allocate without bound.
     try:
-        return zstandard.ZstdDecompressor().decompress(data, max_output_size=expected)
+        with zstandard.ZstdDecompressor().stream_reader(data) as reader:
+            parts, size = [], 0
+            while size <= expected and (chunk := reader.read(expected + 1 - size)):
+                parts.append(chunk)
+                size += len(chunk)
     except zstandard.ZstdError as exc:
         raise FormatError(f"zstd weight stream is corrupt: {exc}") from None
+    if size != expected:
+        more = "+" if size > expected else ""
+        raise FormatError(f"zstd weight stream holds {size}{more} bytes, expected {expected}")
+    return b"".join(parts)
 
 
 def _brotli_compress(raw: bytes) -> bytes:

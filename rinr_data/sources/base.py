@@ -139,18 +139,26 @@ def outside_root_error(where: str, field_name: str, name: str, root: Path) -> st
     return f"{where}: {field_name} {name!r} points outside the dataset root {root}; refused"
 
 
+def is_file(path: Path) -> bool:
+    """`path.is_file()`, False for a name the file system refuses (too long, bad bytes) instead of an OSError."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def find_image(name: str, folders: Sequence[Path], root: Path, stem_fallback: bool = False) -> Path | None:
     """First existing `folder/name` inside `root`; with stem_fallback also `folder/<stem>.<any image suffix>`."""
     for folder in folders:
         # Each folder is checked on its own: `../images/a.png` is fine from annotations/ but leaves the root from root.
-        if inside_root(name, root, folder) and (folder / name).is_file():
+        if inside_root(name, root, folder) and is_file(folder / name):
             return folder / name
     if stem_fallback:
         stem = Path(name).stem
         for folder in folders:
             for suffix in IMAGE_SUFFIXES:
                 for cand in (folder / (stem + suffix), folder / (stem + suffix.upper())):
-                    if cand.is_file():
+                    if is_file(cand):
                         return cand
     return None
 

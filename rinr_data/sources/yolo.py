@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import yaml
 
 from ..errors import SourceError
-from .base import Keys, Source, SourceItem, class_list, finite, images_under, relative
+from .base import Keys, Source, SourceItem, class_list, finite, images_under, read_annotation_text, relative
 
 NAMES_FILES = ("data.yaml", "data.yml", "dataset.yaml")
 
@@ -50,9 +50,10 @@ def _class_names(root: Path) -> tuple[list[str] | None, str | None]:
     for name in NAMES_FILES:
         f = root / name
         if f.is_file():
-            return class_names_from_yaml(f.read_text(), str(f)), f.name
+            return class_names_from_yaml(read_annotation_text(f), str(f)), f.name
     if (root / "classes.txt").is_file():
-        return [ln.strip() for ln in (root / "classes.txt").read_text().splitlines() if ln.strip()], "classes.txt"
+        text = read_annotation_text(root / "classes.txt")
+        return [ln.strip() for ln in text.splitlines() if ln.strip()], "classes.txt"
     return None, None
 
 

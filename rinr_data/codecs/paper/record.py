@@ -101,7 +101,7 @@ def unpack(blob: bytes) -> Record:
     h, w, n_boxes = head.height, head.width, head.n_boxes
     check_frame(h, w, n_boxes)
     if not (math.isfinite(head.w0) and 0 < head.w0 <= 1000):
-        raise FormatError(f"w0 {head['w0']} out of bounds")
+        raise FormatError(f"w0 {head.w0} out of bounds")
     reader = Reader(body, HEADER.size)
     reader.take((n_boxes + 1) * _INR.size + n_boxes * _BOX.size, "INR and box tables")  # size check first
     reader.pos = HEADER.size
