@@ -313,11 +313,17 @@ _COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x
 
 
 class _PlainTar:
-    """A read-only stream that refuses compressed data at its start (FormatError naming the shard)."""
+    """A read-only stream that refuses compressed data at its start and reads past its end (FormatError naming the
+    shard)."""
+
+    # tarfile's stream mode skips a member by reading block after block up to its declared end, even past the end of
+    # the stream: a header declaring 2**62 bytes hung the reader in fuzzing. A few empty reads at the end are normal.
+    MAX_READS_PAST_END = 64
 
     def __init__(self, stream: BinaryIO, name: str) -> None:
-        self._stream = stream
+        self._stream, self._name = stream, name
         self._head = stream.read(6) or b""
+        self._past_end = 0
         for magic, kind in _COMPRESSED.items():
             if self._head.startswith(magic):
                 raise FormatError(f"{name}: a {kind}-compressed stream, not a plain tar shard; refused")
@@ -330,7 +336,12 @@ class _PlainTar:
         if len(head) >= size:
             self._head = head[size:]
             return head[:size]
-        return head + self._stream.read(size - len(head))
+        data = head + self._stream.read(size - len(head))
+        if not data and size:
+            self._past_end += 1
+            if self._past_end > self.MAX_READS_PAST_END:
+                raise FormatError(f"{self._name}: a tar member runs past the end of the shard (truncated or forged)")
+        return data
 
     def close(self) -> None:
         """Close the underlying stream."""
