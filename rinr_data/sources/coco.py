@@ -88,6 +88,8 @@ def read_coco(path: Path, classes: Sequence[str] | None = None) -> Source:
             image_id, file_name = im["id"], str(im["file_name"])
         except (KeyError, TypeError) as exc:
             raise SourceError(f"{ann_file}: images[{n}] lacks {exc}") from exc
+        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
+            raise SourceError(f"{ann_file}: images[{n}] id {image_id!r} is not an integer or a string")
         error = None
         if inside_root(file_name, root, ann_file.parent):
             image_path = find_image(file_name, folders, root) or folders[0] / file_name
@@ -105,7 +107,8 @@ def read_coco(path: Path, classes: Sequence[str] | None = None) -> Source:
     for n, a in enumerate(anns):
         aid = a.get("id", f"#{n}") if isinstance(a, dict) else f"#{n}"
         where = f"{rel_ann} annotation id {aid}"
-        item = by_id.get(a.get("image_id")) if isinstance(a, dict) else None
+        ref = a.get("image_id") if isinstance(a, dict) else None
+        item = by_id.get(ref) if isinstance(ref, (int, str)) else None
         if item is None:
             image_id = a.get("image_id") if isinstance(a, dict) else None
             warnings.append(f"{where}: image_id {image_id!r} matches no image; ignored")
