@@ -21,6 +21,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     config.addinivalue_line("markers", "slow: long-running; excluded from `make test`")
+    config.addinivalue_line("markers", "soak: minutes-long memory soak (pytest -m soak); excluded from `make test`")
     config.addinivalue_line("markers", "gpu: needs a CUDA device")
 
 

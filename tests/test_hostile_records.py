@@ -65,6 +65,21 @@ def test_the_pixel_limit_is_documented_and_adjustable(grid_blob, monkeypatch):
     assert R.decode(grid_blob).shape == (3, 16, 20)
 
 
+def test_a_record_whose_synthesis_would_take_tera_macs_is_refused():
+    # Found while fuzzing: 121 bytes, 4096x4096 pixels (within MAX_IMAGE_PIXELS) through eight 255-wide layers:
+    # ~35 GiB and minutes to decode. The decode cost in multiply-accumulates is bounded as well.
+    from rinr_data.codecs.grid.model import GridShape
+    from rinr_data.format.quantize import QuantizedTensor
+
+    shape = GridShape(levels=1, hidden=(255,) * 8)
+    latents = [np.zeros(size, np.int32) for size in shape.level_sizes(480, 640)]  # 0.3 Mpixels suffice here
+    synthesis = [QuantizedTensor(np.zeros(n, np.int32), 1.0, 8) for fi, fo in shape.layer_dims() for n in (fi * fo, fo)]
+    blob = R.pack_record(grid_record.GridRecord(480, 640, shape, 8, [], latents, synthesis))
+    assert len(blob) < 200
+    with pytest.raises(R.FormatError, match="MAX_DECODE_MACS"):
+        R.unpack_record(blob)
+
+
 def test_an_empty_payload_cannot_claim_latents(grid_blob):
     rec = grid_record.unpack(grid_blob)
     assert any(int(np.abs(lat).max()) > 0 for lat in rec.latents)

@@ -30,6 +30,11 @@ MAX_BOXES = 4096
 # allocated. 4096x4096 covers the cameras this is for; raise it (rinr_data.format.container.MAX_IMAGE_PIXELS = N) for
 # trusted records of larger frames.
 MAX_IMAGE_PIXELS = 4096 * 4096
+# Pixels alone do not bound the work: a 121-byte grid record declaring 4096x4096 pixels through eight 255-wide
+# layers parsed fine and needed ~35 GiB to decode. A record's multiply-accumulates (synthesis MACs per pixel times
+# the pixels each network covers) are bounded too: 8192 per pixel of the largest frame covers the paper codec's
+# 28x10 background SIREN (~7,000 MACs a pixel) and twenty times the default grid synthesis (400).
+MAX_DECODE_MACS = MAX_IMAGE_PIXELS * 8192
 
 
 @dataclass(frozen=True)
@@ -126,3 +131,13 @@ def check_box(index: int, box: tuple[float, float, float, float], height: int, w
 def scene_id(blob: bytes) -> str:
     """A scene record's id: derived from its bytes, so a frame can never be decoded against the wrong scene."""
     return "s" + hashlib.sha256(blob).hexdigest()[:15]
+
+
+def check_decode_cost(macs: int, what: str) -> None:
+    """A record's decode work in multiply-accumulates must stay within MAX_DECODE_MACS (raises FormatError)."""
+    if macs > MAX_DECODE_MACS:
+        raise FormatError(
+            f"{what} needs {macs:,} multiply-accumulates to decode, over MAX_DECODE_MACS ({MAX_DECODE_MACS:,}): "
+            "refused as a possible decompression bomb; raise rinr_data.format.container.MAX_DECODE_MACS for "
+            "trusted records"
+        )

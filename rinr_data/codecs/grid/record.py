@@ -16,7 +16,17 @@ import torch
 from ...core.frames import box_mask
 from ...errors import FormatError
 from ...format import entropy
-from ...format.container import HEADER, LENGTH, Reader, check_box, check_frame, pack_header, read_header, seal
+from ...format.container import (
+    HEADER,
+    LENGTH,
+    Reader,
+    check_box,
+    check_decode_cost,
+    check_frame,
+    pack_header,
+    read_header,
+    seal,
+)
 from ...format.quantize import QuantizedTensor, qmax, quantize_tensor
 from . import context as grid_context
 from .context import LevelContext
@@ -249,6 +259,7 @@ def unpack(blob: bytes) -> GridRecord:
     if flags & FLAG_BOX_MARGIN and not box_margin:
         raise FormatError("box margin flag set with a margin of 0 pixels")
     shape = GridShape(levels, hidden, box_levels=box_levels, box_margin=box_margin)
+    check_decode_cost(h * w * sum(fi * fo for fi, fo in shape.layer_dims()), f"a {w}x{h} grid frame ({shape})")
     scene = None
     if flags & FLAG_SCENE_REF:
         (length,) = reader.unpack(struct.Struct("<B"), "scene id length")

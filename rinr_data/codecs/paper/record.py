@@ -12,9 +12,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...core.frames import box_region
 from ...errors import FormatError
 from ...format import entropy
-from ...format.container import HEADER, LENGTH, Reader, check_box, check_frame, pack_header, read_header, seal
+from ...format.container import (
+    HEADER,
+    LENGTH,
+    Reader,
+    check_box,
+    check_decode_cost,
+    check_frame,
+    pack_header,
+    read_header,
+    seal,
+)
 from ...format.quantize import QuantizedTensor
 from .siren import SirenShape
 from .weights import QuantizedINR, tensor_bits
@@ -118,6 +129,10 @@ def unpack(blob: bytes) -> Record:
     counts = [n for shape, _, _ in shapes for fi, fo in shape.layer_dims() for n in (fi * fo, fo)]
     if sum(counts) > MAX_PARAMS:
         raise FormatError(f"record declares {sum(counts)} parameters, over the limit of {MAX_PARAMS}")
+    # Each SIREN runs over the pixels it covers: the background over the frame, an object over its box.
+    areas = [h * w] + [box_region(b[:4], h, w).area for b in boxes]
+    macs = sum(area * sum(fi * fo for fi, fo in shape.layer_dims()) for area, (shape, _, _) in zip(areas, shapes))
+    check_decode_cost(macs, f"a {w}x{h} residual-SIREN frame")
     scales = np.frombuffer(reader.take(2 * len(counts), "scale table"), "<f2").astype(np.float64)
     if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
         raise FormatError("scale table holds a non-positive or non-finite scale")
