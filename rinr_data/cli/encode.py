@@ -26,7 +26,7 @@ from ..convert import (
 )
 from ..core.devices import rank_and_world
 from ..errors import FormatError, ResumeError
-from ..sources import FORMATS, SampleError, SourceError, open_source, parse_size
+from ..sources import FORMATS, SampleError, Source, SourceError, open_source, parse_size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,13 +219,9 @@ def main(argv: Sequence[str] | None = None, *, on_sample: Callable[[int, str], N
     rank, world = init_distributed()
     say = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)
     try:
-        try:
-            source = open_source(args.src, args.format, _classes(args.classes))
-        except (SourceError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        source = _open_source(args, say)
+        if source is None:
             return 2
-        for note in source.warnings:
-            say(f"warning: {note}")
         n_shards = -(-len(source.items) // config.shard_size)
         say(
             f"{args.src}: {source.format}, {len(source.items)} samples, {len(source.classes)} class(es) -> "
@@ -269,14 +265,22 @@ def main(argv: Sequence[str] | None = None, *, on_sample: Callable[[int, str], N
             dist.destroy_process_group()
 
 
-def _estimate(args: argparse.Namespace, config: ConvertConfig) -> int:
+def _open_source(args: argparse.Namespace, say: Callable[[str], None]) -> Source | None:
+    """The dataset named on the command line with its warnings said, or None after printing why it cannot be read."""
     try:
         source = open_source(args.src, args.format, _classes(args.classes))
     except (SourceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return None
     for note in source.warnings:
-        print(f"warning: {note}", file=sys.stderr)
+        say(f"warning: {note}")
+    return source
+
+
+def _estimate(args: argparse.Namespace, config: ConvertConfig) -> int:
+    source = _open_source(args, lambda msg: print(msg, file=sys.stderr))
+    if source is None:
+        return 2
     if source.items:
         picked = len(sample_indices(len(source.items), args.estimate, config.batch))
         print(
