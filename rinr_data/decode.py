@@ -44,16 +44,18 @@ def pack_records(records: Sequence[Any], scenes: Mapping[str, Any] | None = None
     """Stack parsed records (or images) for one batched decode, on the CPU (`scenes`: parsed scene records by id)."""
     by_codec: dict[str, list[int]] = defaultdict(list)
     owners = {}
+    sizes = []
     for fi, rec in enumerate(records):
         codec = codecs.for_parsed(rec)
         by_codec[codec.name].append(fi)
         owners[codec.name] = codec
+        sizes.append(codec.describe(rec).size)
     groups: list[Packed] = []
     for name, frames in by_codec.items():
         for group in owners[name].pack([records[fi] for fi in frames], scenes):
             group.members = [frames[i] for i in group.members]
             groups.append(group)
-    return PackedBatch(groups, [codecs.for_parsed(r).describe(r).size for r in records])
+    return PackedBatch(groups, sizes)
 
 
 def decode_packed(

@@ -34,11 +34,6 @@ def get(name: str) -> Codec:
     return _CODECS[name]
 
 
-def names() -> tuple[str, ...]:
-    """Every registered codec name."""
-    return tuple(_CODECS)
-
-
 def for_config(config: Any) -> Codec:
     """The codec a config belongs to (TypeError for an object that is no codec's config)."""
     for codec in _CODECS.values():
@@ -143,6 +138,5 @@ __all__ = [
     "for_parsed",
     "for_record",
     "get",
-    "names",
     "parse",
 ]

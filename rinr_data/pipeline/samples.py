@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -121,13 +121,3 @@ def parse_named(sample: dict[str, Any], where: str, keep_encoded: bool = False) 
         return parse_sample(sample, keep_encoded)
     except FormatError as exc:
         raise FormatError(f"{where}: sample {sample.get('__key__')!r}: {exc}") from exc
-
-
-def parsed_samples(path: str | Path) -> Iterator[tuple[dict[str, Any], ParsedSample | FormatError]]:
-    """(raw sample, parsed sample or the FormatError naming it) for every sample of a local shard."""
-    name = Path(path).name
-    for sample in local_shard(path):
-        try:
-            yield sample, parse_named(sample, name)
-        except FormatError as exc:
-            yield sample, exc
