@@ -9,7 +9,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test test-all lint bench-codec clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py rinr_data/format/_rans.c rinr_data/format/_rans_tables.h
 	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_PINS)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'

@@ -153,9 +153,11 @@ def test_reference_bitstreams_are_stable(coder):
     assert record.pack(record.unpack(blob)) == blob
 
 
-def test_a_record_written_by_0_3_1_still_parses_repacks_and_decodes():
-    """Format stability: a grid record (context model, box-only level) written by rinr-data 0.3.1 and kept in the
-    repo parses to the same latents, repacks to the same bytes and decodes to the quality its encoder measured."""
+@pytest.mark.parametrize("version", ["0.3.1", "0.5.0"])
+def test_a_record_written_by_an_earlier_version_still_parses_repacks_and_decodes(version):
+    """Format stability: grid records (context model, box-only level) kept in the repo, from rinr-data 0.3.1 (coder
+    "ans") and 0.5.0 (coder "rans", the same latents), parse to the same latents, repack to the same bytes and decode
+    to the quality their encoder measured."""
     import numpy as np
     import torch
     from PIL import Image
@@ -163,7 +165,7 @@ def test_a_record_written_by_0_3_1_still_parses_repacks_and_decodes():
     from rinr_data.core.metrics import region_psnr
 
     folder = DATA / "records"
-    meta = json.loads((folder / "grid-0.3.1.json").read_text())
+    meta = json.loads((folder / f"grid-{version}.json").read_text())
     blob = (folder / meta["file"]).read_bytes()
     rec = R.unpack_record(blob)
     assert rec.context is not None and rec.shape.box_levels == 1 and len(blob) == meta["bytes"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -12,8 +12,9 @@ from ..errors import FormatError
 from .quantize import qmax
 
 # Coder ids are part of the record format (docs/FORMAT.md): never renumber.
-CODER_IDS = {"raw": 0, "zstd": 1, "brotli": 2, "ans": 3}
-CODERS = tuple(CODER_IDS)
+CODER_IDS = {"raw": 0, "zstd": 1, "brotli": 2, "ans": 3, "rans": 4}
+# Coders of whole weight streams (`compress`); "rans" codes latent-grid records only (`rans_compress`).
+CODERS = ("raw", "zstd", "brotli", "ans")
 CODER_NAMES = {v: k for k, v in CODER_IDS.items()}
 
 Streams = Sequence[np.ndarray]  # int32 arrays, one per tensor
@@ -159,8 +160,8 @@ def compress(streams: Streams, bits: Sequence[int], coder: str) -> bytes:
 
 def decompress(data: bytes, counts: Sequence[int], bits: Sequence[int], coder_id: int) -> list[np.ndarray]:
     """Inverse of `compress`: the integer tensors, checked against their counts and bit widths."""
-    if coder_id not in CODER_NAMES:
-        raise FormatError(f"unknown entropy coder id {coder_id}; known: {sorted(CODER_NAMES)}")
+    if coder_id not in CODER_NAMES or CODER_NAMES[coder_id] not in CODERS:
+        raise FormatError(f"unknown weight-stream coder id {coder_id}; known: {sorted(CODER_IDS[c] for c in CODERS)}")
     name = CODER_NAMES[coder_id]
     if name == "ans":
         streams = _ans_decompress(data, counts, bits)
@@ -177,7 +178,7 @@ def decompress(data: bytes, counts: Sequence[int], bits: Sequence[int], coder_id
 
 def coder_id(name: str) -> int:
     """Numeric id of a coder name, as stored in records."""
-    if name not in CODER_IDS:
+    if name not in CODERS:
         raise ValueError(f"unknown entropy coder {name!r}; valid: {', '.join(CODERS)}")
     return CODER_IDS[name]
 
@@ -268,3 +269,109 @@ def laplace_scale(values: np.ndarray, floor: float = MIN_LAPLACE_SCALE) -> float
         if bits < best_bits:
             best, best_bits = s, bits
     return best
+
+
+# Tabulated rANS (coder id 4, docs/FORMAT.md): the same chunks as `laplace_compress`, coded by the compiled coder in
+# `_rans.c` against the fixed tables of `rans_tables`. Decoding costs a table lookup a value instead of a Laplace CDF
+# evaluated per value, and the grid context model runs inside the same compiled loop (`RansReader.read_level`).
+def _compiled() -> Any:
+    """The compiled coder, or an ImportError that says how to build it."""
+    try:
+        from . import _rans
+    except ImportError as exc:
+        raise ImportError(
+            "rinr_data's compiled entropy coder (rinr_data/format/_rans.c) is not built: install the package "
+            "(`pip install -e .`, which needs a C compiler and the Python headers) or run "
+            "`python setup.py build_ext --inplace` in a source checkout"
+        ) from exc
+    return _rans
+
+
+def rans_compress(chunks: Sequence[LaplaceChunk]) -> bytes:
+    """Code integer chunks (values, per-value scales, bound[, per-value means]) into one tabulated-rANS stream."""
+    _rans = _compiled()
+    values, means, scales = [], [], []
+    for values_, scales_, bound, *mean in chunks:
+        v = np.asarray(values_, np.int32).reshape(-1)
+        if len(v) == 0 or bound == 0:
+            continue  # a bound of 0 means all zeros: nothing to code
+        values.append(v)
+        scales.append(np.asarray(scales_, np.float64).reshape(-1))
+        means.append(np.asarray(mean[0], np.float64).reshape(-1) if mean else np.zeros(len(v)))
+    if not values:
+        return b""
+    return _rans.encode(*(np.ascontiguousarray(np.concatenate(a)) for a in (values, means, scales)))
+
+
+class RansReader:
+    """Pops the chunks of a `rans_compress` stream in order; every failure is a FormatError."""
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) % 2 or len(data) == 2:
+            raise FormatError(f"latent stream has {len(data)} bytes, not a 32-bit state and 16-bit words")
+        self._data = bytes(data)
+        words = len(data) // 2
+        x = (int.from_bytes(data[0:2], "little") << 16) | int.from_bytes(data[2:4], "little") if words else 1 << 16
+        if x < 1 << 16:
+            raise FormatError("latent stream is corrupt: its state is below the coder's range")
+        # x, read position (in words), number of words: the compiled coder's state between calls.
+        self._state = np.array([x, 2 if words else 0, words], np.uint32)
+
+    def read(self, scales: np.ndarray, bound: int, means: np.ndarray | None = None) -> np.ndarray:
+        """The next chunk: as many integers as `scales` has values; a bound of 0 means all zeros (nothing coded)."""
+        _rans = _compiled()
+        scales = np.ascontiguousarray(scales, np.float64).reshape(-1)
+        out = np.zeros(len(scales), np.int32)
+        if len(scales) == 0 or bound == 0:
+            return out
+        if means is not None:
+            means = np.ascontiguousarray(means, np.float64).reshape(-1)
+        self._call(_rans.decode, out, means, scales, int(bound))
+        return out
+
+    def read_level(
+        self,
+        shape: tuple[int, int],
+        coarser: np.ndarray | None,
+        mask: np.ndarray,
+        coded: np.ndarray | None,
+        params: np.ndarray,
+        bound: int,
+    ) -> tuple[np.ndarray, int]:
+        """A latent level [h, w] under the checkerboard context model (`codecs.grid.context.pass_models`, evaluated
+        in compiled code), in the smallest integer type that holds `bound`, and its largest |value|: params are its
+        6 mean weights, 2 spreads and base scales [pass][in box, outside]."""
+        _rans = _compiled()
+        h, w = shape
+        out = np.zeros((h, w), np.int8 if bound <= 127 else np.int16 if bound <= 32767 else np.int32)
+        if bound == 0:
+            return out, 0
+        ch, cw = coarser.shape if coarser is not None else (0, 0)
+        if coarser is not None and coarser.dtype not in (np.int8, np.int16, np.int32):
+            coarser = coarser.astype(np.int32)
+        peak = self._call(
+            _rans.decode_level,
+            out,
+            h,
+            w,
+            None if coarser is None else np.ascontiguousarray(coarser),
+            ch,
+            cw,
+            np.ascontiguousarray(mask, np.bool_),
+            None if coded is None else np.ascontiguousarray(coded, np.bool_),
+            np.ascontiguousarray(params, np.float64),
+            int(bound),
+        )
+        return out, int(peak)
+
+    def _call(self, fn: Callable, *args: object) -> object:
+        try:
+            return fn(self._data, self._state, *args)
+        except ValueError as exc:
+            raise FormatError(f"latent stream is corrupt: {exc}") from None
+
+    def finish(self) -> None:
+        """Check that every word of the stream was used and the coder is back at its start state."""
+        x, pos, words = (int(v) for v in self._state)
+        if pos != words or x != 1 << 16:
+            raise FormatError("latent stream has trailing data" if pos != words else "latent stream is corrupt")

@@ -138,6 +138,18 @@ def models(
     return out
 
 
+def level_parameters(ctx: LevelContext) -> np.ndarray:
+    """float64 [12] of a level's context for the compiled decoder: 6 mean weights, 2 spreads, then the base scales
+    [pass][in box, outside], each the exact value `pass_models` uses."""
+    return np.concatenate(
+        [
+            np.asarray(ctx.weights, np.float64) * PARAM_STEP,
+            np.asarray(ctx.spreads, np.float64) * PARAM_STEP,
+            np.asarray(ctx.scales, np.float16).astype(np.float64).reshape(-1),
+        ]
+    )
+
+
 def pass_models(
     level: np.ndarray,
     coarser: np.ndarray | None,

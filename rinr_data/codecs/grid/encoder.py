@@ -165,6 +165,7 @@ def encode_sequence_frames(
         members = [i for i, s in enumerate(assigned) if s == name]
         scene = parsed[name]
         latents, layers = grid_record.resolve(scene, None)
+        latents = [t.to(torch.float32) for t in latents]
         synthesis = scene.synthesis or []
         base = SceneBase(
             latents, layers, [(synthesis[2 * i].scale, synthesis[2 * i + 1].scale) for i in range(len(layers))]

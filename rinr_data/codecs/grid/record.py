@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ...core.frames import box_mask
+from ...core.frames import box_region
 from ...errors import FormatError
 from ...format import entropy
 from ...format.container import (
@@ -30,7 +30,7 @@ from ...format.container import (
 from ...format.quantize import QuantizedTensor, qmax, quantize_tensor
 from . import context as grid_context
 from .context import LevelContext
-from .model import GridShape, Layers, level_masks
+from .model import GridShape, Layers
 
 CODEC = "latent-grid"
 CODEC_ID = 2  # the record header's codec id: part of the format, never renumber
@@ -42,7 +42,8 @@ FLAGS = FLAG_SCENE_REF | FLAG_CONTEXT | FLAG_BOX_LEVELS | FLAG_BOX_MARGIN
 MAX_LEVELS = 12
 MAX_HIDDEN_LAYERS = 8
 MAX_SCENE_ID = 64
-ANS = entropy.CODER_IDS["ans"]
+ANS = entropy.CODER_IDS["ans"]  # constriction's Laplace models: records written by rinr-data <= 0.4
+RANS = entropy.CODER_IDS["rans"]  # tabulated rANS (the compiled coder): what `pack` writes
 _BOX = struct.Struct("<4f")
 _LEVEL = struct.Struct("<eeH")  # Laplace scale in boxes, outside boxes (f16), largest |latent| (u16)
 # With FLAG_CONTEXT: base scales [pass][region] (f16), largest |latent| (u16), mean weights and spreads (int8).
@@ -60,7 +61,7 @@ class GridRecord:
     shape: GridShape
     weight_bits: int
     boxes: list[tuple[float, float, float, float]]
-    latents: list[np.ndarray]  # int32 [h_l, w_l] per level
+    latents: list[np.ndarray]  # integers [h_l, w_l] per level (a parsed record: the smallest type that holds them)
     synthesis: list[QuantizedTensor] | None  # weight0, bias0, ...; None when the record names a scene
     scene: str | None = None
     # Scene-referencing records: integer differences to the scene's synthesis, tensor by tensor (its steps apply).
@@ -68,6 +69,7 @@ class GridRecord:
     # Per level, the context model its latents are coded with; None: one zero-mean scale per level and region.
     context: list[LevelContext] | None = None
     codec: str = field(default=CODEC)
+    coder: int = RANS  # entropy coder id of the latent stream (ANS or RANS); a parsed record keeps the one it had
 
     def layers(self) -> Layers:
         """Dequantised synthesis as a stack of one (weight [1, in, out], bias [1, 1, out] per layer)."""
@@ -90,7 +92,23 @@ def quantize_synthesis(layers: Layers, bits: int) -> list[QuantizedTensor]:
 
 
 def _level_masks(shape: GridShape, height: int, width: int, boxes: list) -> list[np.ndarray]:
-    return [m.numpy() for m in level_masks(box_mask(boxes, height, width), shape)]
+    """`model.level_masks` of the boxes' mask, as bool arrays, computed box by box.
+
+    The union of boxes grown by the margin and pooled 2x2 per level is the union of each box's rectangle grown and
+    halved (rounding outwards): a few slice assignments instead of a frame-sized mask and pooling per level, which
+    cost more than the entropy decoding of a record.
+    """
+    sizes = shape.level_sizes(height, width)
+    masks = [np.zeros(size, np.bool_) for size in sizes]
+    margin = shape.box_margin
+    for box in boxes:
+        region = box_region(box, height, width)
+        top, left = max(region.top - margin, 0), max(region.left - margin, 0)
+        bottom, right = min(region.bottom + margin, height), min(region.right + margin, width)
+        for mask in masks:
+            mask[top:bottom, left:right] = True
+            top, left, bottom, right = top // 2, left // 2, (bottom + 1) // 2, (right + 1) // 2
+    return masks
 
 
 def _coded(shape: GridShape, masks: list[np.ndarray]) -> list[np.ndarray | None]:
@@ -195,7 +213,7 @@ def _pack(record: GridRecord, plan: _CodingPlan) -> bytes:
         | (FLAG_BOX_MARGIN if shape.box_margin else 0)
     )
     parts = [
-        pack_header(CODEC_ID, flags, record.height, record.width, 0.0, len(record.boxes), ANS),
+        pack_header(CODEC_ID, flags, record.height, record.width, 0.0, len(record.boxes), record.coder),
         struct.pack(f"<BB{len(shape.hidden)}BB", shape.levels, len(shape.hidden), *shape.hidden, record.weight_bits),
     ]
     if shape.box_levels:
@@ -206,7 +224,9 @@ def _pack(record: GridRecord, plan: _CodingPlan) -> bytes:
         name = record.scene.encode("ascii")
         parts.append(struct.pack("<B", len(name)) + name)
     parts += [_BOX.pack(*b) for b in record.boxes]
-    payload = entropy.laplace_compress(plan.chunks)
+    if record.coder not in (ANS, RANS):
+        raise ValueError(f"latent-grid records are coded with coder {ANS} (ans) or {RANS} (rans), not {record.coder}")
+    payload = (entropy.rans_compress if record.coder == RANS else entropy.laplace_compress)(plan.chunks)
     parts += [*plan.tables, LENGTH.pack(len(payload)), payload]
     return seal(b"".join(parts))
 
@@ -239,10 +259,10 @@ def unpack(blob: bytes) -> GridRecord:
     body = Reader.checked_body(blob)
     h, w, n_boxes, flags = head.height, head.width, head.n_boxes, head.flags
     check_frame(h, w, n_boxes)
-    if flags & ~FLAGS or head.w0 != 0.0 or head.coder != ANS:
+    if flags & ~FLAGS or head.w0 != 0.0 or head.coder not in (ANS, RANS):
         raise FormatError(
             f"latent-grid header has flags {flags}, w0 {head.w0}, coder {head.coder}; "
-            f"expected flags <= {FLAGS}, w0 0, coder {ANS} (ans)"
+            f"expected flags <= {FLAGS}, w0 0, coder {ANS} (ans) or {RANS} (rans)"
         )
     reader = Reader(body, HEADER.size)
     levels, n_hidden = reader.unpack(struct.Struct("<BB"), "grid descriptor")
@@ -310,56 +330,82 @@ def unpack(blob: bytes) -> GridRecord:
         # The ANS decoder pops symbols past the end of its words without complaint, so an emptied or forged payload
         # would decode to plausible latents; a writer that codes any non-zero latent always emits at least one word.
         raise FormatError(f"empty payload, but the level table declares latents up to {max(bounds)}")
-    stream = entropy.LaplaceReader(payload)
+    stream = entropy.RansReader(payload) if head.coder == RANS else entropy.LaplaceReader(payload)
     if context is None:
         latents = [
             _scatter(stream.read(s, b), size, where)
             for (s, b), size, where in zip(_latent_specs(masks, coded, scales, bounds), sizes, coded)
         ]
+        peaks = [int(np.abs(lat).max(initial=0)) for lat in latents]
     else:
-        latents = _read_context_latents(stream, sizes, masks, coded, context, bounds)
-    weights = [stream.read(np.full(n, float(lap)), bound) for n, (_, lap) in zip(counts, syn_rows)]
+        latents, peaks = _read_context_latents(stream, sizes, masks, coded, context, bounds)
+    # One read for every synthesis tensor: the same models in the same order as a read per tensor, one call.
+    flat = stream.read(np.repeat(np.asarray([lap for _, lap in syn_rows], np.float64), counts), bound)
+    weights = np.split(flat, np.cumsum(counts)[:-1])
     stream.finish()
     # The writer stores each level's largest |latent|: a stream that does not reach it is not the record its tables
     # describe.
-    for lv, (lat, declared) in enumerate(zip(latents, bounds)):
-        found = int(np.abs(lat).max(initial=0))
+    for lv, (found, declared) in enumerate(zip(peaks, bounds)):
         if found != declared:
             raise FormatError(f"latent level {lv}: largest value {found}, but the level table declares {declared}")
+    # The smallest integer type that holds each level: a 384x288 frame's levels are 4x smaller in int8 than in the
+    # float32 the synthesis reads, for every copy, stack and host-to-device transfer until the render casts them.
+    latents = [lat.astype(_int_type(bound), copy=False) for lat, bound in zip(latents, bounds)]
     box_list = [tuple(b) for b in boxes]
     if scene is None:
         synthesis = [QuantizedTensor(s, float(step), bits) for s, (step, _) in zip(weights, syn_rows)]
-        return GridRecord(h, w, shape, bits, box_list, latents, synthesis, context=context)
-    return GridRecord(h, w, shape, bits, box_list, latents, None, scene, weights, context)
+        return GridRecord(h, w, shape, bits, box_list, latents, synthesis, context=context, coder=head.coder)
+    return GridRecord(h, w, shape, bits, box_list, latents, None, scene, weights, context, coder=head.coder)
 
 
 def _read_context_latents(
-    stream: entropy.LaplaceReader,
+    stream: entropy.LaplaceReader | entropy.RansReader,
     sizes: list[tuple[int, int]],
     masks: list[np.ndarray],
     coded: list[np.ndarray | None],
     contexts: list[LevelContext],
     bounds: list[int],
-) -> list[np.ndarray]:
-    """Latents decoded coarsest level first, anchors before the others, each pass's models from what is decoded."""
+) -> tuple[list[np.ndarray], list[int]]:
+    """Latents decoded coarsest level first, anchors before the others, each pass's models from what is decoded;
+    and each level's largest |latent|."""
     latents: list[np.ndarray] = [np.zeros(0, np.int32)] * len(sizes)
+    peaks = [0] * len(sizes)
     for lv in reversed(range(len(sizes))):
-        level = np.zeros(sizes[lv], np.int32)
         coarser = latents[lv + 1] if lv + 1 < len(sizes) else None
+        if isinstance(stream, entropy.RansReader):
+            params = grid_context.level_parameters(contexts[lv])
+            latents[lv], peaks[lv] = stream.read_level(sizes[lv], coarser, masks[lv], coded[lv], params, bounds[lv])
+            continue
+        level = np.zeros(sizes[lv], np.int32)
         for first, (rows, cols) in zip((True, False), grid_context.pass_positions(sizes[lv], coded[lv])):
             means, scales = grid_context.pass_models(
                 level, coarser, masks[lv], contexts[lv], bounds[lv], rows, cols, first
             )
             level[rows, cols] = stream.read(scales, bounds[lv], means)
         latents[lv] = level
-    return latents
+        peaks[lv] = int(np.abs(level).max(initial=0))
+    return latents, peaks
+
+
+def _int_type(bound: int) -> type:
+    return np.int8 if bound <= 127 else np.int16 if bound <= 32767 else np.int32
+
+
+def _compact(levels: list[np.ndarray]) -> list[torch.Tensor]:
+    """Integer levels as tensors [1, h, w] of the smallest type that holds them (parsed records already are)."""
+    out = []
+    for lat in levels:
+        if lat.dtype.itemsize > 2:
+            lat = lat.astype(_int_type(int(np.abs(lat).max(initial=0))))
+        out.append(torch.from_numpy(np.ascontiguousarray(lat))[None])
+    return out
 
 
 def resolve(record: GridRecord, scenes: dict[str, GridRecord] | None) -> tuple[list[torch.Tensor], Layers]:
-    """Float latents [1, h_l, w_l] per level and synthesis layers of a record, its scene's added in."""
-    latents = [torch.from_numpy(lat.astype(np.float32))[None] for lat in record.latents]
+    """Integer latents [1, h_l, w_l] per level (exact; the render casts them to float32) and synthesis layers of a
+    record, its scene's added in."""
     if record.scene is None:
-        return latents, record.layers()
+        return _compact(record.latents), record.layers()
     scene = (scenes or {}).get(record.scene)
     if scene is None:
         raise FormatError(
@@ -378,8 +424,8 @@ def resolve(record: GridRecord, scenes: dict[str, GridRecord] | None) -> tuple[l
             f"{scene.weight_bits} bits) does not fit the record ({record.width}x{record.height}, "
             f"{record.shape}, {record.weight_bits} bits)"
         )
-    base = [torch.from_numpy(lat.astype(np.float32))[None] for lat in scene.latents]
-    return [b + d for b, d in zip(base, latents)], merged_synthesis(scene, record).layers()
+    sums = [b.astype(np.int32) + d for b, d in zip(scene.latents, record.latents)]
+    return _compact(sums), merged_synthesis(scene, record).layers()
 
 
 def merged_synthesis(scene: GridRecord, record: GridRecord) -> GridRecord:

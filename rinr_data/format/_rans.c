@@ -1,0 +1,551 @@
+/* Tabulated rANS coder (record coder id 4, docs/FORMAT.md): the compiled inner loops of rinr_data.format.entropy.
+ *
+ * Why compiled: a 384x288 record holds ~10k coded integers, and a per-symbol model evaluated in Python or NumPy costs
+ * more than a JPEG decode. Here each symbol is a table lookup: its Laplace (centre, scale) picks one of the tables of
+ * _rans_tables.h, and the state update is one multiply. The latent-grid checkerboard context model
+ * (rinr_data/codecs/grid/context.py, `pass_models`, which stays the specification) is evaluated here too, so a level
+ * decodes in one call. Its means and scales are integers times dyadic numbers, exact in double on any machine.
+ *
+ * Stream: 32-bit state in [2^16, 2^32), 16-bit little-endian words, the state written first. A symbol is coded as
+ *   - scale < RANS_S_TOP: the offset of the value from floor(centre) under table (scale bin, centre fraction);
+ *   - scale >= RANS_S_TOP: halved k times until below; the offset is split into hi = floor(offset / 2^k), coded under
+ *     the table of the halved scale and hi's own centre, and its k low bits, coded raw;
+ *   - an offset beyond +-RANS_HALF is the escape symbol, then its sign and Exp-Golomb magnitude as raw bits.
+ * Every read is bounds-checked: a forged stream is an error, never a read past the buffer or a value past `bound`.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "_rans_tables.h"
+
+#define RANS_L (1u << 16)
+#define RANS_MASK ((1u << RANS_PREC) - 1)
+#define MAX_SHIFT 15
+#define MAX_GOLOMB 20
+#define MIN_SCALE 0.01
+#define MAX_MEAN 1e12 /* far beyond any value a record holds, far inside int64 */
+#define MAX_BOUND ((1LL << 31) - 1)
+
+/* Lookup tables derived from _rans_tables.h at import, so a model costs no search (a data-dependent branch a step
+ * would cost more than the rest of a symbol):
+ * - scale_start: the bin of the smallest scale of each binary-exponent-and-4-mantissa-bits bucket. A bucket spans a
+ *   ratio of at most 17/16, less than the ratio between neighbouring table scales, so one comparison with the next
+ *   threshold finishes the search, and the result is the exact one of the thresholds.
+ * - slot_start: the symbol holding the first of each 1/64 of the probability range, from which at most a few steps
+ *   reach the symbol holding any state.
+ */
+#define EXP_LOW (-12)
+#define EXP_BUCKETS 16 /* 2^-12 .. 2^3: scales are >= MIN_SCALE and < RANS_S_TOP (8) here */
+#define SLOT_BITS 6
+static double thresholds_pad[RANS_SCALES];
+static uint8_t scale_start[EXP_BUCKETS * 16];
+static uint8_t slot_start[RANS_SCALES][RANS_FRACTIONS][1 << SLOT_BITS];
+
+static int bins_at_or_below(double scale) {
+    int n = 0;
+    while (n < RANS_SCALES - 1 && rans_thresholds[n] <= scale)
+        n++;
+    return n;
+}
+
+static inline int scale_bucket(double scale) {
+    uint64_t bits;
+    memcpy(&bits, &scale, sizeof(bits));
+    int e = (int)((bits >> 52) & 0x7ff) - 1023 - EXP_LOW;
+    e = e < 0 ? 0 : (e >= EXP_BUCKETS ? EXP_BUCKETS - 1 : e);
+    return e * 16 + (int)((bits >> 48) & 0xf);
+}
+
+static void derive_tables(void) {
+    for (int i = 0; i < RANS_SCALES; i++)
+        thresholds_pad[i] = i < RANS_SCALES - 1 ? rans_thresholds[i] : HUGE_VAL;
+    for (int e = 0; e < EXP_BUCKETS; e++)
+        for (int m = 0; m < 16; m++)
+            scale_start[e * 16 + m] = (uint8_t)bins_at_or_below(ldexp(1.0 + m / 16.0, e + EXP_LOW));
+    for (int j = 0; j < RANS_SCALES; j++)
+        for (int f = 0; f < RANS_FRACTIONS; f++) {
+            int s = 0;
+            for (int slot = 0; slot < (1 << SLOT_BITS); slot++) {
+                uint32_t y = (uint32_t)slot << (RANS_PREC - SLOT_BITS);
+                while (rans_cum[j][f][s + 1] <= y)
+                    s++;
+                slot_start[j][f][slot] = (uint8_t)s;
+            }
+        }
+}
+
+typedef struct {
+    int table_bin; /* scale bin */
+    int fraction;  /* centre fraction, 0..RANS_FRACTIONS-1 */
+    int64_t base;  /* value - base is coded: as it is, or split into hi and k low bits */
+    int shift;     /* k: raw low bits */
+    int hi_base;   /* the integer the table's offsets of hi count from */
+} Model;
+
+/* floor() of a value far inside the int64 range (means are clipped to a tensor's bound) without a libm call. */
+static inline double floor_small(double x) {
+    double t = (double)(int64_t)x;
+    return t > x ? t - 1.0 : t;
+}
+
+static inline __attribute__((always_inline)) Model make_model(double centre, double scale) {
+    Model m;
+    int k = 0;
+    while (scale >= RANS_S_TOP && k < MAX_SHIFT) {
+        scale *= 0.5;
+        k++;
+    }
+    int lo = RANS_SCALES - 1; /* a scale still >= RANS_S_TOP after MAX_SHIFT halvings takes the widest table */
+    if (scale < RANS_S_TOP) {
+        lo = scale_start[scale_bucket(scale)];
+        lo += thresholds_pad[lo] <= scale;
+    }
+    m.table_bin = lo;
+    m.shift = k;
+    /* The coded integer counts from floor(centre); its own centre, `at`, lies in [0, 1). Split by 2^k, the values
+     * j 2^k .. (j+1) 2^k - 1 make hi = j: hi is centred at (at + 1/2) / 2^k - 1/2, in [-1/2, 1/2). All exact. */
+    double c = floor_small(centre);
+    double at = centre - c;
+    if (k)
+        at = (at + 0.5) * (1.0 / (double)((int64_t)1 << k)) - 0.5;
+    double at_floor = floor_small(at);
+    int f = (int)((at - at_floor) * RANS_FRACTIONS + 0.5); /* non-negative: truncation is floor */
+    if (f == RANS_FRACTIONS) {
+        f = 0;
+        at_floor += 1;
+    }
+    m.base = (int64_t)c;
+    m.hi_base = (int)at_floor;
+    m.fraction = f;
+    return m;
+}
+
+/* ---------------------------------------------------------------- encoder */
+
+typedef struct {
+    uint16_t *words; /* emitted in reverse stream order */
+    size_t n, cap;
+    uint32_t x;
+    int failed;
+} Enc;
+
+static void emit(Enc *e, uint16_t w) {
+    if (e->n == e->cap) {
+        size_t cap = e->cap ? 2 * e->cap : 1024;
+        uint16_t *grown = (uint16_t *)realloc(e->words, cap * sizeof(uint16_t));
+        if (!grown) {
+            e->failed = 1;
+            return;
+        }
+        e->words = grown;
+        e->cap = cap;
+    }
+    e->words[e->n++] = w;
+}
+
+static void put(Enc *e, uint32_t start, uint32_t freq) {
+    uint64_t x_max = (uint64_t)((RANS_L >> RANS_PREC) << 16) * freq;
+    if (e->x >= x_max) {
+        emit(e, (uint16_t)(e->x & 0xffff));
+        e->x >>= 16;
+    }
+    e->x = ((e->x / freq) << RANS_PREC) + (e->x % freq) + start;
+}
+
+typedef struct {
+    uint32_t start, freq;
+} Op;
+
+static void put_bits(Op *ops, int *n, uint32_t value, int bits) {
+    ops[*n].start = value << (RANS_PREC - bits);
+    ops[*n].freq = 1u << (RANS_PREC - bits);
+    (*n)++;
+}
+
+/* The ops of one symbol in decoding order; returns their count, or -1 when the value cannot be coded. */
+static int symbol_ops(int64_t value, Model m, Op *ops) {
+    int n = 0;
+    int64_t r = value - m.base, hi = r, low = 0;
+    if (m.shift) {
+        int64_t step = (int64_t)1 << m.shift;
+        hi = r >= 0 ? r / step : -((-r + step - 1) / step);
+        low = r - hi * step;
+    }
+    hi -= m.hi_base;
+    const unsigned short *cum = rans_cum[m.table_bin][m.fraction];
+    if (hi >= -RANS_HALF && hi <= RANS_HALF) {
+        int s = (int)(hi + RANS_HALF);
+        ops[n].start = cum[s];
+        ops[n].freq = (uint32_t)(cum[s + 1] - cum[s]);
+        n++;
+    } else {
+        int s = RANS_SYMBOLS - 1;
+        ops[n].start = cum[s];
+        ops[n].freq = (uint32_t)(cum[s + 1] - cum[s]);
+        n++;
+        put_bits(ops, &n, hi < 0, 1);
+        uint64_t u = (uint64_t)((hi < 0 ? -hi : hi) - RANS_HALF); /* >= 1: Exp-Golomb of u - 1, written as u */
+        int len = 0;
+        while ((u >> (len + 1)) != 0)
+            len++;
+        if (len > MAX_GOLOMB)
+            return -1;
+        for (int i = 0; i < len; i++)
+            put_bits(ops, &n, 1, 1);
+        put_bits(ops, &n, 0, 1);
+        for (int i = len - 1; i >= 0; i--)
+            put_bits(ops, &n, (uint32_t)((u >> i) & 1), 1);
+    }
+    if (m.shift)
+        put_bits(ops, &n, (uint32_t)low, m.shift);
+    return n;
+}
+
+static PyObject *py_encode(PyObject *self, PyObject *args) {
+    Py_buffer values, means, scales;
+    if (!PyArg_ParseTuple(args, "y*z*y*", &values, &means, &scales))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = values.len / (Py_ssize_t)sizeof(int32_t);
+    if (values.len % sizeof(int32_t) || scales.len != n * (Py_ssize_t)sizeof(double) ||
+        (means.buf && means.len != n * (Py_ssize_t)sizeof(double))) {
+        PyErr_SetString(PyExc_ValueError, "values (int32), means and scales (float64) must have one entry each");
+        goto done;
+    }
+    const int32_t *v = (const int32_t *)values.buf;
+    const double *mu = (const double *)means.buf, *sc = (const double *)scales.buf;
+    Enc e = {NULL, 0, 0, RANS_L, 0};
+    Op ops[4 + 2 * MAX_GOLOMB + 4];
+    for (Py_ssize_t i = n - 1; i >= 0 && !e.failed; i--) {
+        double scale = sc[i] > MIN_SCALE ? sc[i] : MIN_SCALE;
+        if (!(scale < 1e300) || (mu && !(fabs(mu[i]) < MAX_MEAN))) {
+            PyErr_Format(PyExc_ValueError, "symbol %zd has a non-finite model", i);
+            free(e.words);
+            goto done;
+        }
+        int count = symbol_ops(v[i], make_model(mu ? mu[i] : 0.0, scale), ops);
+        if (count < 0) {
+            PyErr_Format(PyExc_ValueError, "symbol %zd (%d) is too far from its model's centre to code", i, v[i]);
+            free(e.words);
+            goto done;
+        }
+        for (int j = count - 1; j >= 0; j--)
+            put(&e, ops[j].start, ops[j].freq);
+    }
+    if (n > 0) {
+        emit(&e, (uint16_t)(e.x & 0xffff));
+        emit(&e, (uint16_t)(e.x >> 16));
+    }
+    if (e.failed) {
+        PyErr_NoMemory();
+        free(e.words);
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(2 * e.n));
+    if (result) {
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+        for (size_t i = 0; i < e.n; i++) { /* reversed, little-endian */
+            uint16_t w = e.words[e.n - 1 - i];
+            out[2 * i] = (unsigned char)(w & 0xff);
+            out[2 * i + 1] = (unsigned char)(w >> 8);
+        }
+    }
+    free(e.words);
+done:
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&means);
+    PyBuffer_Release(&scales);
+    return result;
+}
+
+/* ---------------------------------------------------------------- decoder */
+
+typedef struct {
+    const unsigned char *data;
+    uint32_t words, pos, x;
+    const char *error;
+} Dec;
+
+static inline void refill(Dec *d) {
+    if (d->x < RANS_L) {
+        if (d->pos >= d->words) {
+            d->error = "stream ends before its last symbol";
+            return;
+        }
+        d->x = (d->x << 16) | (uint32_t)(d->data[2 * d->pos] | (d->data[2 * d->pos + 1] << 8));
+        d->pos++;
+    }
+}
+
+static inline uint32_t get_bits(Dec *d, int bits) {
+    uint32_t y = d->x & RANS_MASK;
+    uint32_t value = y >> (RANS_PREC - bits);
+    uint32_t freq = 1u << (RANS_PREC - bits);
+    d->x = freq * (d->x >> RANS_PREC) + y - (value << (RANS_PREC - bits));
+    refill(d);
+    return value;
+}
+
+/* The rare escape: sign and Exp-Golomb magnitude (kept out of line so the common path stays small). */
+static __attribute__((noinline)) int64_t get_escape(Dec *d) {
+    int64_t off;
+    {
+        int negative = (int)get_bits(d, 1);
+        int len = 0;
+        while (!d->error && get_bits(d, 1)) {
+            if (++len > MAX_GOLOMB) {
+                d->error = "escape code longer than any value";
+                return 0;
+            }
+        }
+        uint64_t u = 1;
+        for (int i = 0; i < len && !d->error; i++)
+            u = (u << 1) | get_bits(d, 1);
+        off = (int64_t)u + RANS_HALF;
+        if (negative)
+            off = -off;
+    }
+    return off;
+}
+
+static inline __attribute__((always_inline)) int64_t get_symbol(Dec *d, const Model m) {
+    const unsigned short *cum = rans_cum[m.table_bin][m.fraction];
+    uint32_t y = d->x & RANS_MASK;
+    int lo = slot_start[m.table_bin][m.fraction][y >> (RANS_PREC - SLOT_BITS)]; /* then the last s with cum[s] <= y */
+    while (cum[lo + 1] <= y)
+        lo++;
+    d->x = (uint32_t)(cum[lo + 1] - cum[lo]) * (d->x >> RANS_PREC) + y - cum[lo];
+    refill(d);
+    int64_t off = lo < RANS_SYMBOLS - 1 ? lo - RANS_HALF : get_escape(d);
+    off += m.hi_base;
+    if (m.shift) {
+        int64_t low = get_bits(d, m.shift);
+        off = off * ((int64_t)1 << m.shift) + low;
+    }
+    return m.base + off;
+}
+
+/* state: 12 bytes (x, pos, words as uint32) kept by the Python reader between calls. */
+static int load(Dec *d, Py_buffer *data, Py_buffer *state) {
+    if (state->len != 3 * sizeof(uint32_t)) {
+        PyErr_SetString(PyExc_ValueError, "reader state must be 12 bytes");
+        return 0;
+    }
+    uint32_t s[3];
+    memcpy(s, state->buf, sizeof(s));
+    d->data = (const unsigned char *)data->buf;
+    d->x = s[0];
+    d->pos = s[1];
+    d->words = s[2];
+    d->error = NULL;
+    if ((Py_ssize_t)d->words * 2 != data->len || d->pos > d->words) {
+        PyErr_SetString(PyExc_ValueError, "reader state does not match its stream");
+        return 0;
+    }
+    return 1;
+}
+
+static void store(Dec *d, Py_buffer *state) {
+    uint32_t s[3] = {d->x, d->pos, d->words};
+    memcpy(state->buf, s, sizeof(s));
+}
+
+static int check_value(Dec *d, int64_t v, int64_t bound) {
+    if (!d->error && (v > bound || v < -bound))
+        d->error = "value beyond its tensor's declared bound";
+    return d->error == NULL;
+}
+
+static PyObject *py_decode(PyObject *self, PyObject *args) {
+    Py_buffer data, state, out, means, scales;
+    long long bound;
+    if (!PyArg_ParseTuple(args, "y*w*w*z*y*L", &data, &state, &out, &means, &scales, &bound))
+        return NULL;
+    PyObject *result = NULL;
+    Dec d;
+    Py_ssize_t n = out.len / (Py_ssize_t)sizeof(int32_t);
+    if (out.len % sizeof(int32_t) || scales.len != n * (Py_ssize_t)sizeof(double) ||
+        (means.buf && means.len != n * (Py_ssize_t)sizeof(double))) {
+        PyErr_SetString(PyExc_ValueError, "out (int32), means and scales (float64) must have one entry each");
+        goto done;
+    }
+    if (bound < 0 || bound > MAX_BOUND) {
+        PyErr_SetString(PyExc_ValueError, "bound out of range");
+        goto done;
+    }
+    if (!load(&d, &data, &state))
+        goto done;
+    int32_t *v = (int32_t *)out.buf;
+    const double *mu = (const double *)means.buf, *sc = (const double *)scales.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double scale = sc[i] > MIN_SCALE ? sc[i] : MIN_SCALE;
+        if (!(scale < 1e300) || (mu && !(fabs(mu[i]) < MAX_MEAN))) {
+            d.error = "non-finite model";
+            break;
+        }
+        int64_t value = get_symbol(&d, make_model(mu ? mu[i] : 0.0, scale));
+        if (!check_value(&d, value, bound))
+            break;
+        v[i] = (int32_t)value;
+    }
+    if (d.error) {
+        PyErr_SetString(PyExc_ValueError, d.error);
+        goto done;
+    }
+    store(&d, &state);
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&state);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&means);
+    PyBuffer_Release(&scales);
+    return result;
+}
+
+/* Levels travel in the smallest integer type that holds them (1, 2 or 4 bytes): a frame's finest level is 110k values,
+ * and writing int32 to narrow it afterwards cost more than decoding it. The switch is the same for every value. */
+static inline int64_t get_int(const void *p, int size, Py_ssize_t i) {
+    switch (size) {
+    case 1:
+        return ((const int8_t *)p)[i];
+    case 2:
+        return ((const int16_t *)p)[i];
+    default:
+        return ((const int32_t *)p)[i];
+    }
+}
+
+static inline void set_int(void *p, int size, Py_ssize_t i, int64_t v) {
+    switch (size) {
+    case 1:
+        ((int8_t *)p)[i] = (int8_t)v;
+        break;
+    case 2:
+        ((int16_t *)p)[i] = (int16_t)v;
+        break;
+    default:
+        ((int32_t *)p)[i] = (int32_t)v;
+    }
+}
+
+static int int_size(Py_ssize_t bytes, Py_ssize_t count) {
+    if (count <= 0 || bytes % count)
+        return 0;
+    Py_ssize_t size = bytes / count;
+    return size == 1 || size == 2 || size == 4 ? (int)size : 0;
+}
+
+/* One latent level under the checkerboard context model: anchors ((row + col) even) first, then the others, each in
+ * row-major order over the coded positions. params: 6 mean weights, 2 spreads, base scales [pass][in box, outside]. */
+static PyObject *py_decode_level(PyObject *self, PyObject *args) {
+    Py_buffer data, state, out, coarser, mask, coded, params;
+    int h, w, ch, cw;
+    long long bound;
+    if (!PyArg_ParseTuple(args, "y*w*w*iiz*iiy*z*y*L", &data, &state, &out, &h, &w, &coarser, &ch, &cw, &mask, &coded,
+                          &params, &bound))
+        return NULL;
+    PyObject *result = NULL;
+    Dec d;
+    Py_ssize_t size = (Py_ssize_t)h * w;
+    int out_size = h < 1 || w < 1 ? 0 : int_size(out.len, size);
+    int up_size = coarser.buf ? int_size(coarser.len, (Py_ssize_t)ch * cw) : 4;
+    if (!out_size || !up_size || mask.len != size || (coded.buf && coded.len != size) ||
+        params.len != 12 * (Py_ssize_t)sizeof(double) || bound < 0 || bound > MAX_BOUND ||
+        bound > (out_size == 1 ? 127 : out_size == 2 ? 32767 : MAX_BOUND) ||
+        (coarser.buf && (ch < (h + 1) / 2 || cw < (w + 1) / 2))) {
+        PyErr_SetString(PyExc_ValueError, "level, coarser level, masks or parameters have inconsistent sizes");
+        goto done;
+    }
+    if (!load(&d, &data, &state))
+        goto done;
+    void *lv = out.buf;
+    const void *up = coarser.buf;
+    const unsigned char *inside = (const unsigned char *)mask.buf, *where = (const unsigned char *)coded.buf;
+    const double *p = (const double *)params.buf;
+    const double *wt = p, *spread = p + 6, *base = p + 8;
+    int64_t peak = 0; /* largest |value|: records declare it, and checking it here saves a pass over the level */
+    memset(lv, 0, (size_t)size * (size_t)out_size); /* the neighbours a pass reads must be zero until decoded */
+    for (int pass = 0; pass < 2 && !d.error; pass++) {
+        for (int r = 0; r < h && !d.error; r++) {
+            const unsigned char *row = where ? where + (Py_ssize_t)r * w : NULL;
+            /* Runs of coded positions: a whole row, or (box-only levels, few rows of a large grid coded) the runs
+             * memchr finds, so uncoded positions are never visited one by one. */
+            for (int c0 = 0; c0 < w && !d.error;) {
+                int start = 0, end = w;
+                if (row) {
+                    const unsigned char *p = memchr(row + c0, 1, (size_t)(w - c0));
+                    if (!p)
+                        break;
+                    start = (int)(p - row);
+                    const unsigned char *q = memchr(row + start, 0, (size_t)(w - start));
+                    end = q ? (int)(q - row) : w;
+                }
+                c0 = end;
+                for (int c = start + ((r + pass + start) & 1); c < end; c += 2) {
+                    Py_ssize_t i = (Py_ssize_t)r * w + c;
+                    double parent = up ? (double)get_int(up, up_size, (Py_ssize_t)(r / 2) * cw + c / 2) : 0.0;
+                    double scale = base[2 * pass + (inside[i] ? 0 : 1)], mean;
+                    if (pass == 0) {
+                        mean = wt[0] * parent;
+                        scale += spread[0] * fabs(parent);
+                    } else {
+                        double n_up = r > 0 ? (double)get_int(lv, out_size, i - w) : 0.0;
+                        double n_down = r + 1 < h ? (double)get_int(lv, out_size, i + w) : 0.0;
+                        double n_left = c > 0 ? (double)get_int(lv, out_size, i - 1) : 0.0;
+                        double n_right = c + 1 < w ? (double)get_int(lv, out_size, i + 1) : 0.0;
+                        mean = wt[1] * n_up + wt[2] * n_down + wt[3] * n_left + wt[4] * n_right + wt[5] * parent;
+                        scale += spread[1] * (fabs(n_up) + fabs(n_down) + fabs(n_left) + fabs(n_right) + fabs(parent));
+                    }
+                    if (mean > (double)bound)
+                        mean = (double)bound;
+                    if (mean < -(double)bound)
+                        mean = -(double)bound;
+                    if (!(scale < 1e300)) {
+                        d.error = "non-finite model";
+                        break;
+                    }
+                    int64_t value = get_symbol(&d, make_model(mean, scale > MIN_SCALE ? scale : MIN_SCALE));
+                    if (!check_value(&d, value, bound))
+                        break;
+                    set_int(lv, out_size, i, value);
+                    if (value > peak || -value > peak)
+                        peak = value < 0 ? -value : value;
+                }
+            }
+        }
+    }
+    if (d.error) {
+        PyErr_SetString(PyExc_ValueError, d.error);
+        goto done;
+    }
+    store(&d, &state);
+    result = PyLong_FromLongLong(peak);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&state);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&coarser);
+    PyBuffer_Release(&mask);
+    PyBuffer_Release(&coded);
+    PyBuffer_Release(&params);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"encode", py_encode, METH_VARARGS, "encode(values, means | None, scales) -> bytes: one rANS stream."},
+    {"decode", py_decode, METH_VARARGS, "decode(data, state, out, means | None, scales, bound): the next len(out)."},
+    {"decode_level", py_decode_level, METH_VARARGS,
+     "decode_level(data, state, out, h, w, coarser | None, ch, cw, mask, coded | None, params, bound) -> peak."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rans", "Tabulated rANS coder (compiled).", -1, methods};
+
+PyMODINIT_FUNC PyInit__rans(void) {
+    derive_tables();
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,156 @@
+"""The tabulated rANS coder (coder id 4): tables, round trips, the compiled context model, hostile streams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rinr_data import FormatError
+from rinr_data.codecs.grid import context as grid_context
+from rinr_data.codecs.grid.context import LevelContext
+from rinr_data.format import entropy, rans_tables
+
+
+def test_the_compiled_tables_are_the_generators_output():
+    header = Path(rans_tables.__file__).with_name("_rans_tables.h").read_text()
+    assert header == rans_tables.header()
+
+
+def test_every_table_is_a_distribution_over_all_its_symbols():
+    for row in rans_tables.cumulative():
+        for cum in row:
+            assert cum[0] == 0 and cum[-1] == 2**rans_tables.PREC
+            assert all(b > a for a, b in zip(cum, cum[1:]))  # every offset and the escape stay codable
+
+
+def _laplace_chunk(rng: np.random.Generator, n: int, scale: float, bound: int, with_means: bool) -> tuple:
+    means = rng.uniform(-bound / 2, bound / 2, n) if with_means else np.zeros(n)
+    values = np.clip(np.round(means + rng.laplace(0, scale, n)), -bound, bound).astype(np.int32)
+    scales = np.full(n, scale) * rng.uniform(0.5, 2.0, n)
+    return (values, scales, bound, means) if with_means else (values, scales, bound)
+
+
+@pytest.mark.parametrize("scale", [0.004, 0.05, 0.6, 3.9, 4.0, 37.0, 900.0])
+@pytest.mark.parametrize("with_means", [False, True])
+def test_chunks_round_trip_at_every_scale(scale, with_means):
+    rng = np.random.default_rng(int(scale * 1000) + with_means)
+    chunks = [_laplace_chunk(rng, n, scale, bound, with_means) for n, bound in ((500, 40), (0, 3), (77, 65534))]
+    chunks.append((np.zeros(9, np.int32), np.ones(9), 0))  # a bound of 0: nothing coded, zeros read back
+    reader = entropy.RansReader(entropy.rans_compress(chunks))
+    for values, scales, bound, *means in chunks:
+        got = reader.read(scales, bound, means[0] if means else None)
+        np.testing.assert_array_equal(got, values)
+    reader.finish()
+
+
+def test_values_far_outside_every_table_escape_and_come_back():
+    values = np.array([60000, -60000, 25, -25, 24, -24, 0, 65534], np.int32)
+    scales = np.full(len(values), 0.05)
+    reader = entropy.RansReader(entropy.rans_compress([(values, scales, 65534)]))
+    np.testing.assert_array_equal(reader.read(scales, 65534), values)
+    reader.finish()
+
+
+def test_an_empty_stream_holds_no_symbols():
+    assert entropy.rans_compress([]) == b""
+    reader = entropy.RansReader(b"")
+    reader.finish()
+    with pytest.raises(FormatError, match="stream ends"):
+        reader.read(np.ones(3), 5)
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.3, 6.0])
+def test_the_tables_cost_under_one_percent_over_exact_laplace_models(scale):
+    rng = np.random.default_rng(3)
+    chunk = _laplace_chunk(rng, 20000, scale, 200, with_means=True)
+    exact = len(entropy.laplace_compress([chunk]))
+    tabulated = len(entropy.rans_compress([chunk]))
+    assert tabulated <= exact * 1.01, (exact, tabulated)
+
+
+def _random_level(rng: np.random.Generator, shape: tuple[int, int], coarser: np.ndarray | None, box_only: bool):
+    """A level, its box mask, where it is coded, its context and bound: coded values drawn from the context model."""
+    h, w = shape
+    mask = np.zeros(shape, np.bool_)
+    for _ in range(2):
+        top, left = rng.integers(0, h), rng.integers(0, w)
+        mask[top : top + rng.integers(1, h + 1), left : left + rng.integers(1, w + 1)] = True
+    ctx = LevelContext(
+        rng.uniform(0.05, 3, (2, 2)).astype(np.float16),
+        rng.integers(-127, 128, grid_context.WEIGHTS).astype(np.int8),
+        rng.integers(-40, 128, grid_context.PASSES).astype(np.int8),
+    )
+    coded = mask if box_only else None
+    level = np.zeros(shape, np.int32)
+    bound = int(rng.integers(1, 30))
+    for first, (rows, cols) in zip((True, False), grid_context.pass_positions(shape, coded)):
+        mean, scale = grid_context.pass_models(level, coarser, mask, ctx, bound, rows, cols, first)
+        level[rows, cols] = np.clip(np.round(mean + rng.laplace(0, scale)), -bound, bound)
+    bound = int(np.abs(level).max(initial=0))
+    return level, mask, coded, ctx, bound
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_compiled_context_model_decodes_what_the_specification_encodes(seed):
+    """`grid_context.models` (NumPy, the specification) codes a level pyramid; the compiled decoder, which evaluates
+    the same means and scales itself, reads it back exactly, box-only levels and missing coarser levels included."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(1, 40)), int(rng.integers(1, 40))
+    sizes = [(-(-h // 2**lv), -(-w // 2**lv)) for lv in range(4)]
+    levels, masks, coded, contexts, bounds = [None] * 4, [None] * 4, [None] * 4, [None] * 4, [0] * 4
+    for lv in reversed(range(4)):
+        coarser = levels[lv + 1] if lv + 1 < 4 else None
+        levels[lv], masks[lv], coded[lv], contexts[lv], bounds[lv] = _random_level(rng, sizes[lv], coarser, lv < 2)
+    chunks = [(v, s, bounds[lv], m) for lv, v, m, s in grid_context.models(levels, masks, contexts, bounds, coded)]
+    reader = entropy.RansReader(entropy.rans_compress(chunks))
+    for lv in reversed(range(4)):
+        coarser = levels[lv + 1] if lv + 1 < 4 else None
+        params = grid_context.level_parameters(contexts[lv])
+        got, peak = reader.read_level(sizes[lv], coarser, masks[lv], coded[lv], params, bounds[lv])
+        np.testing.assert_array_equal(got, levels[lv])
+        assert peak == int(np.abs(levels[lv]).max(initial=0))
+    reader.finish()
+
+
+def _stream() -> tuple[bytes, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(11)
+    values, scales, bound = _laplace_chunk(rng, 400, 1.5, 30, with_means=False)
+    return entropy.rans_compress([(values, scales, bound)]), values, scales
+
+
+def test_truncated_padded_and_odd_streams_are_format_errors():
+    data, values, scales = _stream()
+    for bad in (data[:-2], data[:-1], data[:2], data + b"\x01\x00"):
+        with pytest.raises(FormatError):
+            reader = entropy.RansReader(bad)
+            reader.read(scales, 30)
+            reader.finish()
+
+
+def test_damaged_streams_never_crash_and_never_exceed_the_bound():
+    data, values, scales = _stream()
+    rng = np.random.default_rng(5)
+    outcomes = set()
+    for _ in range(300):
+        bad = bytearray(data)
+        for pos in rng.integers(0, len(bad), int(rng.integers(1, 4))):
+            bad[pos] ^= int(rng.integers(1, 256))
+        try:
+            reader = entropy.RansReader(bytes(bad))
+            got = reader.read(scales, 30)
+            reader.finish()
+        except FormatError:
+            outcomes.add("refused")
+            continue
+        assert np.abs(got).max() <= 30
+        outcomes.add("decoded")
+    assert "refused" in outcomes
+
+
+def test_a_value_beyond_the_declared_bound_is_refused():
+    values = np.array([0, 1, 9], np.int32)
+    data = entropy.rans_compress([(values, np.ones(3), 9)])
+    with pytest.raises(FormatError, match="bound"):
+        entropy.RansReader(data).read(np.ones(3), 8)
