@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from . import codecs
-from .codecs.base import Packed
+from .codecs.base import Packed, Warp, WarpedPacked
 from .core.devices import resolve_device
 from .core.frames import to_uint8
 from .errors import FormatError
@@ -68,15 +68,57 @@ def decode_packed(
     device = resolve_device(device)
     images: list[torch.Tensor | None] = [None] * len(batch)
     for group in batch.groups:
-        for fi, img in zip(group.members, group.render(device)):
-            images[fi] = to_uint8(img)
+        for fi, img in zip(group.members, _quantised(group.render(device), as_float)):
+            images[fi] = img
+    return _complete(images)
+
+
+def _quantised(frames: Sequence[torch.Tensor], as_float: bool) -> list[torch.Tensor]:
+    """Frames rounded to uint8 (`as_float`: the same values divided back to [0, 1], so float consumers see exactly
+    the decoded pixels); frames of one size in one pass, a few kernel launches a group rather than a frame."""
+    if len({tuple(f.shape) for f in frames}) != 1:
+        return [_quantised([f], as_float)[0] for f in frames]
+    out = to_uint8(torch.stack(list(frames)))
+    return list(out.to(torch.float32).div_(255) if as_float else out)
+
+
+def _complete(images: list[torch.Tensor | None]) -> list[torch.Tensor]:
     for fi, img in enumerate(images):
         if img is None:
             raise FormatError(f"frame {fi} of the batch belongs to no packed group")
-    if as_float:
-        # Same values a uint8 decode would give, divided back: float consumers see exactly the decoded pixels.
-        return [img.to(torch.float32).div_(255) for img in images]  # type: ignore[union-attr]
     return images  # type: ignore[return-value]
+
+
+def decode_packed_warped(
+    batch: PackedBatch,
+    warps: Sequence[Warp | None],
+    device: str | torch.device = "cpu",
+    *,
+    fill: float = 0.0,
+    as_float: bool = False,
+) -> tuple[list[torch.Tensor], list[bool]]:
+    """Render every group on `device`, frame i through `warps[i]` where its codec can (`WarpedPacked`: only the
+    output pixels are synthesised, `fill` outside the frame) and whole where it cannot or the warp is None; the
+    flags say which frames were warped. Images in batch order, quantised as `decode_packed` quantises them (uint8,
+    or float in [0, 1])."""
+    if len(warps) != len(batch):
+        raise ValueError(f"{len(warps)} warps for a batch of {len(batch)} frames")
+    device = resolve_device(device)
+    images: list[torch.Tensor | None] = [None] * len(batch)
+    warped = [False] * len(batch)
+    for group in batch.groups:
+        wanted = [warps[fi] for fi in group.members]
+        if isinstance(group, WarpedPacked) and any(w is not None for w in wanted):
+            # Frames kept whole take the identity warp, so the group still renders in one call per output size.
+            whole = [Warp(batch.frame_sizes[fi]) for fi in group.members]
+            rendered = group.render_warped(device, [w or i for w, i in zip(wanted, whole)], fill)
+            for fi, w in zip(group.members, wanted):
+                warped[fi] = w is not None
+        else:
+            rendered = group.render(device)
+        for fi, img in zip(group.members, _quantised(rendered, as_float)):
+            images[fi] = img
+    return _complete(images), warped
 
 
 class SceneTable:

@@ -1,6 +1,7 @@
 #!/bin/bash
 # One prepared GPU check, about 10 minutes on an H200 (docs/BENCHMARKS.md, "On a GPU"): the gpu tests, then the codec
-# (per frame), scene-mode and loader (with and without the device cache) benchmarks and an encode estimate on CUDA. Each stage has its own time limit, so one slow stage never
+# (per frame), scene-mode and loader (with and without the device cache) benchmarks, an encode estimate and the fused
+# synthesis tests and benchmark on CUDA. Each stage has its own time limit, so one slow stage never
 # costs the others; every log line goes to OUT/stages.log.
 #
 #   tools/gpu_check.sh DATA OUT            the checks above
@@ -30,6 +31,8 @@ cd "$ROOT" || exit 2
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc
   $PY -c "import torch, sys; print(torch.__version__, torch.cuda.get_device_name(), sys.version.split()[0])"; } > "$LOG" 2>&1
 cp docs/BENCHMARKS.md "$OUT/BENCHMARKS.md"
+# The compiled rANS coder (rinr_data/format/_rans.c) for this machine's Python: a PYTHONPATH checkout lacks it.
+$PY setup.py -q build_ext --inplace >> "$LOG" 2>&1 || echo "building the rANS coder failed: see above" | tee -a "$LOG"
 
 stage() {
   local name=$1 limit=$2 start
@@ -61,4 +64,10 @@ stage loader 120 $PY tools/bench_loader.py --data "$DATA/vtest-long" --max-steps
   --shard-size 25 --epochs 2 --repeat 2 --cache device
 # rinr-encode --estimate on CUDA: the projected hours of a full run at the default settings (issue 25).
 stage estimate 90 $PY tools/encode.py "$DATA/vtest-dev" "$OUT/estimate-out" --device cuda --batch 8 --estimate 8
+# Fused synthesis (issue 23 item 3): the Triton kernel against the PyTorch render on CUDA, then decode-only frames/s
+# and GMAC/s of both paths against the FMA roofline (384x288 and 640x640, 16 and 64 frames; not yet timed on a GPU,
+# estimated well under 60 s with the kernel's compile). The benchmark runs even when a test fails; rc is nonzero if
+# either fails.
+stage fused 60 bash -c "$PY -m pytest -q -m gpu -p no:cacheprovider tests/test_fused_synthesis.py; rc=\$?; \
+  $PY tools/bench_synthesis.py --device cuda --json '$OUT/synthesis.json' || rc=\$?; exit \$rc"
 grep -v "^\s*$" "$LOG" | tail -c 11000

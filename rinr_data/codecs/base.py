@@ -38,6 +38,47 @@ class Packed(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Warp:
+    """An axis-aligned resampling of a frame (scale, shift, mirror), for rendering only the pixels it keeps.
+
+    Coordinates are in pixels with pixel edges at integers: a frame of H x W spans [0, H] x [0, W]. Output pixel
+    (i, j) of the `size` (H', W') result shows the source point (scale[0] * (i + 0.5) + offset[0],
+    scale[1] * (j + 0.5) + offset[1]); a negative scale mirrors that axis. Output pixels whose point lies outside the
+    source frame show the render's fill value.
+    """
+
+    size: tuple[int, int]
+    scale: tuple[float, float] = (1.0, 1.0)
+    offset: tuple[float, float] = (0.0, 0.0)
+
+    def points(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Source rows [H'] and columns [W'] (float64) of the output pixel centres."""
+        axes = []
+        for n, scale, offset in zip(self.size, self.scale, self.offset):
+            centres = torch.arange(n, device=device, dtype=torch.float64) + 0.5
+            axes.append(centres * scale + offset)
+        return axes[0], axes[1]
+
+    def pixels(self, frame: tuple[int, int]) -> int:
+        """How many output pixels show a point of an H x W `frame`: what a warped render synthesises."""
+        rows, cols = self.points()
+        return int(((rows >= 0) & (rows <= frame[0])).sum()) * int(((cols >= 0) & (cols <= frame[1])).sum())
+
+
+@runtime_checkable
+class WarpedPacked(Packed, Protocol):
+    """A packed group that can render its frames through a `Warp` each, synthesising only the output pixels.
+
+    Optional: the decode asks `isinstance(group, WarpedPacked)`; codecs without it (paper, classic) decode the full
+    frame and leave resampling to the caller.
+    """
+
+    def render_warped(self, device: torch.device, warps: Sequence[Warp], fill: float) -> list[torch.Tensor]:
+        """Float [3, H', W'] images of the members through `warps` (in `members` order), `fill` outside the frame."""
+        ...
+
+
 class Codec(Protocol):
     """What a codec provides; see docs/ARCHITECTURE.md for how to add one."""
 

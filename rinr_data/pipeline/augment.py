@@ -1,4 +1,11 @@
-"""Detection augmentation on the decoded batch, on its device, with torchvision.transforms.v2 (boxes move too)."""
+"""Detection augmentation on the device, with torchvision.transforms.v2 (boxes move too).
+
+With `AugmentConfig.at_decode` the geometric part (flip, scale jitter, crop/pad) is drawn per frame as a `Geometry`
+before the decode: a codec that renders through a sampling warp (the latent grid) then synthesises only the augmented
+frame's pixels, other frames are decoded whole and resampled to the same geometry (`Geometry.resample`), and the boxes
+follow it (`Geometry.map_boxes`). The rest (colour jitter, blur, noise, box blur, background sharpen) runs on the
+decoded batch either way.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from ..codecs.base import Warp
 from ..core.frames import box_mask
 
 # Letterbox and crop padding: the grey most detection pipelines use, so padding looks alike everywhere.
@@ -34,6 +42,12 @@ class AugmentConfig:
         background_sharpen: probability of sharpening the pixels outside the boxes (torchvision's
             `adjust_sharpness`, factor drawn from `background_sharpen_factor`), which gives a background decoded
             at modest quality back the fine detail of real frames.
+        at_decode: draw flip, scale jitter and crop/pad per frame before the decode and apply them (with the
+            letterbox) in it where that synthesises fewer pixels than the frame has, for codecs that can (latent
+            grid): the INR is sampled at the augmented frame's pixels only. Other frames are decoded whole and
+            resampled to the same geometry. The sizes and offsets are drawn as the v2 steps draw them; the pixels
+            differ from resampling a decoded frame only by interpolation (docs/LOADING.md). False: decode every frame
+            whole, then the v2 pipeline draws and applies the geometry.
     """
 
     flip: float = 0.5
@@ -50,6 +64,7 @@ class AugmentConfig:
     box_blur_sigma: tuple[float, float] = (0.5, 2.0)
     background_sharpen: float = 0.0
     background_sharpen_factor: tuple[float, float] = (2.0, 4.0)
+    at_decode: bool = True
 
 
 def _blur_kernel(sigma_max: float) -> int:
@@ -104,14 +119,16 @@ class BackgroundSharpen(_RegionTransform):
         return TF.adjust_sharpness(image, strength)
 
 
-def build_transform(config: AugmentConfig, size: tuple[int, int]) -> v2.Transform:
-    """A v2 pipeline mapping {"image", "boxes", "labels"} to the same at `size` (H, W)."""
+def build_transform(config: AugmentConfig, size: tuple[int, int], geometric: bool = True) -> v2.Transform:
+    """A v2 pipeline mapping {"image", "boxes", "labels"} to the same at `size` (H, W) (without flip, scale jitter
+    and crop when not `geometric`: those already applied at decode)."""
     steps: list[v2.Transform] = []
-    if config.flip > 0:
+    if geometric and config.flip > 0:
         steps.append(v2.RandomHorizontalFlip(config.flip))
-    if config.scale != (1.0, 1.0):
+    if geometric and config.scale != (1.0, 1.0):
         steps += [
-            v2.ScaleJitter(target_size=size, scale_range=config.scale, antialias=True),
+            # ScaleJitter's target_size is (width, height): (H, W) here made every draw ~min(W/H, H/W) too small.
+            v2.ScaleJitter(target_size=(size[1], size[0]), scale_range=config.scale, antialias=True),
             v2.RandomCrop(size, pad_if_needed=True, fill=PAD_VALUE),
         ]
     if config.brightness or config.contrast or config.saturation or config.hue:
@@ -153,3 +170,106 @@ def augment_batch(
             out_boxes.append(result["boxes"].as_subclass(torch.Tensor))
             out_labels.append(result["labels"])
     return torch.stack(out_images), out_boxes, out_labels
+
+
+def letterbox_size(frame: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of a `frame` (H, W) letterboxed into `size`: scaled to fit, aspect ratio kept, rounded."""
+    h, w = frame
+    if (h, w) == tuple(size):
+        return h, w
+    scale = min(size[0] / h, size[1] / w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """One frame's geometric augmentation on its letterbox canvas of `size` (H, W), in the order of the v2 steps:
+    mirrored left-right when `flip`, resized to `scaled` (H', W'), then cut back to `size` with its top-left pixel at
+    `offset` (row, column) of the resized canvas; where that reaches past it (negative offset, or a canvas smaller
+    than `size`) the frame is padded with PAD_VALUE, as RandomCrop(pad_if_needed=True) pads.
+    """
+
+    size: tuple[int, int]
+    flip: bool
+    scaled: tuple[int, int]
+    offset: tuple[int, int]
+
+    @classmethod
+    def identity(cls, size: tuple[int, int]) -> "Geometry":
+        """No augmentation: only the letterbox into `size`."""
+        return cls(tuple(size), False, tuple(size), (0, 0))  # type: ignore[arg-type]
+
+    def warp(self, frame: tuple[int, int]) -> Warp:
+        """Where each output pixel samples a decoded `frame` (h, w): letterbox, flip, resize and crop composed."""
+        (out_h, out_w), (sh, sw), (top, left) = self.size, self.scaled, self.offset
+        lh, lw = letterbox_size(frame, self.size)
+        # Output row i is row i + top of the resized canvas, (i + top) * H / H' of the letterbox canvas, and that
+        # times h / lh of the frame; columns alike, read from the mirrored side when flipped.
+        row_scale = out_h / sh * frame[0] / lh
+        col_scale = out_w / sw * frame[1] / lw
+        if not self.flip:
+            return Warp(self.size, (row_scale, col_scale), (top * row_scale, left * col_scale))
+        return Warp(self.size, (row_scale, -col_scale), (top * row_scale, frame[1] * out_w / lw - left * col_scale))
+
+    def resample(self, canvas: torch.Tensor) -> torch.Tensor:
+        """A decoded, letterboxed frame [3, H, W] through this geometry with the v2 steps' kernels: flip, bilinear
+        antialiased resize (ScaleJitter's), pad with PAD_VALUE and crop (RandomCrop's)."""
+        image = TF.horizontal_flip(canvas) if self.flip else canvas
+        if self.scaled != self.size:
+            image = TF.resize(image, list(self.scaled), antialias=True)
+        (top, left), (sh, sw), (out_h, out_w) = self.offset, self.scaled, self.size
+        pad = [max(0, -left), max(0, -top), max(0, left + out_w - sw), max(0, top + out_h - sh)]
+        if any(pad):
+            image = TF.pad(image, pad, fill=PAD_VALUE)
+        return TF.crop(image, top + pad[1], left + pad[0], out_h, out_w)
+
+    def map_boxes(
+        self, boxes: torch.Tensor, labels: torch.Tensor, frame: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """XYXY boxes of the decoded `frame` (h, w) and their labels as they come out of this geometry: moved with
+        the pixels, clipped to the output, and dropped with their labels where under a pixel wide or high (the v2
+        pipeline's SanitizeBoundingBoxes(min_size=1))."""
+        b = boxes.reshape(-1, 4)
+        (out_h, out_w), (sh, sw), (top, left) = self.size, self.scaled, self.offset
+        lh, lw = letterbox_size(frame, self.size)
+        # The v2 kernels' steps in their order and dtype, so the boxes equal theirs to float rounding.
+        if (lh, lw) != tuple(frame):
+            b = b * torch.tensor([lw / frame[1], lh / frame[0]] * 2, dtype=b.dtype, device=b.device)
+        if self.flip:
+            b = torch.stack([out_w - b[:, 2], b[:, 1], out_w - b[:, 0], b[:, 3]], dim=1)
+        if (sh, sw) != (out_h, out_w):
+            b = b * torch.tensor([sw / out_w, sh / out_h] * 2, dtype=b.dtype, device=b.device)
+        if (top, left) != (0, 0):
+            b = b - torch.tensor([left, top] * 2, dtype=b.dtype, device=b.device)
+        limit = torch.tensor([out_w, out_h] * 2, dtype=b.dtype, device=b.device)
+        b = torch.minimum(b.clamp(min=0), limit)
+        keep = ((b[:, 2] - b[:, 0]) >= 1) & ((b[:, 3] - b[:, 1]) >= 1)
+        return b[keep], labels.reshape(-1)[keep]
+
+
+def draw_geometries(config: AugmentConfig, size: tuple[int, int], count: int, seed: int) -> list[Geometry]:
+    """`count` geometries on canvases of `size` (H, W), drawn from `seed` alone as the v2 steps draw theirs: flip
+    with probability `flip`, ScaleJitter's size, RandomCrop(pad_if_needed)'s offset."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = size
+    out = []
+    for _ in range(count):
+        flip = config.flip > 0 and float(torch.rand((), generator=generator)) < config.flip
+        if config.scale == (1.0, 1.0):
+            out.append(Geometry(tuple(size), flip, tuple(size), (0, 0)))  # type: ignore[arg-type]
+            continue
+        low, high = config.scale
+        jitter = low + float(torch.rand((), generator=generator)) * (high - low)
+        # ScaleJitter's base factor for a canvas already of `size` is 1: the drawn scale is the frame's.
+        r = jitter
+        scaled = (max(1, int(height * r)), max(1, int(width * r)))  # v2 would fail on an empty resize
+        offset = []
+        for n, target in zip(scaled, size):
+            if n > target:  # crop: RandomCrop's offset
+                offset.append(int(torch.randint(0, n - target + 1, (), generator=generator)))
+            elif n < target:  # pad: RandomCrop pads `target - n` on both sides, then crops
+                offset.append(int(torch.randint(0, target - n + 1, (), generator=generator)) - (target - n))
+            else:
+                offset.append(0)
+        out.append(Geometry(tuple(size), flip, scaled, (offset[0], offset[1])))  # type: ignore[arg-type]
+    return out

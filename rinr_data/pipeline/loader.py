@@ -21,9 +21,16 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision import tv_tensors
 
 from ..core.devices import resolve_device
-from ..decode import decode_packed
+from ..decode import decode_packed, decode_packed_warped
 from ..errors import FormatError
-from .augment import PAD_VALUE, AugmentConfig, augment_batch, build_transform
+from .augment import (
+    PAD_VALUE,
+    AugmentConfig,
+    augment_batch,
+    build_transform,
+    draw_geometries,
+    letterbox_size,
+)
 from .cache import CACHE_MODES, DEFAULT_CACHE_BYTES, DeviceCache, PlannedBatch
 from .dataset import LoaderBatch, RINRDataset
 
@@ -57,8 +64,7 @@ def letterbox(image: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -
     h, w = image.shape[-2:]
     if (h, w) == tuple(size):
         return image, boxes
-    scale = min(size[0] / h, size[1] / w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    nh, nw = letterbox_size((h, w), size)
     resized = F.interpolate(image[None], size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)[0]
     canvas = torch.full((image.shape[0], *size), PAD_VALUE, dtype=image.dtype, device=image.device)
     canvas[:, :nh, :nw] = resized.clamp(0, 1)
@@ -73,7 +79,9 @@ class RINRLoader:
         dataset: the RINRDataset (its batch_size sets the batch size).
         num_workers: CPU worker processes that read shards and unpack records (0: in the main process).
         image_size: (H, W) every image is letterboxed to; None keeps the frame size (all frames must agree).
-        augment: an AugmentConfig for device-side augmentation, or None.
+        augment: an AugmentConfig for device-side augmentation, or None. With its `at_decode` (the default) each
+            frame's flip, scale jitter and crop are drawn before the decode, and latent-grid frames are rendered
+            through them where that synthesises fewer pixels (other frames are decoded whole and resampled).
         device: where to decode; default the dataset's.
         pin_memory: pin worker output for asynchronous copies (default: when decoding on CUDA).
         prefetch_factor: batches each worker prepares ahead.
@@ -195,25 +203,45 @@ class RINRLoader:
         # 4-20x slower (docs/BENCHMARKS.md), so leave one core per worker.
         workers = 0 if self._replaying else self.num_workers  # a replayed epoch starts no workers
         limit = max(1, (os.cpu_count() or 1) - workers) if dev.type == "cpu" else 1 << 16
+        frame_sizes = batch.packed.frame_sizes
+        size = self.image_size
+        if size is None:
+            sizes = set(frame_sizes)
+            if len(sizes) > 1:
+                raise ValueError(f"frames of sizes {sorted(sizes)} in one batch: set image_size to letterbox them")
+            size = sizes.pop()
+        seed = zlib.crc32(f"{self.dataset.seed}/{batch.epoch}/{batch.worker}/{batch.index}".encode())
+        augment = self.augment
+        geometries = draw_geometries(augment, size, len(batch), seed) if augment and augment.at_decode else None
         try:
             with _cpu_threads(limit):
-                images = decode_packed(batch.packed, dev, as_float=True)
+                if geometries is None:
+                    images, warped = decode_packed(batch.packed, dev, as_float=True), [False] * len(batch)
+                else:
+                    warps = [g.warp(f) for g, f in zip(geometries, frame_sizes)]
+                    # Rendered through its warp only where that synthesises fewer pixels than the frame has (not
+                    # for upscales): else decoded whole and resampled, which is also closer to the source there.
+                    chosen = [w if w.pixels(f) <= f[0] * f[1] else None for w, f in zip(warps, frame_sizes)]
+                    images, warped = decode_packed_warped(batch.packed, chosen, dev, fill=PAD_VALUE, as_float=True)
         except FormatError as exc:
             raise FormatError(f"batch of samples {list(batch.keys)}: {exc}") from exc
         boxes = [b.to(dev, non_blocking=True) for b in batch.boxes]
         labels = [lab.to(dev, non_blocking=True) for lab in batch.labels]
-        size = self.image_size
-        if size is None:
-            sizes = {tuple(i.shape[-2:]) for i in images}
-            if len(sizes) > 1:
-                raise ValueError(f"frames of sizes {sorted(sizes)} in one batch: set image_size to letterbox them")
-            size = sizes.pop()
-        pairs = [letterbox(img, b, size) for img, b in zip(images, boxes)]
-        stacked = torch.stack([p[0] for p in pairs])
-        boxes = [p[1] for p in pairs]
-        if self.augment is not None:
-            seed = zlib.crc32(f"{self.dataset.seed}/{batch.epoch}/{batch.worker}/{batch.index}".encode())
-            stacked, boxes, labels = augment_batch(stacked, boxes, labels, build_transform(self.augment, size), seed)
+        if geometries is None:
+            pairs = [letterbox(img, b, size) for img, b in zip(images, boxes)]
+            stacked = torch.stack([p[0] for p in pairs])
+            boxes = [p[1] for p in pairs]
+            if augment is not None:
+                stacked, boxes, labels = augment_batch(stacked, boxes, labels, build_transform(augment, size), seed)
+        else:
+            frames = [
+                img if done else g.resample(letterbox(img, b, size)[0])
+                for img, b, g, done in zip(images, boxes, geometries, warped)
+            ]
+            mapped = [g.map_boxes(b, lab, f) for g, b, lab, f in zip(geometries, boxes, labels, frame_sizes)]
+            boxes, labels = [m[0] for m in mapped], [m[1] for m in mapped]
+            rest = build_transform(augment, size, geometric=False)  # type: ignore[arg-type]
+            stacked, boxes, labels = augment_batch(torch.stack(frames), boxes, labels, rest, seed)
         targets = [
             {
                 "boxes": tv_tensors.BoundingBoxes(b.reshape(-1, 4).to(torch.float32), format="XYXY", canvas_size=size),

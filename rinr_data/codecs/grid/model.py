@@ -149,7 +149,15 @@ def synthesize(layers: Layers, features: torch.Tensor) -> torch.Tensor:
 
 
 def render(layers: Layers, latents: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
-    """Float RGB [B, 3, H, W] (unclamped) of B frames of one size and shape."""
+    """Float RGB [B, 3, H, W] (unclamped) of B frames of one size and shape.
+
+    On a GPU with Triton, one fused kernel (`fused.render_fused`: upsampling and synthesis in registers); RINR_FUSED=0
+    turns it off. Upsampling then `synthesize` is the reference, and the path for CPUs, autograd and wide MLPs.
+    """
+    from . import fused  # local: the optional fused path stays out of this module's import-time dependencies
+
+    if fused.enabled() and fused.available(latents[0].device) and fused.supports(layers, latents):
+        return fused.render_fused(layers, latents, height, width)
     return synthesize(layers, upsample(latents, height, width))
 
 
@@ -198,3 +206,105 @@ def init_layers(shape: GridShape, count: int, generator: torch.Generator, device
         bias = torch.full((count, 1, fan_out), 0.5 if i == len(dims) - 1 else 0.0)
         layers.append((weight.to(device), bias.to(device)))
     return layers
+
+
+def _cubic_taps(points: torch.Tensor, samples: int, extent: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Border-clamped indices and weights [..., 4] of bicubic (A = -0.75) taps on `samples` latents spanning
+    `extent` frame pixels, at frame points `points`: F.interpolate's taps, align_corners=False, at the identity."""
+    # The arithmetic follows ATen's upsample_bicubic2d in float32 (scale = in / out, src = scale * x - 0.5), so at the
+    # identity the taps and weights are the ones `upsample` uses.
+    scale = torch.tensor(float(samples), dtype=torch.float32) / torch.tensor(float(extent), dtype=torch.float32)
+    src = points.to(torch.float32) * scale.to(points.device) - 0.5
+    base = src.floor()
+    t = src - base
+    a = -0.75
+
+    def near(x: torch.Tensor) -> torch.Tensor:
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: torch.Tensor) -> torch.Tensor:
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    weights = torch.stack([far(t + 1), near(t), near(1 - t), far((1 - t) + 1)], dim=-1)
+    index = base.to(torch.int64)[..., None] + torch.arange(-1, 3, device=points.device)
+    return index.clamp_(0, samples - 1), weights
+
+
+def _resampling_weights(points: torch.Tensor, samples: int, extent: int) -> torch.Tensor:
+    """[B, n, samples] weights sampling `samples` latents bicubically at frame points `points` [B, n]."""
+    index, weights = _cubic_taps(points, samples, extent)
+    matrix = torch.zeros(*points.shape, samples, dtype=weights.dtype, device=weights.device)
+    # Taps clamped onto the same border latent add up, as F.interpolate reads a clamped index once per tap.
+    return matrix.scatter_add_(-1, index, weights)
+
+
+def sample_levels(
+    latents: list[torch.Tensor], height: int, width: int, rows: torch.Tensor, cols: torch.Tensor
+) -> torch.Tensor:
+    """Levels [B, 1, h_l, w_l] of H x W frames sampled bicubically at frame points -> features [B, L, H', W'].
+
+    `rows` [B, H'] and `cols` [B, W'] are per-frame source points in pixels (edges at integers). At the frame's pixel
+    centres this is `upsample` up to float rounding (level 0 exactly). Bicubic sampling along an axis-aligned warp is
+    separable: two batched matrix products per level (columns first, then rows, as ATen's kernel goes), which ran
+    1.5x faster than F.interpolate on a CPU and are GEMMs on a GPU.
+    """
+    feats = []
+    for lat in latents:
+        h_l, w_l = lat.shape[-2:]
+        across = torch.matmul(lat[:, 0], _resampling_weights(cols, w_l, width).transpose(1, 2))  # [B, h_l, W']
+        feats.append(torch.matmul(_resampling_weights(rows, h_l, height), across))
+    return torch.stack(feats, dim=1)
+
+
+def render_warped(
+    layers: Layers,
+    latents: list[torch.Tensor],
+    height: int,
+    width: int,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    fill: float = 0.0,
+) -> torch.Tensor:
+    """Float RGB [B, 3, H', W'] (unclamped) of B H x W frames at source points `rows` [B, H'] x `cols` [B, W'].
+
+    The points are in pixels (edges at integers), monotonic along each axis as a scale-and-shift warp gives them.
+    Each level is sampled bicubically at the points (`sample_levels`) and the MLP runs only on points inside the
+    frame ([0, H] x [0, W]); the others are `fill`. A frame's points run in tiles of TILE of its own, as in
+    `synthesize`, so it decodes to the same bits alone or in a batch, and at the frame's own pixel centres to the
+    values of `render` up to the float rounding of the resampling.
+    """
+    b, n_rows, n_cols = rows.shape[0], rows.shape[1], cols.shape[1]
+    feats = sample_levels(latents, height, width, rows.to(latents[0].device), cols.to(latents[0].device))
+    row_in = (rows >= 0) & (rows <= height)
+    col_in = (cols >= 0) & (cols <= width)
+    if bool(row_in.all()) and bool(col_in.all()):
+        return synthesize(layers, feats)  # nothing to leave out: the tiles `render` runs
+    # Points inside the frame form a rectangle per frame (the warp is monotonic per axis): cut it out, run its pixels
+    # in tiles of their own, put them back on a canvas of `fill`.
+    spans = [_span(r) + _span(c) for r, c in zip(row_in.tolist(), col_in.tolist())]
+    pieces, tiles = [], []
+    for i, (r0, r1, c0, c1) in enumerate(spans):
+        x = feats[i, :, r0:r1, c0:c1].reshape(feats.shape[1], -1).T  # [kept, L]
+        count = -(-x.shape[0] // TILE)
+        pieces.append(F.pad(x, (0, 0, 0, count * TILE - x.shape[0])))
+        tiles.append(count)
+    out = torch.full((b, layers[-1][0].shape[-1], n_rows, n_cols), fill, dtype=feats.dtype, device=feats.device)
+    if sum(tiles):
+        owner = torch.repeat_interleave(torch.arange(b), torch.tensor(tiles)).to(feats.device)
+        rgb = _mlp([(w[owner], bias[owner]) for w, bias in layers], torch.cat(pieces).reshape(sum(tiles), TILE, -1))
+        start = 0
+        for i, (r0, r1, c0, c1) in enumerate(spans):
+            kept = (r1 - r0) * (c1 - c0)
+            if kept:
+                flat = rgb.reshape(-1, rgb.shape[-1])[start : start + kept]
+                out[i, :, r0:r1, c0:c1] = flat.T.reshape(-1, r1 - r0, c1 - c0)
+            start += tiles[i] * TILE
+    return out
+
+
+def _span(inside: list[bool]) -> tuple[int, int]:
+    """[first, last + 1) of the True entries of a run-shaped mask (0, 0 when none)."""
+    if True not in inside:
+        return 0, 0
+    first = inside.index(True)
+    return first, len(inside) - inside[::-1].index(True)

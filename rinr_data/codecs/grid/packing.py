@@ -12,7 +12,8 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .model import GridShape, Layers, render
+from ..base import Warp
+from .model import GridShape, Layers, render, render_warped
 from .record import GridRecord, resolve
 
 
@@ -58,6 +59,44 @@ class PackedGrids:
         # Integer latents cast to exactly the float32 values an unsplit group carries: the render is bit-identical.
         latents = [t if t.is_floating_point() else t.to(torch.float32) for t in group.latents]
         return list(render(group.layers, latents, self.height, self.width))
+
+    def render_warped(self, device: torch.device, warps: Sequence[Warp], fill: float) -> list[torch.Tensor]:
+        """Float [3, H', W'] frames through one `Warp` each (in `members` order): only the output pixels inside the
+        frame are synthesised, the others are `fill`; one batched call per output size."""
+        if len(warps) != len(self.members):
+            raise ValueError(f"{len(warps)} warps for a group of {len(self.members)} frames")
+        group = self.to(device, non_blocking=True)
+        by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, warp in enumerate(warps):
+            by_size[warp.size].append(i)
+        out: list[torch.Tensor] = [torch.empty(0)] * len(warps)
+        for indices in by_size.values():
+            part = group if len(indices) == len(warps) else group._take(indices)
+            points = [warps[i].points(device) for i in indices]
+            images = render_warped(
+                part.layers,
+                [t if t.is_floating_point() else t.to(torch.float32) for t in part.latents],
+                self.height,
+                self.width,
+                torch.stack([p[0] for p in points]),
+                torch.stack([p[1] for p in points]),
+                fill,
+            )
+            for i, image in zip(indices, images):
+                out[i] = image
+        return out
+
+    def _take(self, indices: list[int]) -> "PackedGrids":
+        """The frames at `indices` (positions in this group) as a group of their own."""
+        pick = torch.tensor(indices, device=self.latents[0].device)
+        return PackedGrids(
+            self.shape,
+            self.height,
+            self.width,
+            [t.index_select(0, pick) for t in self.latents],
+            [(w.index_select(0, pick), b.index_select(0, pick)) for w, b in self.layers],
+            [self.members[i] for i in indices],
+        )
 
     def split(self) -> list["PackedGrids"]:
         """One group per member (`members` [m]), owning its storage, latents compact where they are integers."""
