@@ -1,6 +1,12 @@
 """Loader benchmark: images/s that RINR and JPEG shards deliver into a fixed training step, and data wait.
 
-For each codec and worker count, one warm-up epoch then timed epochs through RINRLoader: every batch is
+First the CPU cost per image of what a loader worker does (read the shard, parse every record, pack the batch; for
+JPEG shards, decode with Pillow), iterating the dataset in this process on one thread, and the host's CPU cost per
+image of an epoch served from the device cache with the synthesis taken off the clock (grid groups "render" to
+uninitialised frames of the right shape: what is timed is what the host does besides the synthesis kernels; on a
+CPU-only machine the per-pixel rounding and stacking still run on the host, on a GPU they are kernels too).
+
+Then, for each codec and worker count, one warm-up epoch then timed epochs through RINRLoader: every batch is
 handed to a fixed-length "training step" (a GPU matmul loop when decoding on CUDA; a sleep on CPU, which
 stands for an accelerator step that leaves the host free), and the time spent waiting for the next batch is
 recorded. Ratios compare RINR against JPEG measured in the same process. With `--cache device` the RINR loader is also
@@ -11,16 +17,18 @@ no workers), reported as its own columns.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from rinr_data import PRESETS, RINRDataset, RINRLoader, codecs
+from rinr_data.codecs.grid.packing import PackedGrids
 from rinr_data.convert import ConvertConfig, encode_dataset
 from rinr_data.core.devices import resolve_device
 from rinr_data.sources import open_source
@@ -114,6 +122,68 @@ def run(
     }
 
 
+def _dataset_source(shards: Path, repeat: int) -> Any:
+    return sorted(str(s) for s in shards.glob("*.tar")) * repeat if repeat > 1 else shards
+
+
+def worker_cpu_ms(shards: Path, args: argparse.Namespace) -> float:
+    """CPU ms per image of iterating the dataset in this process on one thread (a loader worker's whole job)."""
+    dataset = RINRDataset(_dataset_source(shards, args.repeat), batch_size=args.batch_size, device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in dataset:  # warm-up: imports, page cache
+            pass
+        images, t0 = 0, time.process_time()
+        for epoch in range(args.epochs):
+            dataset.set_epoch(epoch + 1)
+            images += sum(len(batch.keys) for batch in dataset)
+        return (time.process_time() - t0) * 1000 / images
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _synthesis_off() -> Iterator[None]:
+    """Grid groups render to uninitialised frames of their size: the host's work without the synthesis kernels (on
+    a GPU the host only launches those, a few launches per batch)."""
+
+    def empty_frames(self: PackedGrids, device: torch.device) -> list[torch.Tensor]:
+        return [torch.empty(3, self.height, self.width, device=device) for _ in self.members]
+
+    real = PackedGrids.render
+    PackedGrids.render = empty_frames  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        PackedGrids.render = real  # type: ignore[method-assign]
+
+
+def cached_host_cpu_ms(
+    shards: Path, args: argparse.Namespace, device: torch.device
+) -> tuple[float, dict[str, Any] | None]:
+    """Host CPU ms per image of epochs served from the device cache (one thread), the synthesis kernels excluded."""
+    loader = RINRLoader(
+        RINRDataset(_dataset_source(shards, args.repeat), batch_size=args.batch_size, device=device),
+        num_workers=0,
+        image_size=None,
+        cache="device",
+        cache_bytes=int(args.cache_gib * 2**30),
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in loader:  # fills the cache (and renders: the synthesis is only taken off the timed epochs)
+            pass
+        with _synthesis_off():
+            images, t0 = 0, time.process_time()
+            for _ in range(args.epochs):
+                images += sum(len(batch["keys"]) for batch in loader)
+            return (time.process_time() - t0) * 1000 / images, loader.cache_stats()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build shards if needed, run every configuration, print a markdown table."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -150,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             args.data, Path(tmp) / "rinr", "rinr", args.max_steps, args.shard_size, device, args.preset
         )
         jpeg = args.jpeg or make_shards(args.data, Path(tmp) / "jpeg", "jpeg", args.max_steps, args.shard_size, device)
+        cpu_r, cpu_j = worker_cpu_ms(rinr, args), worker_cpu_ms(jpeg, args)
+        cpu_cached, cpu_held = cached_host_cpu_ms(rinr, args, device)
         rows, held = [], None
         cached = args.cache == "device"
         for workers in (int(w) for w in args.workers.split(",")):
@@ -171,6 +243,14 @@ def main(argv: list[str] | None = None) -> int:
         f"batch {args.batch_size}, {args.step_ms:g} ms step, {args.epochs} timed epochs"
         f"{f' of every shard {args.repeat} times' if args.repeat > 1 else ''}.\n"
     )
+    print(
+        "CPU ms per image, one thread (issue 23's targets: epoch 1 <= 0.5x JPEG, cached epochs <= 0.05x JPEG):\n\n"
+        "| loader worker, RINR | loader worker, JPEG + Pillow | RINR/JPEG | host, RINR from the device cache | "
+        "cached/JPEG |\n|---|---|---|---|---|\n"
+        f"| {cpu_r:.3f} | {cpu_j:.3f} | {cpu_r / cpu_j:.2f}x | {cpu_cached:.4f} | {cpu_cached / cpu_j:.3f}x |\n"
+    )
+    if cpu_held is None or not cpu_held["enabled"] or cpu_held["replayed_epochs"] != args.epochs:
+        print("(the device cache did not serve every timed epoch: raise --cache-gib)\n")
     head = "| workers | RINR img/s | JPEG img/s | RINR/JPEG | RINR wait ms/step | JPEG wait ms/step |"
     if cached:
         head += " RINR cached img/s | cached/JPEG | cached wait ms/step |"
