@@ -292,14 +292,21 @@ def _paper_record(coder: str) -> Any:
 
 
 def record_blobs() -> list[bytes]:
-    """Valid records: grid (plain, context, scene, scene frame), paper (every coder), and the real 0.3.1 record."""
-    import rinr_data as R
+    """Valid records: grid (plain, context, scene, scene frame) with coder 4 then with coder 3, paper (every coder),
+    and the real 0.3.1 and 0.5.0 records."""
+    import dataclasses
 
-    blobs = [R.pack_record(r) for r in _grid_records()]
+    import rinr_data as R
+    from rinr_data.codecs.grid import record as grid_record
+
+    grids = _grid_records()
+    blobs = [R.pack_record(r) for r in grids]
     blobs += [R.pack_record(_paper_record(c)) for c in ("raw", "zstd", "brotli", "ans")]
-    real = TEST_DATA / "records" / "grid-0.3.1.rinr"
-    if real.is_file():
-        blobs.append(real.read_bytes())
+    blobs += [R.pack_record(dataclasses.replace(r, coder=grid_record.ANS)) for r in grids]
+    for version in ("0.3.1", "0.5.0"):
+        real = TEST_DATA / "records" / f"grid-{version}.rinr"
+        if real.is_file():
+            blobs.append(real.read_bytes())
     return blobs
 
 
