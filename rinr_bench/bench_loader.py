@@ -27,6 +27,7 @@ from typing import Any, Iterator
 
 import torch
 
+from lightning_modules.data import CodecDataset
 from rinr_data import PRESETS, RINRDataset, RINRLoader, codecs
 from rinr_data.codecs.grid.packing import PackedGrids
 from rinr_data.convert import ConvertConfig, encode_dataset
@@ -84,13 +85,25 @@ class Step:
 
 
 def run(
-    shards: Path, workers: int, args: argparse.Namespace, device: torch.device, cache: str | None = None
+    shards: Path,
+    workers: int,
+    args: argparse.Namespace,
+    device: torch.device,
+    cache: str | None = None,
+    nvjpeg: bool = False,
 ) -> dict[str, Any]:
-    """Images/s and mean wait per step over the timed epochs (and what a device cache held)."""
+    """Images/s and mean wait per step over the timed epochs (and what a device cache held); `nvjpeg`: JPEG shards
+    decoded in batches on the GPU (torchvision's nvJPEG, as `JPEGDataModule(gpu_decode=True)`), not by Pillow."""
     # Listing the shards `repeat` times makes an epoch long enough that worker start-up does not dominate it.
     source = sorted(str(s) for s in shards.glob("*.tar")) * args.repeat if args.repeat > 1 else shards
+    if nvjpeg:
+        dataset: RINRDataset = CodecDataset(
+            source, batch_size=args.batch_size, device=device, codecs=("jpeg",), owner="bench", encoded_jpeg=True
+        )
+    else:
+        dataset = RINRDataset(source, batch_size=args.batch_size, device=device)
     loader = RINRLoader(
-        RINRDataset(source, batch_size=args.batch_size, device=device),
+        dataset,
         num_workers=workers,
         image_size=None,
         cache=cache,
@@ -224,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu_cached, cpu_held = cached_host_cpu_ms(rinr, args, device)
         rows, held = [], None
         cached = args.cache == "device"
+        nvjpeg = device.type == "cuda"  # batched nvJPEG needs a GPU
         for workers in (int(w) for w in args.workers.split(",")):
             r = run(rinr, workers, args, device)
             j = run(jpeg, workers, args, device)
@@ -231,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {workers} | {r['images_s']:.1f} | {j['images_s']:.1f} | "
                 f"{r['images_s'] / j['images_s']:.2f}x | {r['wait_ms']:.1f} | {j['wait_ms']:.1f} |"
             )
+            if nvjpeg:
+                n = run(jpeg, workers, args, device, nvjpeg=True)
+                row += f" {n['images_s']:.1f} | {r['images_s'] / n['images_s']:.2f}x |"
             if cached:
                 c = run(rinr, workers, args, device, cache="device")
                 held = c["cache"]
@@ -252,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     if cpu_held is None or not cpu_held["enabled"] or cpu_held["replayed_epochs"] != args.epochs:
         print("(the device cache did not serve every timed epoch: raise --cache-gib)\n")
     head = "| workers | RINR img/s | JPEG img/s | RINR/JPEG | RINR wait ms/step | JPEG wait ms/step |"
+    if device.type == "cuda":
+        head += " JPEG nvJPEG img/s | RINR/nvJPEG |"
     if cached:
         head += " RINR cached img/s | cached/JPEG | cached wait ms/step |"
     print(head)

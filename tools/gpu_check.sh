@@ -59,7 +59,8 @@ stage codec 150 $PY tools/bench_codec.py --data "$DATA" --datasets vtest-dev --f
 stage scene 270 $PY tools/bench_codec.py --data "$DATA" --datasets vtest-long --frames 32 --consecutive --scene \
   --scene-window 32 --device cuda --section grid-scene-gpu --write "$OUT/BENCHMARKS.md" --plot "$OUT/rd.png" \
   --json "$OUT/scene.json" --quiet
-# --cache device: the RINR loader also runs from its device cache (issue 23), its own columns beside JPEG's.
+# --cache device: the RINR loader also runs from its device cache (issue 23), its own columns beside JPEG's; on CUDA
+# JPEG is also decoded by batched nvJPEG; first the CPU ms per image of a loader worker and of the cached host.
 stage loader 120 $PY tools/bench_loader.py --data "$DATA/vtest-long" --max-steps 100 --device cuda --workers 0,2,4 \
   --shard-size 25 --epochs 2 --repeat 2 --cache device
 # rinr-encode --estimate on CUDA: the projected hours of a full run at the default settings (issue 25).
