@@ -10,8 +10,23 @@ from conftest import smooth_frame
 import rinr_data as R
 from rinr_data import shards
 from rinr_data.codecs.classic import encode_classic
+from rinr_data.codecs.paper.siren import SirenShape
+from rinr_data.codecs.paper.weights import QuantizedINR
+from rinr_data.format.quantize import QuantizedTensor
 
 FAST = R.GridConfig(max_steps=4)
+
+
+def quantized_inr(width: int, depth: int, seed: int) -> QuantizedINR:
+    """A SIREN of 8-bit integers drawn from a fixed seed (no fitting): the paper codec's records without a fit."""
+    rng = np.random.default_rng(seed)
+    shape = SirenShape(width, depth)
+    tensors = [
+        QuantizedTensor(np.clip(rng.normal(0, 30, n).round(), -127, 127).astype(np.int32), 0.0078125, 8)
+        for fi, fo in shape.layer_dims()
+        for n in (fi * fo, fo)
+    ]
+    return QuantizedINR(shape, tensors)
 
 
 def frames(count: int, height: int = 16, width: int = 20) -> tuple[list[np.ndarray], list[list[list[float]]]]:

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from shard_fixtures import write_dataset
+from shard_fixtures import quantized_inr, write_dataset
 
 from rinr_data.codecs.classic import PackedImages
 from rinr_data.codecs.grid.model import GridShape
@@ -19,8 +19,6 @@ from rinr_data.codecs.grid.packing import PackedGrids
 from rinr_data.codecs.grid.record import GridRecord
 from rinr_data.codecs.paper.packing import PackedSirens
 from rinr_data.codecs.paper.record import ObjectEntry, Record
-from rinr_data.codecs.paper.siren import SirenShape
-from rinr_data.codecs.paper.weights import QuantizedINR
 from rinr_data.decode import PackedBatch, decode_packed, pack_records
 from rinr_data.format.quantize import QuantizedTensor
 from rinr_data.pipeline.augment import AugmentConfig
@@ -100,27 +98,26 @@ def test_grid_frames_split_compact_and_merge_back_bit_exact():
     assert torch.int16 in dtypes[10]
 
 
-def _inr(width: int, depth: int, seed: int) -> QuantizedINR:
-    rng = np.random.default_rng(seed)
-    shape = SirenShape(width, depth)
-    tensors = [
-        QuantizedTensor(np.clip(rng.normal(0, 30, n).round(), -127, 127).astype(np.int32), 0.0078125, 8)
-        for fi, fo in shape.layer_dims()
-        for n in (fi * fo, fo)
-    ]
-    return QuantizedINR(shape, tensors)
-
-
 def test_paper_frames_split_and_merge_back_bit_exact():
     records = [
-        Record(12, 16, 30.0, _inr(6, 2, 0), [ObjectEntry((1.0, 2.0, 6.5, 9.0), 0.25, _inr(10, 3, 1))], "ans"),
-        Record(12, 16, 30.0, _inr(6, 2, 2), [], "ans"),
+        Record(
+            12,
+            16,
+            30.0,
+            quantized_inr(6, 2, 0),
+            [ObjectEntry((1.0, 2.0, 6.5, 9.0), 0.25, quantized_inr(10, 3, 1))],
+            "ans",
+        ),
+        Record(12, 16, 30.0, quantized_inr(6, 2, 2), [], "ans"),
         Record(
             10,
             14,
             30.0,
-            _inr(8, 2, 3),
-            [ObjectEntry((0.0, 0.0, 5.0, 5.0), 0.5, _inr(10, 3, 4)), ObjectEntry((3, 3, 9, 8), 0.3, _inr(6, 2, 5))],
+            quantized_inr(8, 2, 3),
+            [
+                ObjectEntry((0.0, 0.0, 5.0, 5.0), 0.5, quantized_inr(10, 3, 4)),
+                ObjectEntry((3, 3, 9, 8), 0.3, quantized_inr(6, 2, 5)),
+            ],
             "ans",
         ),
     ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from shard_fixtures import frames, write_dataset
+from shard_fixtures import frames, quantized_inr, write_dataset
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
@@ -19,12 +19,9 @@ from rinr_data.codecs.grid import model
 from rinr_data.codecs.grid.model import GridShape, init_layers
 from rinr_data.codecs.grid.packing import PackedGrids
 from rinr_data.codecs.paper.record import ObjectEntry, Record
-from rinr_data.codecs.paper.siren import SirenShape
-from rinr_data.codecs.paper.weights import QuantizedINR
 from rinr_data.core.devices import TILE
 from rinr_data.core.frames import to_uint8
 from rinr_data.decode import PackedBatch, decode_packed, decode_packed_warped, pack_records, unpack
-from rinr_data.format.quantize import QuantizedTensor
 from rinr_data.pipeline import loader as loader_module
 from rinr_data.pipeline.augment import (
     PAD_VALUE,
@@ -340,17 +337,10 @@ def test_loader_without_at_decode_is_todays_pipeline(shards):
 
 
 def _paper_record(h: int, w: int) -> Record:
-    def inr(width: int, depth: int, seed: int) -> QuantizedINR:
-        rng = np.random.default_rng(seed)
-        shape = SirenShape(width, depth)
-        tensors = [
-            QuantizedTensor(np.clip(rng.normal(0, 30, n).round(), -127, 127).astype(np.int32), 0.0078125, 8)
-            for fi, fo in shape.layer_dims()
-            for n in (fi * fo, fo)
-        ]
-        return QuantizedINR(shape, tensors)
 
-    return Record(h, w, 30.0, inr(6, 2, 0), [ObjectEntry((1.0, 2.0, 6.5, 9.0), 0.25, inr(8, 2, 1))], "ans")
+    return Record(
+        h, w, 30.0, quantized_inr(6, 2, 0), [ObjectEntry((1.0, 2.0, 6.5, 9.0), 0.25, quantized_inr(8, 2, 1))], "ans"
+    )
 
 
 def test_mixed_batch_warps_grid_frames_and_resamples_the_others(shards, monkeypatch):
