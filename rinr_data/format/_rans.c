@@ -380,6 +380,8 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         goto done;
     int32_t *v = (int32_t *)out.buf;
     const double *mu = (const double *)means.buf, *sc = (const double *)scales.buf;
+    /* No Python object is touched in the loop: other threads (a thread-based loader) run meanwhile. */
+    Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
         double scale = sc[i] > MIN_SCALE ? sc[i] : MIN_SCALE;
         if (!(scale < 1e300) || (mu && !(fabs(mu[i]) < MAX_MEAN))) {
@@ -391,6 +393,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
             break;
         v[i] = (int32_t)value;
     }
+    Py_END_ALLOW_THREADS
     if (d.error) {
         PyErr_SetString(PyExc_ValueError, d.error);
         goto done;
@@ -468,6 +471,7 @@ static PyObject *py_decode_level(PyObject *self, PyObject *args) {
     const double *p = (const double *)params.buf;
     const double *wt = p, *spread = p + 6, *base = p + 8;
     int64_t peak = 0; /* largest |value|: records declare it, and checking it here saves a pass over the level */
+    Py_BEGIN_ALLOW_THREADS
     memset(lv, 0, (size_t)size * (size_t)out_size); /* the neighbours a pass reads must be zero until decoded */
     for (int pass = 0; pass < 2 && !d.error; pass++) {
         for (int r = 0; r < h && !d.error; r++) {
@@ -518,6 +522,7 @@ static PyObject *py_decode_level(PyObject *self, PyObject *args) {
             }
         }
     }
+    Py_END_ALLOW_THREADS
     if (d.error) {
         PyErr_SetString(PyExc_ValueError, d.error);
         goto done;
