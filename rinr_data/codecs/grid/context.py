@@ -138,16 +138,25 @@ def models(
     return out
 
 
-def level_parameters(ctx: LevelContext) -> np.ndarray:
-    """float64 [12] of a level's context for the compiled decoder: 6 mean weights, 2 spreads, then the base scales
-    [pass][in box, outside], each the exact value `pass_models` uses."""
+def table_parameters(weights: np.ndarray, spreads: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """float64 [L, 12] of L levels' contexts for the compiled decoder: per level 6 mean weights, 2 spreads (int8
+    [L, 6] and [L, 2]), then the base scales [pass][in box, outside] (float16 [L, 4]), each the exact value
+    `pass_models` uses."""
     return np.concatenate(
         [
-            np.asarray(ctx.weights, np.float64) * PARAM_STEP,
-            np.asarray(ctx.spreads, np.float64) * PARAM_STEP,
-            np.asarray(ctx.scales, np.float16).astype(np.float64).reshape(-1),
-        ]
+            np.asarray(weights, np.float64) * PARAM_STEP,
+            np.asarray(spreads, np.float64) * PARAM_STEP,
+            np.asarray(scales, np.float16).astype(np.float64),
+        ],
+        axis=1,
     )
+
+
+def level_parameters(ctx: LevelContext) -> np.ndarray:
+    """`table_parameters` of one level: float64 [12]."""
+    return table_parameters(
+        np.asarray(ctx.weights).reshape(1, -1), np.asarray(ctx.spreads).reshape(1, -1), ctx.scales.reshape(1, -1)
+    )[0]
 
 
 def pass_models(

@@ -48,6 +48,15 @@ _BOX = struct.Struct("<4f")
 _LEVEL = struct.Struct("<eeH")  # Laplace scale in boxes, outside boxes (f16), largest |latent| (u16)
 # With FLAG_CONTEXT: base scales [pass][region] (f16), largest |latent| (u16), mean weights and spreads (int8).
 _LEVEL_CONTEXT = struct.Struct(f"<4eH{grid_context.WEIGHTS}b{grid_context.PASSES}b")
+# The same row as a NumPy record, to read the whole table at once.
+_CONTEXT_ROW = np.dtype(
+    [
+        ("scales", "<f2", (4,)),
+        ("bound", "<u2"),
+        ("weights", "i1", (grid_context.WEIGHTS,)),
+        ("spreads", "i1", (grid_context.PASSES,)),
+    ]
+)
 _TENSOR = struct.Struct("<ee")  # quantisation step, Laplace scale of the integers (f16)
 _DELTA = struct.Struct("<e")  # Laplace scale of a tensor's integer differences to the scene's (f16)
 
@@ -293,18 +302,19 @@ def unpack(blob: bytes) -> GridRecord:
     masks = _level_masks(shape, h, w, boxes)
     coded = _coded(shape, masks)
     sizes = shape.level_sizes(h, w)
+    params = None
     if flags & FLAG_CONTEXT:
-        rows = [reader.unpack(_LEVEL_CONTEXT, "latent context table") for _ in range(levels)]
-        scales = np.asarray([r[:4] for r in rows], np.float64)
-        bounds = [int(r[4]) for r in rows]
+        # One array read for the whole table: building it value by value cost more than decoding a level.
+        table = np.frombuffer(
+            reader.take(_LEVEL_CONTEXT.size * levels, "latent context table"), _CONTEXT_ROW, count=levels
+        )
+        scales = table["scales"].astype(np.float64)
+        bounds = [int(b) for b in table["bound"]]
         context = [
-            LevelContext(
-                np.asarray(r[:4], np.float16).reshape(2, 2),
-                np.asarray(r[5 : 5 + grid_context.WEIGHTS], np.int8),
-                np.asarray(r[5 + grid_context.WEIGHTS :], np.int8),
-            )
-            for r in rows
+            LevelContext(table["scales"][lv].reshape(2, 2), table["weights"][lv], table["spreads"][lv])
+            for lv in range(levels)
         ]
+        params = grid_context.table_parameters(table["weights"], table["spreads"], table["scales"])
     else:
         rows = [reader.unpack(_LEVEL, "latent level table") for _ in range(levels)]
         scales = np.asarray([r[:2] for r in rows], np.float64)
@@ -320,7 +330,8 @@ def unpack(blob: bytes) -> GridRecord:
     else:
         syn_rows = [(1.0, *reader.unpack(_DELTA, "synthesis difference table")) for _ in counts]
         bound = 2 * limit
-    if not np.all(np.isfinite(syn_rows)) or np.any(np.asarray(syn_rows) <= 0):
+    syn_table = np.asarray(syn_rows, np.float64)
+    if not np.all(np.isfinite(syn_table)) or np.any(syn_table <= 0):
         raise FormatError("synthesis table holds a non-positive or non-finite step or scale")
     (length,) = reader.unpack(LENGTH, "payload length")
     payload = bytes(reader.take(length, "payload"))
@@ -338,10 +349,11 @@ def unpack(blob: bytes) -> GridRecord:
         ]
         peaks = [int(np.abs(lat).max(initial=0)) for lat in latents]
     else:
-        latents, peaks = _read_context_latents(stream, sizes, masks, coded, context, bounds)
+        latents, peaks = _read_context_latents(stream, sizes, masks, coded, context, bounds, params)
     # One read for every synthesis tensor: the same models in the same order as a read per tensor, one call.
-    flat = stream.read(np.repeat(np.asarray([lap for _, lap in syn_rows], np.float64), counts), bound)
-    weights = np.split(flat, np.cumsum(counts)[:-1])
+    flat = stream.read(np.repeat(syn_table[:, 1], counts), bound)
+    ends = np.cumsum(counts).tolist()
+    weights = [flat[end - n : end] for n, end in zip(counts, ends)]
     stream.finish()
     # The writer stores each level's largest |latent|: a stream that does not reach it is not the record its tables
     # describe.
@@ -365,16 +377,17 @@ def _read_context_latents(
     coded: list[np.ndarray | None],
     contexts: list[LevelContext],
     bounds: list[int],
+    params: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], list[int]]:
     """Latents decoded coarsest level first, anchors before the others, each pass's models from what is decoded;
-    and each level's largest |latent|."""
+    and each level's largest |latent|. `params`: the contexts as `context.table_parameters` gives them."""
     latents: list[np.ndarray] = [np.zeros(0, np.int32)] * len(sizes)
     peaks = [0] * len(sizes)
     for lv in reversed(range(len(sizes))):
         coarser = latents[lv + 1] if lv + 1 < len(sizes) else None
         if isinstance(stream, entropy.RansReader):
-            params = grid_context.level_parameters(contexts[lv])
-            latents[lv], peaks[lv] = stream.read_level(sizes[lv], coarser, masks[lv], coded[lv], params, bounds[lv])
+            row = grid_context.level_parameters(contexts[lv]) if params is None else params[lv]
+            latents[lv], peaks[lv] = stream.read_level(sizes[lv], coarser, masks[lv], coded[lv], row, bounds[lv])
             continue
         level = np.zeros(sizes[lv], np.int32)
         for first, (rows, cols) in zip((True, False), grid_context.pass_positions(sizes[lv], coded[lv])):
