@@ -9,6 +9,11 @@ frames and evaluate every model on the same original validation frames:
   jpeg-bytes  JPEG at the highest quality whose mean bytes per frame stay within the first preset's RINR shards'
   rinr-P      RINR records of each preset P in --presets (default "grid,paper"; the preset's config defaults,
               GridConfig / PaperConfig, unless --fit-steps / --pixels-per-step say otherwise)
+  C-qQ        with --classic "jpeg:5,9,15;webp:10,20;avif:10,20": stock codec C at each quality Q (a quality scan)
+
+With several conditions of one codec family (JPEG, WebP, AVIF; RINR per frame; RINR scene mode) the report adds the
+bytes at detector parity: per family, the fewest bytes per frame whose mean paired difference to `original` is at
+least -PARITY (--parity, default 0.01 mAP@0.5), and --plot draws mAP@0.5 against bytes per frame, one curve a family.
 
 Seeds are paired: a seed fixes the initial weights, the shard/sample order and the augmentation draws for every
 condition. Prints a markdown table (mAP@0.5 and mAP@[.5:.95], mean and sample standard deviation over seeds, and
@@ -117,6 +122,17 @@ def prepare(data: Path, args: argparse.Namespace, device: torch.device) -> tuple
             progress=False,
         )
         conditions.append(Condition(name, f"JPEG q{quality}", folder, JPEGDataModule, shard_stats(folder)))
+    for codec, qualities in args.classic:
+        for quality in qualities:
+            folder = work / f"{codec}-q{quality}-{tag}"
+            encode_dataset(
+                train,
+                folder,
+                ConvertConfig(codec=codec, quality=quality, max_side=max_side, shard_size=args.shard_size),
+                progress=False,
+            )
+            label = f"{CLASSIC_NAMES[codec]} q{quality}"
+            conditions.append(Condition(f"{codec}-q{quality}", label, folder, JPEGDataModule, shard_stats(folder)))
     original = write_lossless_shards(train, work / f"original-{tag}", max_side=max_side, shard_size=args.shard_size)
     conditions.insert(0, Condition("original", "lossless WebP", original, JPEGDataModule, shard_stats(original)))
     conditions += rinr_conditions
@@ -163,6 +179,94 @@ def table(dataset: str, conditions: list[Condition]) -> list[str]:
             f"{statistics.fmean(r.train_s for r in c.runs):.0f} |"
         )
     return rows
+
+
+CLASSIC_NAMES = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF"}
+
+
+def family(condition: Condition) -> str | None:
+    """The codec family a condition's bytes compete in (None for the originals)."""
+    if condition.name == "original":
+        return None
+    if condition.name.startswith("rinr-"):
+        return "RINR scene mode" if "+scene" in condition.name else "RINR per frame"
+    return CLASSIC_NAMES[condition.name.split("-")[0]]
+
+
+@dataclass(frozen=True)
+class Parity:
+    """A family's cheapest condition at detector parity, or (condition None) its best attempt."""
+
+    family: str
+    condition: Condition | None
+    best: Condition  # the condition closest to parity (the parity one when reached)
+    tested: int
+
+
+def paired_gap(condition: Condition, base: Condition) -> float:
+    """Mean over seeds of the paired mAP@0.5 difference to `base`."""
+    return statistics.fmean(r.map_50 - b.map_50 for r, b in zip(condition.runs, base.runs))
+
+
+def parity(conditions: list[Condition], tolerance: float) -> list[Parity]:
+    """Per codec family, the fewest bytes per frame whose mean paired difference to `original` is >= -tolerance."""
+    base = next(c for c in conditions if c.name == "original")
+    out = []
+    for name in dict.fromkeys(f for f in map(family, conditions) if f is not None):
+        members = sorted((c for c in conditions if family(c) == name), key=lambda c: c.stats.bytes_per_frame)
+        reached = [c for c in members if paired_gap(c, base) >= -tolerance]
+        best = reached[0] if reached else max(members, key=lambda c: paired_gap(c, base))
+        out.append(Parity(name, reached[0] if reached else None, best, len(members)))
+    return out
+
+
+def parity_rows(dataset: str, conditions: list[Condition], tolerance: float) -> list[str]:
+    """Markdown rows of the bytes-at-parity table of one dataset."""
+    base = next(c for c in conditions if c.name == "original")
+    rows = []
+    for p in parity(conditions, tolerance):
+        c = p.best
+        gap = paired_gap(c, base)
+        where = f"{c.stats.bytes_per_frame:,.0f}" if p.condition is not None else "not reached"
+        rows.append(
+            f"| {dataset} | {p.family} | {where} | {c.name} ({c.label}) | {gap:+.3f} | "
+            f"{statistics.fmean(r.map for r in c.runs):.3f} | {statistics.fmean(r.fp_per_image for r in c.runs):.2f} "
+            f"| {p.tested} |"
+        )
+    return rows
+
+
+def parity_plot(results: dict[str, list[Condition]], tolerance: float, path: Path) -> None:
+    """mAP@0.5 (mean over seeds) against bytes per frame, one curve a codec family, the originals' band dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
+    for ax, (dataset, conditions) in zip(axes[0], results.items()):
+        base = next(c for c in conditions if c.name == "original")
+        level = statistics.fmean(r.map_50 for r in base.runs)
+        ax.axhspan(level - tolerance, level + tolerance, color="0.9")
+        ax.axhline(
+            level, color="0.5", linestyle="--", label=f"original (lossless, {base.stats.bytes_per_frame:,.0f} B)"
+        )
+        for name in dict.fromkeys(f for f in map(family, conditions) if f is not None):
+            members = sorted((c for c in conditions if family(c) == name), key=lambda c: c.stats.bytes_per_frame)
+            ax.plot(
+                [c.stats.bytes_per_frame for c in members],
+                [statistics.fmean(r.map_50 for r in c.runs) for c in members],
+                marker="o",
+                label=name,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("bytes per frame")
+        ax.set_ylabel("mAP@0.5 (mean over seeds)")
+        ax.set_title(dataset)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def error_figure(
@@ -340,6 +444,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "frames of each --batch; +cutDB: a frame the scene reproduces below DB starts a new one, "
         "default the background target); JPEG is matched to the first (default: %(default)s)",
     )
+    p.add_argument(
+        "--classic",
+        default="",
+        help='stock codecs at several qualities, one condition each: "jpeg:5,9,15;webp:10,20;avif:10,20" '
+        "(a quality scan for the bytes-at-parity table)",
+    )
+    p.add_argument(
+        "--parity",
+        type=float,
+        default=0.01,
+        help="detector parity: a mean paired mAP@0.5 difference to the originals of at least -PARITY "
+        "(default: %(default)s)",
+    )
+    p.add_argument("--plot", type=Path, default=None, help="PNG of mAP@0.5 against bytes per frame per codec family")
     p.add_argument("--fit-steps", type=int, default=None, help="RINR fitting step budget (default: each preset's)")
     p.add_argument(
         "--pixels-per-step",
@@ -366,7 +484,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.data = args.data or [SHARED_DATA / "vtest-long"]
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.presets = [parse_preset(p) for p in args.presets.split(",") if p.strip()]
+    args.classic = parse_classic(args.classic)
     return args
+
+
+def parse_classic(text: str) -> list[tuple[str, list[int]]]:
+    """`"jpeg:5,9;webp:20"` -> [("jpeg", [5, 9]), ("webp", [20])] (ValueError naming the entry if malformed)."""
+    out = []
+    for entry in filter(None, (e.strip() for e in text.split(";"))):
+        codec, _, qualities = entry.partition(":")
+        try:
+            values = [int(q) for q in qualities.split(",") if q.strip()]
+        except ValueError:
+            values = []
+        if codec not in CLASSIC_NAMES or not values or not all(1 <= q <= 100 for q in values):
+            raise ValueError(
+                f"bad --classic entry {entry!r}: want CODEC:Q[,Q...] with CODEC one of {', '.join(CLASSIC_NAMES)} "
+                "and qualities 1-100"
+            )
+        out.append((codec, sorted(set(values))))
+    return out
 
 
 def detector_settings(
@@ -430,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.quiet,
     )
     start = time.perf_counter()
-    rows, notes = [], []
+    rows, notes, parity_table = [], [], []
+    results: dict[str, list[Condition]] = {}
     for data in args.data:
         conditions, val_dir, note = prepare(data, args, device)
         figure: dict[str, list[FrameDetections]] = {}
@@ -451,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         rows += table(data.name, conditions)
+        results[data.name] = conditions
+        if any(sum(family(c) == f for c in conditions) > 1 for f in set(map(family, conditions)) if f is not None):
+            parity_table += parity_rows(data.name, conditions, args.parity)
         if figure:
             path = args.figure if len(args.data) == 1 else args.figure.with_stem(f"{args.figure.stem}-{data.name}")
             error_figure(figure, path)
@@ -478,6 +619,17 @@ def main(argv: list[str] | None = None) -> int:
         "- mAP: mean ± sample standard deviation over the seeds; precision, recall and false positives per "
         f"frame at score {OPERATING_THRESHOLD:g} (IoU 0.5): means over the seeds\n\n" + header + "\n" + "\n".join(rows)
     )
+    if parity_table:
+        text += (
+            f"\n\nBytes at detector parity (mean paired Δ mAP@0.5 >= -{args.parity:g} against the originals): per "
+            "codec family the fewest bytes per frame that reach it, else the family's closest condition:\n\n"
+            "| data | codec family | bytes/frame at parity | condition | Δ mAP@0.5 (paired mean) | mAP@[.5:.95] | "
+            "false alarms per frame | conditions tested |\n|---|---|---|---|---|---|---|---|\n"
+            + "\n".join(parity_table)
+        )
+    if args.plot:
+        parity_plot(results, args.parity, args.plot)
+        print(f"plot: {args.plot}")
     print("\n" + text)
     if args.write:
         write_section(text, DOC, args.section)

@@ -133,7 +133,8 @@ def test_bench_accuracy_runs_every_condition_and_seed(coco, tmp_path, capsys):
     bench = tool("bench_accuracy")
     assert bench.main(args) == 0
     text = capsys.readouterr().out
-    rows = [line for line in text.splitlines() if line.startswith("| coco |")]
+    # The conditions' table (12 columns); the bytes-at-parity table after it has 8.
+    rows = [line for line in text.splitlines() if line.startswith("| coco |") and line.count("|") == 13]
     assert [r.split("|")[2].strip() for r in rows] == [
         *bench.BASE_CONDITIONS,
         "rinr-grid",
@@ -278,3 +279,70 @@ def test_bench_hybrid_mixes_the_regions_it_names(coco, tmp_path, capsys):
     with pytest.raises(SystemExit):
         hybrid.parse_args([str(jpeg), str(original), str(original), "--mixes", "codec,nope"])
     assert "unknown mix 'nope'" in capsys.readouterr().err
+
+
+def test_bench_accuracy_scans_stock_codec_qualities_and_reports_bytes_at_parity(coco, tmp_path, capsys):
+    args = ["--data", str(coco), "--train-frames", "4", "--val-frames", "2", "--seeds", "0,1", "--steps", "2"]
+    args += ["--batch-size", "2", "--batch", "4", "--device", "cpu", "--work", str(tmp_path / "work"), "--quiet"]
+    args += ["--presets", "grid", "--classic", "jpeg:20,60;webp:30", "--parity", "0.05"]
+    args += ["--plot", str(tmp_path / "parity.png"), *FAST_CODEC]
+    bench = tool("bench_accuracy")
+    assert bench.main(args) == 0
+    text = capsys.readouterr().out
+    rows = [line.split("|") for line in text.splitlines() if line.startswith("| coco |")]
+    main = {r[2].strip(): r for r in rows if len(r) == 14}
+    assert list(main) == [*bench.BASE_CONDITIONS, "jpeg-q20", "jpeg-q60", "webp-q30", "rinr-grid"]
+    assert main["jpeg-q20"][3].strip() == "JPEG q20" and main["webp-q30"][3].strip() == "WebP q30"
+    bytes_of = {name: float(r[4].replace(",", "")) for name, r in main.items()}
+    gap = {name: float(r[9].split("±")[0]) for name, r in main.items() if name != "original"}
+    parity = {r[2].strip(): r for r in rows if len(r) == 10}
+    assert list(parity) == ["JPEG", "WebP", "RINR per frame"]
+    for fam, members in (("JPEG", ["jpeg-psnr", "jpeg-bytes", "jpeg-q20", "jpeg-q60"]), ("WebP", ["webp-q30"])):
+        reached = [m for m in members if gap[m] >= -0.05 - 1e-3]  # the table prints 3 decimals
+        cell = parity[fam][3].strip()
+        if reached:
+            assert float(cell.replace(",", "")) == min(bytes_of[m] for m in reached)
+        else:
+            assert cell == "not reached"
+        assert int(parity[fam][8]) == len(members)
+    from PIL import Image
+
+    with Image.open(tmp_path / "parity.png") as plot:
+        assert plot.size[0] > 300 and plot.size[1] > 200
+
+
+def test_bench_accuracy_classic_scan_syntax():
+    bench = tool("bench_accuracy")
+    assert bench.parse_classic("jpeg:9,5,9; avif:20") == [("jpeg", [5, 9]), ("avif", [20])]
+    assert bench.parse_classic("") == []
+    for bad in ("png:10", "jpeg:", "jpeg:0", "webp:a,b"):
+        with pytest.raises(ValueError, match="bad --classic entry"):
+            bench.parse_classic(bad)
+
+
+def test_bytes_at_parity_takes_the_fewest_bytes_within_the_tolerance_per_family():
+    from rinr_bench.bench_accuracy import Condition, parity
+    from rinr_bench.compare import ShardStats
+    from rinr_bench.experiment import RunResult
+
+    def condition(name: str, size: float, maps: list[float]) -> Condition:
+        stats = ShardStats("x", 4, size, 30.0, 30.0)
+        runs = [RunResult(seed, 1.0, 8, m, m / 2) for seed, m in enumerate(maps)]
+        return Condition(name, name, Path("."), object, stats, runs=runs)
+
+    conditions = [
+        condition("original", 9000, [0.80, 0.82]),
+        condition("jpeg-q10", 1000, [0.70, 0.72]),  # -0.10: below parity
+        condition("jpeg-q30", 2000, [0.80, 0.80]),  # -0.01 on average: at parity (the tolerance is inclusive)
+        condition("jpeg-q60", 3000, [0.81, 0.83]),
+        condition("avif-q20", 800, [0.75, 0.77]),  # the only AVIF: never at parity, reported as the closest
+        condition("rinr-grid", 3500, [0.79, 0.81]),
+        condition("rinr-grid+scene5", 2500, [0.70, 0.70]),
+        condition("rinr-grid:600+scene5", 3000, [0.78, 0.80]),
+    ]
+    found = {p.family: p for p in parity(conditions, 0.01)}
+    assert list(found) == ["JPEG", "AVIF", "RINR per frame", "RINR scene mode"]
+    assert found["JPEG"].condition.name == "jpeg-q30" and found["JPEG"].tested == 3
+    assert found["AVIF"].condition is None and found["AVIF"].best.name == "avif-q20"
+    assert found["RINR per frame"].condition.name == "rinr-grid"
+    assert found["RINR scene mode"].condition is None and found["RINR scene mode"].best.name == "rinr-grid:600+scene5"
