@@ -343,9 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument(
         "--plot",
-        type=Path,
+        type=lambda text: Path(text) if text else None,  # Path("") is ".", which has no stem to extend
         default=ROOT / "docs" / "bench_codec_rd.png",
-        help="RD plot path; the section name is appended to its stem",
+        help="RD plot path; the section name is appended to its stem ('' for no plot)",
     )
     p.add_argument(
         "--write",

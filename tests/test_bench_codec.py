@@ -43,6 +43,12 @@ def test_bench_codec_writes_one_section_per_mode(tmp_path, capsys):
     curve = [line for line in text.splitlines() if line.startswith("| 2 |") or line.startswith("| 3 |")]
     assert len(curve) == 2
     assert (tmp_path / "rd_grid.png").exists() and (tmp_path / "rd_grid-scene.png").exists()
+    plots = set(tmp_path.glob("*.png"))
+    no_plot = [*common[: common.index("--plot")], "--plot", "", *common[common.index("--plot") + 2 :]]
+    assert bench.main([*no_plot, "--section", "grid-noplot"]) == 0  # '' means no plot (it crashed)
+    begin, end = bench.markers("grid-noplot")
+    section = doc.read_text().split(begin)[1].split(end)[0]
+    assert set(tmp_path.glob("*.png")) == plots and "| coco |" in section and "![RD plot]" not in section
     header = next(line for line in text.splitlines() if line.startswith("| dataset |")).split(" | ")
     cells = dict(zip(header, rows[0].split(" | ")))
     outside, _, inside = cells["detail outside / inside boxes"].partition(" / ")
