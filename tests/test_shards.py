@@ -164,3 +164,10 @@ def test_count_samples_groups_members_as_the_reader_does(tmp_path):
     for read in (lambda s: list(shards.tar_samples(s, path.name)), lambda s: shards.count_samples(s, path.name)):
         with open(path, "rb") as stream, pytest.raises(FormatError, match="hand.tar: cannot read shard"):
             read(stream)
+
+
+def test_every_member_kind_a_codec_holds_has_one_shard_extension():
+    from rinr_data import codecs
+
+    assert set(shards.IMAGE_EXTENSIONS) == set(codecs.MEMBERS)
+    assert len(set(shards.IMAGE_EXTENSIONS.values())) == len(shards.IMAGE_EXTENSIONS)
