@@ -268,27 +268,31 @@ def _grid_records() -> list[Any]:
     return [plain, contextual, scene, frame]
 
 
-def _paper_record(coder: str) -> Any:
+def paper_inr(width: int, depth: int, seed: int) -> Any:
+    """A SIREN of fixed integers (10-bit first-layer weights, 8-bit others) drawn from `seed`: paper records whose
+    bytes depend on the format and the coders only (the fuzz seeds and the reference-bitstream tests)."""
     import numpy as np
 
-    from rinr_data.codecs.paper import record
     from rinr_data.codecs.paper.siren import SirenShape
     from rinr_data.codecs.paper.weights import QuantizedINR
     from rinr_data.format.quantize import QuantizedTensor
 
-    def inr(width: int, depth: int, seed: int) -> QuantizedINR:
-        rng = np.random.default_rng(seed)
-        shape = SirenShape(width, depth)
-        tensors = []
-        for layer, (fi, fo) in enumerate(shape.layer_dims()):
-            for n, bits in ((fi * fo, 10 if layer == 0 else 8), (fo, 8)):
-                qmax = 2 ** (bits - 1) - 1
-                values = np.clip(rng.normal(0, qmax / 4, n).round(), -qmax, qmax).astype(np.int32)
-                tensors.append(QuantizedTensor(values, 0.0078125, bits))
-        return QuantizedINR(shape, tensors)
+    rng = np.random.default_rng(seed)
+    shape = SirenShape(width, depth)
+    tensors = []
+    for layer, (fi, fo) in enumerate(shape.layer_dims()):
+        for n, bits in ((fi * fo, 10 if layer == 0 else 8), (fo, 8)):
+            qmax = 2 ** (bits - 1) - 1
+            values = np.clip(rng.normal(0, qmax / 4, n).round(), -qmax, qmax).astype(np.int32)
+            tensors.append(QuantizedTensor(values, 0.0078125, bits))
+    return QuantizedINR(shape, tensors)
 
-    objects = [record.ObjectEntry((1.0, 2.0, 6.5, 9.0), 0.25, inr(6, 2, 1))]
-    return record.Record(12, 16, 30.0, inr(4, 2, 0), objects, coder)
+
+def _paper_record(coder: str) -> Any:
+    from rinr_data.codecs.paper import record
+
+    objects = [record.ObjectEntry((1.0, 2.0, 6.5, 9.0), 0.25, paper_inr(6, 2, 1))]
+    return record.Record(12, 16, 30.0, paper_inr(4, 2, 0), objects, coder)
 
 
 def record_blobs(older_coder: bool = True) -> list[bytes]:

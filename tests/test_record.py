@@ -116,25 +116,10 @@ def test_format_error_is_a_value_error():
 
 def _reference_record(coder: str) -> record.Record:
     """A record built from fixed integers: its bytes depend on the format and the coders, not on any fitting."""
-    import numpy as np
+    from rinr_bench.fuzz import paper_inr
 
-    from rinr_data.codecs.paper.siren import SirenShape
-    from rinr_data.codecs.paper.weights import QuantizedINR
-    from rinr_data.format.quantize import QuantizedTensor
-
-    def inr(width: int, depth: int, seed: int) -> QuantizedINR:
-        rng = np.random.default_rng(seed)
-        shape = SirenShape(width, depth)
-        tensors = []
-        for layer, (fi, fo) in enumerate(shape.layer_dims()):
-            for n, bits in ((fi * fo, 10 if layer == 0 else 8), (fo, 8)):
-                qmax = 2 ** (bits - 1) - 1
-                values = np.clip(rng.normal(0, qmax / 4, n).round(), -qmax, qmax).astype(np.int32)
-                tensors.append(QuantizedTensor(values, 0.0078125, bits))
-        return QuantizedINR(shape, tensors)
-
-    objects = [record.ObjectEntry((1.0, 2.0, 6.5, 9.0), 0.25, inr(10, 3, 1))]
-    return record.Record(12, 16, 30.0, inr(6, 2, 0), objects, coder)
+    objects = [record.ObjectEntry((1.0, 2.0, 6.5, 9.0), 0.25, paper_inr(10, 3, 1))]
+    return record.Record(12, 16, 30.0, paper_inr(6, 2, 0), objects, coder)
 
 
 REFERENCE_SHA256 = {
