@@ -144,6 +144,29 @@ def test_resume_mid_epoch_gives_the_same_batches(rinr_dir, workers):
         assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(got["targets"], want["targets"]))
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("cache", [None, "device"])
+def test_a_state_saved_after_an_epochs_last_batch_resumes_at_the_next_epoch(rinr_dir, workers, cache):
+    """A checkpoint at the end of an epoch (where Lightning saves one) resumes with the next epoch's batches: it gave
+    an empty epoch with 0 workers and the finished epoch again with 2."""
+    out, _ = rinr_dir
+
+    def make():
+        return RINRLoader(RINRDataset(out, batch_size=2, seed=5, device="cpu"), num_workers=workers, cache=cache)
+
+    reference = make()
+    _all(reference)
+    following = _all(reference)
+    interrupted = make()
+    _all(interrupted)
+    state = interrupted.state_dict()
+    resumed = make()
+    resumed.load_state_dict(state)
+    got = _all(resumed)
+    assert [b["keys"] for b in got] == [b["keys"] for b in following] and len(got) > 0
+    assert all(torch.equal(a["images"], b["images"]) for a, b in zip(got, following))
+
+
 def test_jpeg_shards_give_the_same_batch_structure(rinr_dir, jpeg_dir):
     out, _ = rinr_dir
     a = next(iter(RINRLoader(RINRDataset(out, batch_size=4, shuffle=False, device="cpu"))))

@@ -131,6 +131,7 @@ class RINRLoader:
         self._position = 0  # batches of the current epoch delivered (or skipped at a resume)
         self._skip = 0  # a position to resume at, saved in a replayed epoch
         self._resume_loader = False  # the StatefulDataLoader holds a state to resume from
+        self._finished = False  # the current (or last) epoch was delivered to its end
 
     def __len__(self) -> int:
         n = self.dataset.batches_per_epoch(self.num_workers)
@@ -141,7 +142,7 @@ class RINRLoader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self._started and not self._restored:
             self.epoch += 1
-        self._started, self._restored = True, False
+        self._started, self._restored, self._finished = True, False, False
         self.dataset.set_epoch(self.epoch)
         skip, self._skip = self._skip, 0
         resume_loader, self._resume_loader = self._resume_loader, False
@@ -151,6 +152,7 @@ class RINRLoader:
         self._replaying = plan is not None
         if cache is not None and plan is not None:
             yield from self._replay(cache, plan, skip)
+            self._finished = True
             return
         self.dataset.record_order = self.cache is not None and self.cache.enabled
         delivered = 0
@@ -164,6 +166,7 @@ class RINRLoader:
                 continue
             self._position = delivered
             yield self.finish(batch)
+        self._finished = True
 
     def _replay(self, cache: DeviceCache, plan: list[PlannedBatch], skip: int) -> Iterator[dict[str, Any]]:
         cache.replayed_epochs += 1
@@ -178,15 +181,23 @@ class RINRLoader:
 
     def state_dict(self) -> dict[str, Any]:
         """Epoch and position: the StatefulDataLoader's state (every worker's position), or in an epoch served from
-        the device cache the number of batches delivered."""
+        the device cache the number of batches delivered; after an epoch's last batch, only that it is done."""
+        if self._finished:
+            # The workers' end-of-stream state would resume inside the finished epoch: the next one starts instead.
+            return {"epoch": self.epoch, "done": True}
         if self._replaying:
             return {"epoch": self.epoch, "position": self._position}
         return {"epoch": self.epoch, "loader": self.loader.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume: the next iteration continues the saved epoch after its last delivered batch."""
+        """Resume: the next iteration continues the saved epoch after its last delivered batch (the next epoch when it
+        was saved after the last)."""
         self.epoch = int(state["epoch"])
         self.dataset.set_epoch(self.epoch)
+        if state.get("done"):  # saved after the epoch's last batch: the next iteration is the next epoch
+            self._skip, self._resume_loader = 0, False
+            self._started, self._restored, self._finished = True, False, True
+            return
         if "position" in state:
             # Saved in a replayed epoch: replayed again if the cache holds the epoch, else read through fresh
             # workers from the epoch's start, the first `position` batches skipped (and cached) in this process.
