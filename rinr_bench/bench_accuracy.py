@@ -107,13 +107,16 @@ def prepare(data: Path, args: argparse.Namespace, device: torch.device) -> tuple
         rinr_conditions.append(
             Condition(f"rinr-{variant.name}", variant.label(codec), rinr_dir, RINRDataModule, shard_stats(rinr_dir))
         )
-    rinr = rinr_conditions[0].stats
-    scan = QualityScan(load_samples(train, max_side=max_side))
-    by_psnr = scan.at_object_psnr(rinr.object_psnr) or scan(100)
-    by_bytes = scan.at_bytes(rinr.bytes_per_frame)
     conditions = []
     tag = f"m{args.max_side}-t{len(train.items)}"
-    for name, quality in (("jpeg-psnr", by_psnr.quality), ("jpeg-bytes", by_bytes.quality)):
+    matched = []  # JPEG matched to the first RINR preset (none without one: a scan of stock codecs only)
+    if rinr_conditions:
+        rinr = rinr_conditions[0].stats
+        scan = QualityScan(load_samples(train, max_side=max_side))
+        by_psnr = scan.at_object_psnr(rinr.object_psnr) or scan(100)
+        by_bytes = scan.at_bytes(rinr.bytes_per_frame)
+        matched = [("jpeg-psnr", by_psnr.quality), ("jpeg-bytes", by_bytes.quality)]
+    for name, quality in matched:
         folder = work / f"jpeg-q{quality}-{tag}"
         encode_dataset(
             train,
@@ -143,7 +146,11 @@ def prepare(data: Path, args: argparse.Namespace, device: torch.device) -> tuple
     note = (
         f"{data.name} ({source.format}, {len(source.classes)} class(es)): frames 0-{len(train.items) - 1} train, "
         f"{len(source.items) - len(val.items)}-{len(source.items) - 1} validate; {size.width}x{size.height}; "
-        "RINR encode " + ", ".join(f"{p} {s:.0f} s" for p, s in encode_s.items()) + " (0 if resumed)"
+        + (
+            "RINR encode " + ", ".join(f"{p} {s:.0f} s" for p, s in encode_s.items()) + " (0 if resumed)"
+            if encode_s
+            else "no RINR preset"
+        )
     )
     return conditions, val_dir, note
 
@@ -442,7 +449,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "steps, PSNR targets and (grid) box-only levels, their margin in pixels around the boxes "
         "or scene mode (scene backgrounds MARGIN_DB above the background target, shared by the "
         "frames of each --batch; +cutDB: a frame the scene reproduces below DB starts a new one, "
-        "default the background target); JPEG is matched to the first (default: %(default)s)",
+        "default the background target); JPEG is matched to the first; '' for none, to scan --classic "
+        "codecs only (default: %(default)s)",
     )
     p.add_argument(
         "--classic",
@@ -485,6 +493,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.presets = [parse_preset(p) for p in args.presets.split(",") if p.strip()]
     args.classic = parse_classic(args.classic)
+    if not args.presets and not args.classic:
+        p.error("nothing to compare with the originals: give --presets, --classic or both")
     return args
 
 
@@ -612,9 +622,13 @@ def main(argv: list[str] | None = None) -> int:
         f"augmentation {describe(settings.augment)}; "
         f"seeds {', '.join(map(str, args.seeds))} (paired); every model evaluated on the original validation "
         f"frames (lossless WebP)\n"
-        + f"- RINR: presets {', '.join(v.name for v in args.presets)}, fitting steps and PSNR targets as "
-        f"labelled (else the preset's); paper preset {args.pixels_per_step} pixels per step\n"
-        "- detail: mean absolute Laplacian of the training frames as decoded ([0, 1] pixels), outside and "
+        + (
+            f"- RINR: presets {', '.join(v.name for v in args.presets)}, fitting steps and PSNR targets as "
+            f"labelled (else the preset's); paper preset {args.pixels_per_step} pixels per step\n"
+            if args.presets
+            else "- RINR: none (stock codecs only)\n"
+        )
+        + "- detail: mean absolute Laplacian of the training frames as decoded ([0, 1] pixels), outside and "
         "inside the boxes and their ratio (`rinr_data.core.metrics.region_detail`)\n"
         "- mAP: mean ± sample standard deviation over the seeds; precision, recall and false positives per "
         f"frame at score {OPERATING_THRESHOLD:g} (IoU 0.5): means over the seeds\n\n" + header + "\n" + "\n".join(rows)
