@@ -227,6 +227,25 @@ def fuzz_annotations(data: bytes) -> None:
 # ---------------------------------------------------------------------------------------------- seeds
 
 
+def grid_integers() -> tuple[Any, list[Any], list[Any]]:
+    """(shape, latent levels, synthesis integers) of a 12x16 latent-grid frame (3 levels, hidden (4,), 8 bits) drawn
+    from a fixed seed: records whose bytes depend on the format and the coders only (the fuzz seeds and the
+    reference-bitstream tests)."""
+    import numpy as np
+
+    from rinr_data.codecs.grid.model import GridShape
+
+    rng = np.random.default_rng(7)
+    shape = GridShape(levels=3, hidden=(4,))
+    latents = [np.round(rng.laplace(0, 1.5, size)).astype(np.int32) for size in shape.level_sizes(12, 16)]
+    ints = [
+        np.round(rng.normal(0, 30, n)).clip(-127, 127).astype(np.int32)
+        for fi, fo in shape.layer_dims()
+        for n in (fi * fo, fo)
+    ]
+    return shape, latents, ints
+
+
 def _grid_records() -> list[Any]:
     """Grid records from fixed integers: plain, context model with box-only levels and margin, a scene and a frame
     that builds on it (each a few hundred bytes)."""
@@ -241,15 +260,8 @@ def _grid_records() -> list[Any]:
     from rinr_data.format.container import scene_id
     from rinr_data.format.quantize import QuantizedTensor
 
-    rng = np.random.default_rng(7)
     boxes = [(1.0, 2.0, 6.5, 9.0), (9.0, 1.0, 15.0, 11.0)]
-    shape = GridShape(levels=3, hidden=(4,))
-    latents = [np.round(rng.laplace(0, 1.5, size)).astype(np.int32) for size in shape.level_sizes(12, 16)]
-    ints = [
-        np.round(rng.normal(0, 30, n)).clip(-127, 127).astype(np.int32)
-        for fi, fo in shape.layer_dims()
-        for n in (fi * fo, fo)
-    ]
+    shape, latents, ints = grid_integers()
     synthesis = [QuantizedTensor(v, 0.0078125, 8) for v in ints]
     plain = grid_record.GridRecord(12, 16, shape, 8, boxes, latents, synthesis)
     boxed_shape = GridShape(levels=3, hidden=(4,), box_levels=1, box_margin=1)

@@ -119,14 +119,9 @@ def test_synthesis_is_quantised_and_record_round_trips():
 
 def _reference_grid_record(scene: str | None = None) -> grid_record.GridRecord:
     """A grid record from fixed integers: its bytes depend on the format and the coder only."""
-    rng = np.random.default_rng(7)
-    shape = GridShape(levels=3, hidden=(4,))
-    latents = [np.round(rng.laplace(0, 1.5, size)).astype(np.int32) for size in shape.level_sizes(12, 16)]
-    ints = [
-        np.round(rng.normal(0, 30, n)).clip(-127, 127).astype(np.int32)
-        for fi, fo in shape.layer_dims()
-        for n in (fi * fo, fo)
-    ]
+    from rinr_bench.fuzz import grid_integers
+
+    shape, latents, ints = grid_integers()
     if scene is None:
         synthesis = [QuantizedTensor(v, 0.0078125, 8) for v in ints]
         return grid_record.GridRecord(12, 16, shape, 8, [(1.0, 2.0, 6.5, 9.0)], latents, synthesis)
