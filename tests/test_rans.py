@@ -105,10 +105,14 @@ def test_the_compiled_context_model_decodes_what_the_specification_encodes(seed)
         levels[lv], masks[lv], coded[lv], contexts[lv], bounds[lv] = _random_level(rng, sizes[lv], coarser, lv < 2)
     chunks = [(v, s, bounds[lv], m) for lv, v, m, s in grid_context.models(levels, masks, contexts, bounds, coded)]
     reader = entropy.RansReader(entropy.rans_compress(chunks))
+    params = grid_context.table_parameters(
+        np.stack([c.weights for c in contexts]),
+        np.stack([c.spreads for c in contexts]),
+        np.stack([c.scales.reshape(-1) for c in contexts]),
+    )
     for lv in reversed(range(4)):
         coarser = levels[lv + 1] if lv + 1 < 4 else None
-        params = grid_context.level_parameters(contexts[lv])
-        got, peak = reader.read_level(sizes[lv], coarser, masks[lv], coded[lv], params, bounds[lv])
+        got, peak = reader.read_level(sizes[lv], coarser, masks[lv], coded[lv], params[lv], bounds[lv])
         np.testing.assert_array_equal(got, levels[lv])
         assert peak == int(np.abs(levels[lv]).max(initial=0))
     reader.finish()

@@ -291,24 +291,19 @@ static inline uint32_t get_bits(Dec *d, int bits) {
 
 /* The rare escape: sign and Exp-Golomb magnitude (kept out of line so the common path stays small). */
 static __attribute__((noinline)) int64_t get_escape(Dec *d) {
-    int64_t off;
-    {
-        int negative = (int)get_bits(d, 1);
-        int len = 0;
-        while (!d->error && get_bits(d, 1)) {
-            if (++len > MAX_GOLOMB) {
-                d->error = "escape code longer than any value";
-                return 0;
-            }
+    int negative = (int)get_bits(d, 1);
+    int len = 0;
+    while (!d->error && get_bits(d, 1)) {
+        if (++len > MAX_GOLOMB) {
+            d->error = "escape code longer than any value";
+            return 0;
         }
-        uint64_t u = 1;
-        for (int i = 0; i < len && !d->error; i++)
-            u = (u << 1) | get_bits(d, 1);
-        off = (int64_t)u + RANS_HALF;
-        if (negative)
-            off = -off;
     }
-    return off;
+    uint64_t u = 1;
+    for (int i = 0; i < len && !d->error; i++)
+        u = (u << 1) | get_bits(d, 1);
+    int64_t off = (int64_t)u + RANS_HALF;
+    return negative ? -off : off;
 }
 
 static inline __attribute__((always_inline)) int64_t get_symbol(Dec *d, const Model m) {

@@ -152,13 +152,6 @@ def table_parameters(weights: np.ndarray, spreads: np.ndarray, scales: np.ndarra
     )
 
 
-def level_parameters(ctx: LevelContext) -> np.ndarray:
-    """`table_parameters` of one level: float64 [12]."""
-    return table_parameters(
-        np.asarray(ctx.weights).reshape(1, -1), np.asarray(ctx.spreads).reshape(1, -1), ctx.scales.reshape(1, -1)
-    )[0]
-
-
 def pass_models(
     level: np.ndarray,
     coarser: np.ndarray | None,

@@ -377,17 +377,17 @@ def _read_context_latents(
     coded: list[np.ndarray | None],
     contexts: list[LevelContext],
     bounds: list[int],
-    params: np.ndarray | None = None,
+    params: np.ndarray,
 ) -> tuple[list[np.ndarray], list[int]]:
     """Latents decoded coarsest level first, anchors before the others, each pass's models from what is decoded;
-    and each level's largest |latent|. `params`: the contexts as `context.table_parameters` gives them."""
+    and each level's largest |latent|. `params`: the contexts as `context.table_parameters` gives them (what the
+    compiled decoder reads)."""
     latents: list[np.ndarray] = [np.zeros(0, np.int32)] * len(sizes)
     peaks = [0] * len(sizes)
     for lv in reversed(range(len(sizes))):
         coarser = latents[lv + 1] if lv + 1 < len(sizes) else None
         if isinstance(stream, entropy.RansReader):
-            row = grid_context.level_parameters(contexts[lv]) if params is None else params[lv]
-            latents[lv], peaks[lv] = stream.read_level(sizes[lv], coarser, masks[lv], coded[lv], row, bounds[lv])
+            latents[lv], peaks[lv] = stream.read_level(sizes[lv], coarser, masks[lv], coded[lv], params[lv], bounds[lv])
             continue
         level = np.zeros(sizes[lv], np.int32)
         for first, (rows, cols) in zip((True, False), grid_context.pass_positions(sizes[lv], coded[lv])):
