@@ -10,7 +10,7 @@ from .codecs.base import EncodedFrame
 from .decode import decode, decode_batch, decode_records
 from .decode import pack as pack_record
 from .decode import unpack as unpack_record
-from .encode import encode, encode_batch, encode_frames, encode_sequence, encode_sequence_frames
+from .encode import encode, encode_batch, encode_frames, encode_sequence, encode_sequence_frames, warm_up
 from .errors import FormatError
 from .format import FORMAT_VERSION
 from .pipeline.augment import AugmentConfig
@@ -31,6 +31,7 @@ __all__ = [
     "encode_frames",
     "encode_sequence",
     "encode_sequence_frames",
+    "warm_up",
     "decode",
     "decode_batch",
     "decode_records",

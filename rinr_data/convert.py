@@ -36,6 +36,7 @@ CODECS = codecs.MEMBERS
 SCENE_MODES = ("auto", "off")
 ON_ERROR = ("stop", "skip")
 STATE_FILE = "state.json"
+WARM_FILE = "warm-start.npz"  # in the work folder: a resumed run or another rank starts frames from the same one
 STATE_VERSION = 1
 # Ranks that finish early wait at the final barrier for the slowest one; encoding can take many hours.
 DIST_TIMEOUT = timedelta(hours=72)
@@ -71,7 +72,7 @@ class ConvertConfig:
     size: tuple[int, int] | None = None
     max_side: int | None = None
     shard_size: int = 1000
-    batch: int = 1
+    batch: int = 4  # one frame per fitting call costs ~1.6x more per frame on a CPU (docs/BENCHMARKS.md)
     prefix: str = "shard"
     scene: str = "off"
     workers: int = 2
@@ -422,6 +423,7 @@ def encode_dataset(
     if done and rank == 0 and todo:
         log(f"resuming: {len(done)} complete shard(s) kept, {len(todo)} to encode")
 
+    config = warm_up(source, out, config, rank=rank, progress=progress, log=log)
     bar = frame_bar(
         sum(len(plan[i]) for i in mine),
         sum(len(plan[i]) for i in done),
@@ -474,6 +476,48 @@ def encode_dataset(
     manifest = build_manifest(source, config, infos)
     path = shards.write_manifest(out, manifest)
     return dataclasses.replace(result, manifest=path, samples=manifest["samples"], skipped=manifest["skipped"])
+
+
+def warm_up(
+    source: Source, out: Path, config: ConvertConfig, *, rank: int = 0, progress: bool = True, log: Log = _stderr
+) -> ConvertConfig:
+    """`config` with its codec's warm start for this dataset: rank 0 learns it on a spread sample of frames (or reads
+    the one a previous run with the same settings saved), the other ranks read it; unchanged for codecs without."""
+    codec, codec_config = config.encoder()
+    frames = getattr(codec_config, "warm_frames", 0)
+    if not hasattr(codec, "learn_warm_start") or not frames or config.scene != "off" or not source.items:
+        return config
+    path = shards.work_dir(out) / WARM_FILE
+    meta = {"settings": config.settings(), "fingerprint": source.fingerprint()}
+    if rank == 0:
+        warm = codec.read_warm_start(path, codec_config, meta) if path.is_file() else None
+        if warm is None:
+            picked = sample_indices(len(source.items), frames)
+            samples = []
+            for i in picked:
+                try:
+                    samples.append(load_sample(source.items[i], config.size, config.max_side))
+                except SampleError as exc:
+                    # The sample is reported (or stops the run) when its shard encodes it; the warm start does
+                    # without it.
+                    log(f"warning: warm start leaves out {source.items[i].source}: {exc}")
+            if not samples:
+                log("warning: no frame of the warm-start sample loaded; every frame fits from scratch")
+                _broadcast(False)
+                return config
+            log(f"learning the warm start on {len(samples)} frame(s) ({codec_config.max_steps} steps)")
+            images, boxes = [s.image for s in samples], [s.boxes for s in samples]
+            warm = codec.learn_warm_start(images, boxes, codec_config, progress)
+            shards.work_dir(out).mkdir(parents=True, exist_ok=True)
+            codec.write_warm_start(path, warm, meta)
+        _broadcast(True)
+    else:
+        if not _broadcast(None):
+            return config
+        warm = codec.read_warm_start(path, codec_config, meta)
+        if warm is None:
+            raise ResumeError(f"{path}: rank 0's warm start is missing or was learned with other settings")
+    return dataclasses.replace(config, codec_config=codec_config.replace(warm=warm))
 
 
 def _keep_complete(out: Path, name: str, planned: int, log: Log) -> bool:
@@ -553,7 +597,8 @@ def _version() -> str:
 class Estimate:
     """What encoding a whole dataset will cost on this machine, projected from an encoded sample of it.
 
-    Time: `startup_seconds` once (first batch beyond the steady state: device start-up, first loads), then
+    Time: `startup_seconds` once (first batch beyond the steady state: device start-up, first loads, learning the
+    warm start on a sample of the sample, which costs what a full run's costs), then
     `seconds_per_batch` per encode batch of `batch` frames; batches never span shards, so a full run has `batches`
     of them. Bytes: the sample's shard bytes per frame (tar headers of its members included) times the frames of
     each planned shard, plus each shard's tar end blocks and padding; `bytes_per_frame` is that total per frame.

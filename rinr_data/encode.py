@@ -37,6 +37,15 @@ def encode(image: Any, boxes: Any = None, config: Any = None) -> bytes:
     return encode_batch([image], [boxes], config)[0]
 
 
+def warm_up(images: Sequence[Any], boxes_list: Sequence[Any], config: Any = None, progress: bool = False) -> Any:
+    """`config` with a warm start learned on these sample frames of a dataset, so `encode_frames` fits the others in
+    `warm_steps` steps (rinr-encode does this itself); unchanged for codecs without warm starts."""
+    codec, config = _codec(config)
+    if not hasattr(codec, "learn_warm_start"):
+        return config
+    return config.replace(warm=codec.learn_warm_start(images, boxes_list, config, progress))
+
+
 def encode_sequence_frames(
     images: Sequence[Any], boxes_list: Sequence[Any], config: Any = None, progress: bool = False
 ) -> tuple[dict[str, bytes], list[EncodedFrame]]:

@@ -63,7 +63,7 @@ def test_estimate_encodes_the_spread_sample_through_encode_dataset(tmp_path, mon
     monkeypatch.setattr(convert, "encode_dataset", spy)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    config = ConvertConfig(codec="jpeg", quality=70)
+    config = ConvertConfig(codec="jpeg", quality=70, batch=1)
     est = estimate(source, config, 3, tmp_dir=scratch)
     [(keys, used)] = seen
     assert keys == ["f00", "f05", "f09"] and est.sample == [0, 5, 9]
@@ -76,7 +76,7 @@ def test_estimate_encodes_the_spread_sample_through_encode_dataset(tmp_path, mon
 def test_estimate_does_not_create_out_and_prints_a_table(tmp_path, capsys):
     src = write_coco(tmp_path / "src", many(10))
     out = tmp_path / "out"
-    assert main([str(src), str(out), *JPEG, "--estimate", "3"]) == 0
+    assert main([str(src), str(out), *JPEG, "--batch", "1", "--estimate", "3"]) == 0
     assert not out.exists()
     table = capsys.readouterr().out
     for row in ("sample", "machine", "time", "size", "PSNR", "projected"):

@@ -1,6 +1,6 @@
 #!/bin/bash
 # One prepared GPU check, about 10 minutes on an H200 (docs/BENCHMARKS.md, "On a GPU"): the gpu tests, the fused
-# synthesis tests and benchmark, the loader benchmark (with and without the device cache, Pillow and nvJPEG), an
+# synthesis tests and benchmark, encoding from scratch against warm starts, the loader benchmark (with and without the device cache, Pillow and nvJPEG), an
 # encode estimate, then the codec (per frame) and scene-mode benchmarks. Each stage has its own time limit, so one slow stage never
 # costs the others; every log line goes to OUT/stages.log.
 #
@@ -62,11 +62,16 @@ stage gputests 90 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py 
 # either fails.
 stage fused 60 bash -c "$PY -m pytest -q -m gpu -p no:cacheprovider tests/test_fused_synthesis.py; rc=\$?; \
   $PY tools/bench_synthesis.py --device cuda --json '$OUT/synthesis.json' || rc=\$?; exit \$rc"
+# Warm starts (issue 25): 16 held-out vtest-long frames fitted from scratch and from a warm start learned on 8
+# others, frames/s of each (the target is >= 10 frames/s warm); estimated ~150 s from the 2026-11-26 fitting speed.
+stage encode 200 $PY tools/bench_encode.py --data "$DATA/vtest-long" --frames 16 --batch 16 --device cuda \
+  --section bench_encode-gpu --write "$OUT/BENCHMARKS.md"
 # --cache device: the RINR loader also runs from its device cache (issue 23), its own columns beside JPEG's; on CUDA
 # JPEG is also decoded by batched nvJPEG; first the CPU ms per image of a loader worker and of the cached host.
 stage loader 180 $PY tools/bench_loader.py --data "$DATA/vtest-long" --max-steps 100 --device cuda --workers 0,2,4 \
   --shard-size 25 --epochs 2 --repeat 2 --cache device
-# rinr-encode --estimate on CUDA: the projected hours of a full run at the default settings (issue 25).
+# rinr-encode --estimate on CUDA: the projected hours of a full run at the default settings, warm start included
+# (issue 25).
 stage estimate 90 $PY tools/encode.py "$DATA/vtest-dev" "$OUT/estimate-out" --device cuda --batch 8 --estimate 8
 stage codec 150 $PY tools/bench_codec.py --data "$DATA" --datasets vtest-dev --frames 8 --batch 8 --device cuda \
   --section grid-gpu --write "$OUT/BENCHMARKS.md" --plot "$OUT/rd.png" --json "$OUT/codec.json" --quiet

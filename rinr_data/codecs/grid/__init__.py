@@ -1,18 +1,22 @@
 """The latent-grid codec (default): multi-resolution latent grids and a tiny synthesis MLP, entropy-coded.
 
 Rooms: `model` (grids, upsampling, synthesis), `context` (the latents' context model), `fit` (rate-constrained
-fitting), `record` (the bitstream), `packing` (batched render), `encoder` (per-frame and scene-mode encoding).
+fitting), `warm` (where a dataset's fits start), `record` (the bitstream), `packing` (batched render), `encoder`
+(per-frame and scene-mode encoding).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..base import EncodedFrame, FrameInfo, Packed
-from . import encoder, packing, record
+from . import encoder, packing, record, warm
 from .config import DEFAULT_GRID, GridConfig, SceneConfig
 from .model import GridShape
 from .record import GridRecord
+from .warm import WarmStart
 
 
 class GridCodec:
@@ -37,6 +41,26 @@ class GridCodec:
     ) -> tuple[dict[str, bytes], list[EncodedFrame]]:
         """Scene mode: scene records by id and one record per frame (see encoder.encode_sequence)."""
         return encoder.encode_sequence_frames(images, boxes_list, config, progress)
+
+    def learn_warm_start(
+        self, images: Sequence[Any], boxes_list: Sequence[Any], config: GridConfig, progress: bool = False
+    ) -> WarmStart:
+        """Where the fits of a dataset's frames start, learned on a sample of them (see `warm`)."""
+        return encoder.learn_warm_start(images, boxes_list, config, progress)
+
+    def read_warm_start(self, path: str | Path, config: GridConfig, meta: dict[str, Any]) -> WarmStart | None:
+        """The warm start saved at `path`, or None when it is damaged or was learned from other data or settings
+        than `meta` (JSON-able) says."""
+        try:
+            start, saved = warm.read(path, config.grid)
+        except (OSError, ValueError):
+            return None
+        saved.pop("version", None)
+        return start if saved == json.loads(json.dumps(meta)) else None
+
+    def write_warm_start(self, path: str | Path, start: WarmStart, meta: dict[str, Any]) -> None:
+        """Save a warm start with `meta` (what it was learned from) for `read_warm_start`."""
+        warm.write(path, start, meta)
 
     def parse(self, blob: bytes) -> GridRecord:
         """A parsed latent-grid record (raises FormatError)."""
@@ -63,4 +87,4 @@ class GridCodec:
 
 CODEC = GridCodec()
 
-__all__ = ["CODEC", "DEFAULT_GRID", "GridCodec", "GridConfig", "GridRecord", "GridShape", "SceneConfig"]
+__all__ = ["CODEC", "DEFAULT_GRID", "GridCodec", "GridConfig", "GridRecord", "GridShape", "SceneConfig", "WarmStart"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import ClassVar
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 from ..base import FittedConfig
 from .model import GridShape
+from .warm import WarmStart
 
 DEFAULT_GRID = GridShape(levels=6, hidden=(16, 16), box_levels=2)
 
@@ -42,6 +43,11 @@ class GridConfig(FittedConfig):
         latent_lr: Adam learning rate of the latents, which live on the integer grid.
         grid: latent levels and synthesis MLP.
         scene: scene-mode settings used by `encode_sequence` (None: its defaults).
+        warm_frames: frames of a dataset that `rinr-encode` fits first (max_steps, one shared synthesis) to learn
+            the warm start of all the others; 0: every frame fits from scratch.
+        warm_steps: fitting steps of a frame that starts warm.
+        warm: the warm start per-frame fits begin from (`rinr_data.warm_up` and rinr-encode set it; None: from
+            scratch). Learned from the dataset and the settings above, so it is not a setting of its own.
     """
 
     preset: ClassVar[str] = "grid"
@@ -52,6 +58,24 @@ class GridConfig(FittedConfig):
     latent_lr: float = 0.1
     grid: GridShape = DEFAULT_GRID
     scene: SceneConfig | None = None
+    warm_frames: int = 8
+    warm_steps: int = 300
+    warm: WarmStart | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.warm_frames < 0:
+            raise ValueError(f"warm_frames must be >= 0, got {self.warm_frames}")
+        if self.warm_steps < 1:
+            raise ValueError(f"warm_steps must be >= 1, got {self.warm_steps}")
+        if self.warm is not None:
+            self.warm.check(self.grid)
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the bytes, as FittedConfig's; the warm start follows from the data and these settings."""
+        out = FittedConfig.settings(self.replace(warm=None))
+        del out["warm"]
+        return out
 
     def with_grid(self, **changes: int) -> "GridConfig":
         """A copy whose grid shape has `changes` (box_levels, box_margin, ...)."""

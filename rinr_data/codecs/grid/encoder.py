@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import replace
 from typing import Any, Callable, Sequence
 
@@ -19,19 +21,33 @@ from ..base import EncodedFrame, measure, prepare_frames
 from . import packing
 from . import record as grid_record
 from .config import GridConfig, SceneConfig
-from .fit import GridFit, GridFitSettings, GridTarget, SceneBase, fit_grids
-from .model import frame_box_levels
+from .fit import (
+    DUAL_STEP,
+    INITIAL_WEIGHT,
+    WARM_DUAL_STEP,
+    GridFit,
+    GridFitSettings,
+    GridTarget,
+    SceneBase,
+    fit_ended,
+    fit_grids,
+)
+from .model import frame_box_levels, level_masks
 from .record import GridRecord, quantize_synthesis
+from .warm import WarmStart, fit_analysis
 
 
-def fit_settings(config: GridConfig, salt: int = 0) -> GridFitSettings:
-    """The fitting settings a codec config asks for (`salt` varies the seed between the calls of one encode)."""
+def fit_settings(config: GridConfig, salt: int = 0, warm: bool = False) -> GridFitSettings:
+    """The fitting settings a codec config asks for (`salt` varies the seed between the calls of one encode); `warm`:
+    those of frames that start from the config's warm start."""
     return GridFitSettings(
-        steps=config.max_steps,
+        steps=config.warm_steps if warm else config.max_steps,
         lr=config.lr,
         weight_bits=config.weight_bits,
         seed=derive_seed(config.seed, salt),
         latent_lr=config.latent_lr,
+        dual_step=WARM_DUAL_STEP if warm else DUAL_STEP,
+        warm=config.warm if warm else None,
     )
 
 
@@ -83,14 +99,50 @@ def encode_frames(
     device = resolve_device(config.device)
     frames, boxes = _prepare(images, boxes_list)
     bar = ProgressBar(progress, len(frames))
-    fits = fit_grids(
-        config.grid, _targets(frames, boxes, config), fit_settings(config), device, on_step=bar.step("latent grids")
-    )
+    settings = fit_settings(config, warm=config.warm is not None)
+    fits = fit_grids(config.grid, _targets(frames, boxes, config), settings, device, on_step=bar.step("latent grids"))
     bar.close()
     blobs = [grid_record.pack(_record(f, b, fit, config)) for f, b, fit in zip(frames, boxes, fits)]
-    return measure(
-        grid_record.unpack, packing.pack, blobs, frames, boxes, device, [{"grid": config.max_steps}] * len(frames)
-    )
+    steps = [{"grid": settings.steps}] * len(frames)
+    return measure(grid_record.unpack, packing.pack, blobs, frames, boxes, device, steps)
+
+
+def learn_warm_start(
+    images: Sequence[Any], boxes_list: Sequence[Any], config: GridConfig, progress: bool = False
+) -> WarmStart:
+    """The warm start of a dataset, learned on a sample of its frames: they are fitted together (`max_steps`, one
+    synthesis and entropy model for all), an analysis is fitted from the frames to their latents, and the sample is
+    fitted once more from that start as every later frame will be (`warm_steps`) to learn where the Lagrange
+    weights of such short fits should start.
+
+    Frames of the sample's most common size take part (the warm start itself serves every size).
+    """
+    device = resolve_device(config.device)
+    frames, boxes = _prepare(images, boxes_list)
+    if not frames:
+        raise ValueError("a warm start needs at least one frame")
+    sizes = Counter(tuple(f.shape[1:]) for f in frames)
+    size = max(sizes, key=lambda s: (sizes[s], s))
+    keep = [i for i in range(len(frames)) if tuple(frames[i].shape[1:]) == size]
+    targets = _targets([frames[i] for i in keep], [boxes[i] for i in keep], config)
+    bar = ProgressBar(progress, len(keep))
+    shared_fit = replace(fit_settings(config), shared=True)
+    fits, shared = fit_ended(config.grid, targets, shared_fit, device, bar.step("warm start: shared fit"))
+    coded = [
+        [m if lv < fit.box_levels else torch.ones_like(m) for lv, m in enumerate(level_masks(t.box_mask, config.grid))]
+        for t, fit in zip(targets, fits)
+    ]
+    analysis = fit_analysis([t.image for t in targets], [fit.latents for fit in fits], coded)
+    # The long fit's weights say what a converged frame needs; a short one ends less converged and needs more.
+    # Starting them where the sample's own short fits from this start ended lets each frame's weights settle
+    # within its few steps (measured on 8 held-out frames: objects 0.9 dB under target with the long fit's
+    # weights, 0.5 dB over with these). Never below where a fit from scratch starts.
+    floor = math.log(INITIAL_WEIGHT)
+    start = replace(shared, log_weight=shared.log_weight.clamp_min(floor), analysis=analysis)
+    short = fit_settings(config.replace(warm=start), warm=True)
+    _, ended = fit_ended(config.grid, targets, short, device, bar.step("warm start: calibration"))
+    bar.close()
+    return replace(start, log_weight=ended.log_weight.clamp_min(floor))
 
 
 def _scene_background(frames: list[torch.Tensor], boxes: list[np.ndarray]) -> torch.Tensor:

@@ -22,12 +22,16 @@ from ...format.quantize import qmax
 from . import context as grid_context
 from .context import LevelContext
 from .model import GridShape, Layers, init_layers, level_masks, render, render_dense
+from .warm import WarmStart, initial_latents
 
 # Targets are aimed this far above the asked PSNR so uint8 rounding at decode does not pull a region below it.
 LR_FLOOR = 0.02
 # Start of both Lagrange weights (1 / lambda of a classic rate-distortion loss) and their log-step per dB of error.
 INITIAL_WEIGHT = 150.0
 DUAL_STEP = 0.004
+# A warm-started fit has a fifth of the steps to move each frame's weights to what it needs (measured on 8 held-out
+# vtest-long frames, docs/BENCHMARKS.md "Warm starts").
+WARM_DUAL_STEP = 0.008
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ class GridFitSettings:
     noise_fraction: float = 0.6
     context: bool = True  # code latents under the checkerboard context model (else one scale per level and region)
     dense_render: bool = True  # differentiate `render_dense` (else the decoder's `render`: the slower reference)
+    dual_step: float = DUAL_STEP  # log-step of the Lagrange weights per dB of error
+    warm: WarmStart | None = None  # start synthesis, entropy model and Lagrange weights here (else from scratch)
+    shared: bool = False  # one synthesis and entropy model for all targets: how a warm start is learned
 
 
 @dataclass
@@ -109,9 +116,25 @@ def fit_grids(
     fits: list[GridFit | None] = [None] * len(targets)
     for salt, members in enumerate(by_size.values()):
         group = [targets[i] for i in members]
-        for i, fit in zip(members, _fit_group(shape, group, settings, device, salt, on_step)):
+        for i, fit in zip(members, _fit_group(shape, group, settings, device, salt, on_step)[0]):
             fits[i] = fit
     return fits  # type: ignore[return-value]
+
+
+def fit_ended(
+    shape: GridShape,
+    targets: Sequence[GridTarget],
+    settings: GridFitSettings,
+    device: torch.device | str = "cpu",
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[list[GridFit], WarmStart]:
+    """Fit frames of one size and say where the fit ended: the synthesis and entropy model (the one all frames share
+    with `settings.shared`, else their mean) and the mean of the frames' Lagrange weights; warm starts are made
+    from it."""
+    sizes = {tuple(t.image.shape[1:]) for t in targets}
+    if len(sizes) != 1:
+        raise ValueError(f"fit_ended takes frames of one size, got {sorted(sizes)}")
+    return _fit_group(shape, list(targets), settings, torch.device(device), 0, on_step)
 
 
 def _fit_group(
@@ -121,9 +144,10 @@ def _fit_group(
     device: torch.device,
     salt: int,
     on_step: Callable[[int], None] | None,
-) -> list[GridFit]:
+) -> tuple[list[GridFit], WarmStart]:
     count = len(targets)
     h, w = targets[0].image.shape[1:]
+    warm = settings.warm
     gen = torch.Generator().manual_seed(derive_seed(settings.seed, salt))
     image = torch.stack([t.image for t in targets]).to(device)
     inside = torch.stack([t.box_mask for t in targets]).to(device)[:, None].float()
@@ -149,8 +173,18 @@ def _fit_group(
         for lv, m in enumerate(masks)
     ]
 
-    latents = [torch.zeros(count, 1, hl, wl, device=device, requires_grad=True) for hl, wl in shape.level_sizes(h, w)]
     bases = [t.base for t in targets]
+    if bases[0] is not None and (warm is not None or settings.shared):
+        raise ValueError("frames fitted on a scene start from the scene: no warm start, no shared synthesis")
+    rows = 1 if settings.shared else count  # synthesis and entropy models: one per frame, or one for all
+    latents = [torch.zeros(count, 1, hl, wl, device=device) for hl, wl in shape.level_sizes(h, w)]
+    if warm is not None and warm.analysis is not None:
+        for i, t in enumerate(targets):
+            start = initial_latents(warm.analysis, t.image, shape.level_sizes(h, w))
+            for lv, lat in enumerate(start):
+                latents[lv][i, 0] = lat.to(device) * exists[lv][i, 0]
+    for lat in latents:
+        lat.requires_grad_()
     n_layers = len(shape.layer_dims())
     if bases[0] is not None:
         base_lat = [torch.stack([b.latents[lv] for b in bases]).to(device) for lv in range(shape.levels)]
@@ -163,16 +197,29 @@ def _fit_group(
         ]
     else:
         base_lat, steps = None, [(None, None)] * n_layers
-        layers = [(wt.requires_grad_(), b.requires_grad_()) for wt, b in init_layers(shape, count, gen, device)]
+        start = (
+            init_layers(shape, rows, gen, device)
+            if warm is None
+            else [tuple(t.to(device).repeat(rows, 1, 1) for t in pair) for pair in warm.layers]
+        )
+        layers = [(wt.requires_grad_(), b.requires_grad_()) for wt, b in start]
     trainable = [t for pair in layers for t in pair]
     # Scene mode ships the synthesis as integer differences to the scene's: their bits count in the rate too.
     anchors = [(t.detach().clone(), s) for t, s in zip(trainable, (s for pair in steps for s in pair)) if s is not None]
     log_scale_syn = torch.zeros(count, len(anchors), device=device, requires_grad=True)
     # Entropy model per level: base scales [pass, region]; with the context model also mean weights and spreads.
-    log_scale = torch.zeros(count, shape.levels, grid_context.PASSES, 2, device=device, requires_grad=True)
-    ctx_weights = torch.zeros(count, shape.levels, grid_context.WEIGHTS, device=device, requires_grad=True)
-    ctx_spreads = torch.zeros(count, shape.levels, grid_context.PASSES, device=device, requires_grad=True)
-    log_weight = torch.full((count, 3), math.log(INITIAL_WEIGHT), device=device)
+    if warm is None:
+        log_scale = torch.zeros(rows, shape.levels, grid_context.PASSES, 2, device=device)
+        ctx_weights = torch.zeros(rows, shape.levels, grid_context.WEIGHTS, device=device)
+        ctx_spreads = torch.zeros(rows, shape.levels, grid_context.PASSES, device=device)
+        log_weight = torch.full((count, 3), math.log(INITIAL_WEIGHT), device=device)
+    else:
+        log_scale, ctx_weights, ctx_spreads = (
+            t.to(device).repeat(rows, *[1] * t.dim()) for t in (warm.log_scale, warm.ctx_weights, warm.ctx_spreads)
+        )
+        log_weight = warm.log_weight.to(device).repeat(count, 1)
+    for t in (log_scale, ctx_weights, ctx_spreads):
+        t.requires_grad_()
     # Latents live on the integer grid, far larger than the synthesis weights: they need their own, larger step.
     opt = torch.optim.Adam(
         [
@@ -198,16 +245,17 @@ def _fit_group(
             ]
         )
         feats = q if base_lat is None else [b + d for b, d in zip(base_lat, q)]
-        out = renderer(synth, feats, h, w)
+        out = renderer(_rows(synth, count), feats, h, w)
         err = ((out - image) ** 2).mean(dim=1, keepdim=True)
         mse = torch.stack([(err * r).sum(dim=(1, 2, 3)) for r in regions], dim=1) / n_px.clamp_min(1)
         bits = torch.zeros(count, device=device)
+        scales, c_weights, c_spreads = (t.expand(count, *t.shape[1:]) for t in (log_scale, ctx_weights, ctx_spreads))
         for lv, (lat, m, e) in enumerate(zip(q, masks, exists)):
-            sc = torch.exp(log_scale[:, lv])  # [B, pass, region (in boxes, outside)]
+            sc = torch.exp(scales[:, lv])  # [B, pass, region (in boxes, outside)]
             # Only latents that exist are coded: the known zeros off the boxes of box-only levels cost nothing.
             if settings.context:
                 feats = grid_context.features(lat[:, 0], q[lv + 1][:, 0] if lv + 1 < shape.levels else None)
-                mean, per = grid_context.distribution(feats, m[:, 0], ctx_weights[:, lv], ctx_spreads[:, lv], sc)
+                mean, per = grid_context.distribution(feats, m[:, 0], c_weights[:, lv], c_spreads[:, lv], sc)
                 bits = bits + (laplace_bits(lat[:, 0], per, mean) * e[:, 0]).sum(dim=(1, 2))
             else:
                 per = sc[:, 0, 0, None, None, None] * m + sc[:, 0, 1, None, None, None] * (1 - m)
@@ -222,7 +270,7 @@ def _fit_group(
         opt.step()
         with torch.no_grad():
             psnr = -10 * torch.log10(mse.detach().clamp_min(1e-10))
-            log_weight += DUAL_STEP * (goal - psnr).clamp(-3, 3)
+            log_weight += settings.dual_step * (goal - psnr).clamp(-3, 3)
         if on_step is not None:
             on_step(count)
 
@@ -230,18 +278,31 @@ def _fit_group(
     with torch.no_grad():
         final = [torch.round(lat) * e for lat, e in zip(latents, exists)]
         for i in range(count):
+            r = min(i, rows - 1)
             lat = [level[i, 0].detach().cpu() for level in final]
-            lay = [(wt[i : i + 1].detach().cpu(), b[i : i + 1].detach().cpu()) for wt, b in layers]
+            lay = [(wt[r : r + 1].detach().cpu(), b[r : r + 1].detach().cpu()) for wt, b in layers]
             context = (
                 [
-                    grid_context.quantize(ctx_weights[i, lv], ctx_spreads[i, lv], torch.exp(log_scale[i, lv]))
+                    grid_context.quantize(ctx_weights[r, lv], ctx_spreads[r, lv], torch.exp(log_scale[r, lv]))
                     for lv in range(shape.levels)
                 ]
                 if settings.context
                 else None
             )
             fits.append(GridFit(lat, lay, context, box_levels[i]))
-    return fits
+        learned = WarmStart(
+            [(wt.detach().mean(0, keepdim=True).cpu(), b.detach().mean(0, keepdim=True).cpu()) for wt, b in layers],
+            log_scale.detach().mean(0).cpu(),
+            ctx_weights.detach().mean(0).cpu(),
+            ctx_spreads.detach().mean(0).cpu(),
+            log_weight.mean(0).cpu(),
+        )
+    return fits, learned
+
+
+def _rows(layers: Layers, count: int) -> Layers:
+    """Layers broadcast to `count` stacked frames (a shared synthesis has one row)."""
+    return [(wt.expand(count, -1, -1), b.expand(count, -1, -1)) for wt, b in layers]
 
 
 def _quantize(lat: torch.Tensor, noisy: bool, gen: torch.Generator) -> torch.Tensor:
