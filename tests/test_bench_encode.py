@@ -1,0 +1,32 @@
+"""rinr_bench.bench_encode end to end on a tiny COCO set: the sample and the evaluated frames never meet, both modes
+are timed and written to the benchmark file."""
+
+from __future__ import annotations
+
+import pytest
+from test_accuracy_tools import tool
+from test_cli_encode import many
+from tiny_datasets import write_coco
+
+
+def test_the_evaluated_frames_are_never_in_the_warm_start_sample():
+    split = tool("bench_encode").split
+    for n, sample, frames in ((200, 8, 8), (10, 3, 7), (5, 0, 5)):
+        picked, evaluated = split(n, sample, frames)
+        assert len(picked) == sample and len(evaluated) == frames == len(set(evaluated))
+        assert not set(picked) & set(evaluated) and all(0 <= i < n for i in evaluated)
+    with pytest.raises(ValueError, match="fewer than 5"):
+        split(8, 4, 5)
+
+
+def test_bench_encode_times_both_modes_and_writes_its_section(tmp_path, capsys):
+    write_coco(tmp_path / "coco", many(6))
+    doc = tmp_path / "BENCH.md"
+    doc.write_text("# Benchmarks\n")
+    args = ["--data", str(tmp_path / "coco"), "--frames", "2", "--sample", "2", "--max-steps", "6"]
+    assert tool("bench_encode").main([*args, "--warm-steps", "3", "--batch", "2", "--write", str(doc)]) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| from scratch")]
+    rows += [line.split("|") for line in doc.read_text().splitlines() if line.startswith("| warm start")]
+    assert [r[1].strip() for r in rows] == ["from scratch", "warm start"]
+    assert [r[2].strip() for r in rows] == ["6", "3"] and rows[0][9].strip() == "1.000x"
+    assert "<!-- bench_encode:begin -->" in doc.read_text() and "took" in doc.read_text()
