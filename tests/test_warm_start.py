@@ -116,6 +116,8 @@ def test_a_warm_start_round_trips_without_pickles_and_is_checked(tmp_path, learn
     np.savez(pickled, meta=np.array([{"version": 1}], dtype=object))
     with pytest.raises(ValueError, match="not a warm start"):
         warm.WarmStart.from_bytes(pickled.getvalue(), SHAPE)
+    with pytest.raises(ValueError, match="ctx_weights"):
+        CONFIG.replace(warm=dataclasses.replace(learned, ctx_weights=learned.ctx_weights[:, :2]))
     bad = dataclasses.replace(learned, log_weight=torch.tensor([1.0, float("nan"), 0.0]))
     with pytest.raises(ValueError, match="finite"):
         CONFIG.replace(warm=bad)

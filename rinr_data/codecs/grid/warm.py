@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .context import PASSES, WEIGHTS
 from .model import GridShape, Layers
 
 ANALYSIS_TAPS = 3  # the analysis filter is ANALYSIS_TAPS x ANALYSIS_TAPS over the band, per colour channel
@@ -84,27 +85,24 @@ class WarmStart:
         return warm, meta
 
     def check(self, shape: GridShape) -> None:
-        """ValueError unless every tensor has the shape a fit of `shape` needs."""
+        """ValueError unless every tensor has the shape a fit of `shape` needs and is finite float32."""
         expected = [((1, i, o), (1, 1, o)) for i, o in shape.layer_dims()]
         found = [(tuple(w.shape), tuple(b.shape)) for w, b in self.layers]
         problems = [] if found == expected else [f"synthesis {found}, expected {expected}"]
-        for name, t, rows in (
-            ("log_scale", self.log_scale, shape.levels),
-            ("ctx_weights", self.ctx_weights, shape.levels),
-            ("ctx_spreads", self.ctx_spreads, shape.levels),
-            ("analysis", self.analysis, shape.levels),
-        ):
-            if t is not None and (t.dim() < 1 or t.shape[0] != rows):
-                problems.append(f"{name} {tuple(t.shape)} has not {rows} levels")
-        if self.analysis is not None and tuple(self.analysis.shape) != (shape.levels, ANALYSIS_FEATURES):
-            problems.append(f"analysis {tuple(self.analysis.shape)}, expected {(shape.levels, ANALYSIS_FEATURES)}")
-        if tuple(self.log_weight.shape) != (3,):
-            problems.append(f"log_weight {tuple(self.log_weight.shape)}, expected (3,)")
-        tensors = [t for pair in self.layers for t in pair]
-        tensors += [self.log_scale, self.ctx_weights, self.ctx_spreads, self.log_weight]
-        if self.analysis is not None:
-            tensors.append(self.analysis)
-        if not problems and not all(t.dtype == torch.float32 and bool(torch.isfinite(t).all()) for t in tensors):
+        tensors = {
+            "log_scale": (self.log_scale, (shape.levels, PASSES, 2)),
+            "ctx_weights": (self.ctx_weights, (shape.levels, WEIGHTS)),
+            "ctx_spreads": (self.ctx_spreads, (shape.levels, PASSES)),
+            "log_weight": (self.log_weight, (3,)),
+            "analysis": (self.analysis, (shape.levels, ANALYSIS_FEATURES)),
+        }
+        problems += [
+            f"{name} {tuple(t.shape)}, expected {size}"
+            for name, (t, size) in tensors.items()
+            if t is not None and tuple(t.shape) != size
+        ]
+        every = [t for pair in self.layers for t in pair] + [t for t, _ in tensors.values() if t is not None]
+        if not problems and not all(t.dtype == torch.float32 and bool(torch.isfinite(t).all()) for t in every):
             problems.append("tensors must be finite float32")
         if problems:
             raise ValueError(f"warm start does not fit grid {shape}: " + "; ".join(problems))
