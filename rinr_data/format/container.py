@@ -12,6 +12,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Callable
 
 from ..errors import FormatError
 
@@ -133,9 +134,11 @@ def scene_id(blob: bytes) -> str:
     return "s" + hashlib.sha256(blob).hexdigest()[:15]
 
 
-def check_decode_cost(macs: int, what: str) -> None:
-    """A record's decode work in multiply-accumulates must stay within MAX_DECODE_MACS (raises FormatError)."""
+def check_decode_cost(macs: int, what: str | Callable[[], str]) -> None:
+    """A record's decode work in multiply-accumulates must stay within MAX_DECODE_MACS (raises FormatError); `what`
+    names the frame, or builds that name only when it is needed (a loader checks every record it parses)."""
     if macs > MAX_DECODE_MACS:
+        what = what if isinstance(what, str) else what()
         raise FormatError(
             f"{what} needs {macs:,} multiply-accumulates to decode, over MAX_DECODE_MACS ({MAX_DECODE_MACS:,}): "
             "refused as a possible decompression bomb; raise rinr_data.format.container.MAX_DECODE_MACS for "

@@ -23,7 +23,8 @@ class QuantizedTensor:
 
     def dequantize(self) -> torch.Tensor:
         """Float32 tensor of the dequantised values (flattened)."""
-        return torch.from_numpy(self.values.astype(np.float32)) * np.float32(self.scale)
+        # Multiplied in NumPy: a torch op with a NumPy scalar costs more than the whole product for these sizes.
+        return torch.from_numpy(self.values.astype(np.float32) * np.float32(self.scale))
 
 
 def f16_scale(max_abs: float, bound: int) -> float:

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from .. import codecs
 from ..decode import SceneTable
 from ..errors import FormatError
-from ..shards import check_labels, image_member, iter_shard, sample_json, scene_members, stored_boxes, tar_samples
+from ..shards import check_labels, image_member, iter_shard, sample_json, scene_members, tar_samples
 from .shardlist import ShardRef
 from .streaming import FetchPolicy, open_shard
 
@@ -89,8 +90,9 @@ def parse_sample(
     meta = sample_json(sample)
     member, data = image_member(sample)
     check_labels(meta["labels"], classes)
-    boxes = torch.tensor(meta["boxes"], dtype=torch.float32).reshape(-1, 4)
-    labels = torch.tensor(meta["labels"], dtype=torch.int64).reshape(-1)
+    # float32, as records store them: the JSON's boxes are checked against a record's below in this type.
+    boxes = np.asarray(meta["boxes"], np.float64).reshape(-1, 4).astype(np.float32)
+    labels = torch.from_numpy(np.asarray(meta["labels"], np.int64).reshape(-1))
     size = (int(meta["height"]), int(meta["width"]))
     codec = codecs.for_member(member, data)
     if keep_encoded and getattr(codec, "decodes_on_device", False):
@@ -106,13 +108,12 @@ def parse_sample(
         what = "record" if member == codecs.RECORD_MEMBER else "image"
         raise FormatError(f"{what} is {info.size[1]}x{info.size[0]} but its json says {size[1]}x{size[0]}")
     if info.boxes is not None:
-        stored = [[float(v) for v in b] for b in info.boxes]
+        stored = np.asarray(info.boxes, np.float64).reshape(-1, 4).astype(np.float32)
         if len(stored) != len(boxes):
             raise FormatError(f"record has {len(stored)} boxes but its json {len(boxes)}")
-        if stored != stored_boxes(meta["boxes"]):
-            raise FormatError(f"record boxes {stored} differ from its json boxes {meta['boxes']}")
-        boxes = torch.tensor(stored, dtype=torch.float32).reshape(-1, 4)
-    return ParsedSample(key, codec.name, payload, boxes, labels, size, scene, info.scene, meta)
+        if not np.array_equal(stored, boxes):
+            raise FormatError(f"record boxes {stored.tolist()} differ from its json boxes {meta['boxes']}")
+    return ParsedSample(key, codec.name, payload, torch.from_numpy(boxes), labels, size, scene, info.scene, meta)
 
 
 def parse_named(sample: dict[str, Any], where: str, keep_encoded: bool = False) -> ParsedSample:

@@ -288,7 +288,7 @@ def unpack(blob: bytes) -> GridRecord:
     if flags & FLAG_BOX_MARGIN and not box_margin:
         raise FormatError("box margin flag set with a margin of 0 pixels")
     shape = GridShape(levels, hidden, box_levels=box_levels, box_margin=box_margin)
-    check_decode_cost(h * w * sum(fi * fo for fi, fo in shape.layer_dims()), f"a {w}x{h} grid frame ({shape})")
+    check_decode_cost(h * w * sum(fi * fo for fi, fo in shape.layer_dims()), lambda: f"a {w}x{h} grid frame ({shape})")
     scene = None
     if flags & FLAG_SCENE_REF:
         (length,) = reader.unpack(struct.Struct("<B"), "scene id length")
@@ -296,7 +296,9 @@ def unpack(blob: bytes) -> GridRecord:
         if not 1 <= length <= MAX_SCENE_ID or not raw.isascii() or not raw.decode().isalnum():
             raise FormatError(f"scene id {raw!r} is not 1..{MAX_SCENE_ID} ASCII letters and digits")
         scene = raw.decode()
-    boxes = [reader.unpack(_BOX, "box table") for _ in range(n_boxes)]
+    # One array read per table: struct reads value by value cost more than decoding a small level.
+    box_table = reader.take(_BOX.size * n_boxes, "box table")
+    boxes = [tuple(b) for b in np.frombuffer(box_table, "<f4").reshape(n_boxes, 4).tolist()]
     for i, box in enumerate(boxes):
         check_box(i, box, h, w)
     masks = _level_masks(shape, h, w, boxes)
@@ -320,18 +322,20 @@ def unpack(blob: bytes) -> GridRecord:
         scales = np.asarray([r[:2] for r in rows], np.float64)
         bounds = [int(r[2]) for r in rows]
         context = None
-    if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+    if not _positive_finite(scales):
         raise FormatError("latent level table holds a non-positive or non-finite scale")
     counts = [n for fi, fo in shape.layer_dims() for n in (fi * fo, fo)]
     limit = qmax(bits)
     if scene is None:
-        syn_rows = [reader.unpack(_TENSOR, "synthesis table") for _ in counts]
+        raw = reader.take(_TENSOR.size * len(counts), "synthesis table")
+        syn_table = np.frombuffer(raw, "<f2").reshape(len(counts), 2).astype(np.float64)
         bound = limit
     else:
-        syn_rows = [(1.0, *reader.unpack(_DELTA, "synthesis difference table")) for _ in counts]
+        raw = reader.take(_DELTA.size * len(counts), "synthesis difference table")
+        syn_table = np.ones((len(counts), 2))
+        syn_table[:, 1] = np.frombuffer(raw, "<f2")
         bound = 2 * limit
-    syn_table = np.asarray(syn_rows, np.float64)
-    if not np.all(np.isfinite(syn_table)) or np.any(syn_table <= 0):
+    if not _positive_finite(syn_table):
         raise FormatError("synthesis table holds a non-positive or non-finite step or scale")
     (length,) = reader.unpack(LENGTH, "payload length")
     payload = bytes(reader.take(length, "payload"))
@@ -365,7 +369,7 @@ def unpack(blob: bytes) -> GridRecord:
     latents = [lat.astype(_int_type(bound), copy=False) for lat, bound in zip(latents, bounds)]
     box_list = [tuple(b) for b in boxes]
     if scene is None:
-        synthesis = [QuantizedTensor(s, float(step), bits) for s, (step, _) in zip(weights, syn_rows)]
+        synthesis = [QuantizedTensor(s, step, bits) for s, step in zip(weights, syn_table[:, 0].tolist())]
         return GridRecord(h, w, shape, bits, box_list, latents, synthesis, context=context, coder=head.coder)
     return GridRecord(h, w, shape, bits, box_list, latents, None, scene, weights, context, coder=head.coder)
 
@@ -398,6 +402,11 @@ def _read_context_latents(
         latents[lv] = level
         peaks[lv] = int(np.abs(level).max(initial=0))
     return latents, peaks
+
+
+def _positive_finite(table: np.ndarray) -> bool:
+    # Two reductions instead of four array tests: a NaN fails both comparisons.
+    return bool(table.size == 0 or (table.min() > 0 and table.max() < np.inf))
 
 
 def _int_type(bound: int) -> type:
