@@ -108,6 +108,9 @@ class RINRDataset(IterableDataset):
         equal_batches: every rank yields the same number of batches (default: on when world_size > 1).
         cache_dir: on-disk cache for remote shards; each shard is downloaded once.
         retries: download attempts after the first, with exponential backoff.
+        fixed_shares: each rank keeps the same shards every epoch (the shuffle permutes them within the rank's share)
+            instead of taking its share of a dataset-wide shuffle; a loader with a device cache turns it on, so each
+            rank holds 1/world_size of the dataset.
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class RINRDataset(IterableDataset):
         equal_batches: bool | None = None,
         cache_dir: str | None = None,
         retries: int = 6,
+        fixed_shares: bool = False,
     ) -> None:
         super().__init__()
         self._errors = stages.ErrorPolicy(on_error)
@@ -145,6 +149,7 @@ class RINRDataset(IterableDataset):
         self._resume_batches = 0
         self._batches = 0
         self.record_order = False  # set by a caching loader: batches then carry origins and shard logs
+        self.fixed_shares = fixed_shares
 
     @property
     def errors(self) -> int:
@@ -175,13 +180,19 @@ class RINRDataset(IterableDataset):
         info = get_worker_info()
         return (info.id, info.num_workers) if info is not None else (0, 1)
 
+    def rank_shards(self, rank: int) -> list[ShardRef]:
+        """A rank's shards for the current epoch, in the order its workers split them."""
+        if self.fixed_shares:
+            return epoch_order(split(self.shards, rank, self.world_size), self.seed, self.epoch, self.shuffle)
+        return split(epoch_order(self.shards, self.seed, self.epoch, self.shuffle), rank, self.world_size)
+
     def worker_plan(self, worker: int, workers: int) -> tuple[list[ShardRef], int | None]:
         """This rank-worker's shards for the current epoch and its batch quota (None: no limit)."""
-        order = epoch_order(self.shards, self.seed, self.epoch, self.shuffle)
-        mine = split(split(order, self.rank, self.world_size), worker, workers)
+        mine = split(self.rank_shards(self.rank), worker, workers)
         quota = None
         if self.equal_batches:
-            quota = equal_quotas(order, self.world_size, workers, self.batch_size)[self.rank][worker]
+            shares = [self.rank_shards(r) for r in range(self.world_size)]
+            quota = equal_quotas(shares, workers, self.batch_size)[self.rank][worker]
         return mine, quota
 
     def batches_per_epoch(self, workers: int = 1) -> int | None:

@@ -87,7 +87,8 @@ class RINRLoader:
         prefetch_factor: batches each worker prepares ahead.
         cache: "device" to hold every sample's packed form and targets on `device` after its first use and replay
             an epoch whose samples are all held without reading shards or starting workers (same batches); None
-            (default) reads every epoch through the workers.
+            (default) reads every epoch through the workers. It sets the dataset's `fixed_shares`: under DDP each
+            rank then reads (and holds) the same shards every epoch, shuffled within its share.
         cache_bytes: the cache's memory budget; a share that does not fit disables the cache with a warning.
     """
 
@@ -124,6 +125,8 @@ class RINRLoader:
         self._restored = False
         self.cache: DeviceCache | None = None
         if cache == "device":
+            # A rank that took a new share of a dataset-wide shuffle every epoch would end up holding every shard.
+            dataset.fixed_shares = True
             counts = [s.samples for s in dataset.shards if s.samples is not None]
             share = -(-sum(counts) // dataset.world_size) if len(counts) == len(dataset.shards) else None
             self.cache = DeviceCache(self.device, cache_bytes, share)

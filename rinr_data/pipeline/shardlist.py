@@ -93,23 +93,24 @@ def split(items: Sequence[ShardRef], index: int, count: int) -> list[ShardRef]:
     return list(items[index::count])
 
 
-def equal_quotas(order: Sequence[ShardRef], world: int, workers: int, batch_size: int) -> list[list[int]]:
-    """Full batches each (rank, worker) may yield so that every rank yields the same number per epoch.
+def equal_quotas(shares: Sequence[Sequence[ShardRef]], workers: int, batch_size: int) -> list[list[int]]:
+    """Full batches each (rank, worker) may yield so that every rank yields the same number per epoch; `shares`:
+    each rank's shards for the epoch.
 
     Needs per-shard sample counts (a manifest); the rank with the fewest full batches sets the count and other
     ranks drop their surplus from their last workers, so DDP never waits on a rank that ran out.
     """
-    if any(s.samples is None for s in order):
+    if any(s.samples is None for share in shares for s in share):
         raise ValueError(
             "equal batches per rank need per-shard sample counts: pass a manifest (remote shards "
             "without one are not counted)"
         )
     full = [
         [
-            sum(s.samples for s in split(split(order, r, world), w, workers)) // batch_size  # type: ignore[misc]
+            sum(s.samples for s in split(share, w, workers)) // batch_size  # type: ignore[misc]
             for w in range(workers)
         ]
-        for r in range(world)
+        for share in shares
     ]
     target = min(sum(rank) for rank in full)
     quotas = []
