@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 
 from rinr_data import GridConfig, codecs
 from rinr_data.codecs.base import EncodedFrame
-from rinr_data.convert import sample_indices
+from rinr_data.convert import sample_indices, split_threads
 
 from .benchdoc import replace_section
 from .common import ROOT, SHARED_DATA, load_frames, machine
@@ -62,13 +63,17 @@ def split(n_items: int, sample: int, frames: int) -> tuple[list[int], list[int]]
     return picked, [rest[int((k + 0.5) * step)] for k in range(frames)]
 
 
-def encode(name: str, images: list, boxes: list, config: GridConfig, batch: int) -> Run:
-    """Encode in batches of `batch`, timed."""
+def encode(name: str, images: list, boxes: list, config: GridConfig, batch: int, jobs: int = 1) -> Run:
+    """Encode in batches of `batch`, `jobs` batches at once on a share of the torch threads each (as rinr-encode's
+    `--jobs`), timed."""
+    codec = codecs.get("grid")
+    chunks = [(images[i : i + batch], boxes[i : i + batch]) for i in range(0, len(images), batch)]
     start = time.perf_counter()
     out: list[EncodedFrame] = []
-    for i in range(0, len(images), batch):
-        out += codecs.get("grid").encode(images[i : i + batch], boxes[i : i + batch], config)
-        print(f"  {name}: {len(out)}/{len(images)} frames, {(time.perf_counter() - start) / len(out):.1f} s/frame")
+    with ThreadPoolExecutor(jobs) as pool, split_threads(jobs):
+        for frames in pool.map(lambda chunk: codec.encode(chunk[0], chunk[1], config), chunks):
+            out += frames
+            print(f"  {name}: {len(out)}/{len(images)} frames, {(time.perf_counter() - start) / len(out):.1f} s/frame")
     return Run(name, time.perf_counter() - start, out)
 
 
@@ -114,12 +119,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-steps", type=int, help="steps of a fit from scratch and of the sample (default: GridConfig's)"
     )
     p.add_argument("--batch", type=int, default=4, help="frames per fitting call (default: %(default)s)")
+    p.add_argument(
+        "--jobs",
+        default="1",
+        help="comma-separated fitting calls at once (rinr-encode's --jobs), one warm run each; the fits from "
+        "scratch use the first (default: %(default)s)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
     p.add_argument("--no-scratch", action="store_true", help="skip the fits from scratch (the slow baseline)")
     p.add_argument(
         "--dataset-frames", type=int, default=50_000, help="dataset size the one-off cost is spread over (%(default)s)"
     )
-    p.add_argument("--write", type=Path, default=ROOT / "docs" / "BENCHMARKS.md", help="'' to skip writing")
+    p.add_argument("--write", default=str(ROOT / "docs" / "BENCHMARKS.md"), help="'' to skip writing")
     p.add_argument("--section", default=SECTION, help="name of the generated section (default: %(default)s)")
     return p.parse_args(argv)
 
@@ -127,6 +138,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, rewrite the BENCHMARKS.md section."""
     args = parse_args(argv)
+    jobs = [int(j) for j in args.jobs.split(",")]
     fields = {k: getattr(args, k) for k in ("warm_steps", "max_steps") if getattr(args, k) is not None}
     config = GridConfig(device=args.device, **fields)
     sample = config.warm_frames if args.sample is None else args.sample
@@ -137,27 +149,30 @@ def main(argv: list[str] | None = None) -> int:
     ev_images, ev_boxes = [images[i] for i in evaluated], [boxes[i] for i in evaluated]
     runs = []
     if not args.no_scratch:
-        runs.append(encode("from scratch", ev_images, ev_boxes, config.replace(warm=None), args.batch))
+        runs.append(encode("from scratch", ev_images, ev_boxes, config.replace(warm=None), args.batch, jobs[0]))
     learn_s = 0.0
     if sample:
         start = time.perf_counter()
         warm = codecs.get("grid").learn_warm_start([images[i] for i in picked], [boxes[i] for i in picked], config)
         learn_s = time.perf_counter() - start
         print(f"  warm start learned in {learn_s:.0f} s")
-        runs.append(encode("warm start", ev_images, ev_boxes, config.replace(warm=warm), args.batch))
+        for n in jobs:
+            label = "warm start" if len(jobs) == 1 and n == 1 else f"warm start, {n} job{'s' if n > 1 else ''}"
+            runs.append(encode(label, ev_images, ev_boxes, config.replace(warm=warm), args.batch, n))
     if not runs:
         raise SystemExit("nothing to measure: --no-scratch and --sample 0")
     text = table(runs, config, learn_s, sample, args.dataset_frames)
     print(text)
-    if args.write and str(args.write):
+    if args.write:
         header = (
-            f"Measured by `tools/bench_encode.py --frames {args.frames} --batch {args.batch} --device {args.device}` "
+            f"Measured by `tools/bench_encode.py --frames {args.frames} --batch {args.batch} --device {args.device}"
+            f"{f' --jobs {args.jobs}' if args.jobs != '1' else ''}{' --no-scratch' if args.no_scratch else ''}` "
             f"on {machine(torch.device(args.device) if args.device != 'auto' else None)}, "
             f"{time.strftime('%Y-%m-%d')}: {args.data.name}, {len(evaluated)} evaluation frames outside the "
             f"{sample}-frame warm-start sample; targets {config.object_psnr:g} / {config.background_psnr:g} dB."
         )
         replace_section(
-            args.write,
+            Path(args.write),
             f"<!-- {args.section}:begin -->",
             f"<!-- {args.section}:end -->",
             header + "\n\n" + text,

@@ -15,9 +15,11 @@ import os
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections import deque
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import islice
@@ -41,6 +43,9 @@ STATE_VERSION = 1
 # Ranks that finish early wait at the final barrier for the slowest one; encoding can take many hours.
 DIST_TIMEOUT = timedelta(hours=72)
 
+# Automatic encode jobs on a CPU stop here: each holds a batch of frames and its fitting state in memory, and
+# the gain was measured on 2 cores only (docs/BENCHMARKS.md, "Encoding jobs").
+MAX_AUTO_JOBS = 4
 Log = Callable[[str], None]
 # Called with (item, error) for every sample that fails; raises to stop, returns to skip.
 ErrorHandler = Callable[[SourceItem, SampleError], None]
@@ -63,6 +68,10 @@ class ConvertConfig:
         scene: "off", or "auto": scene mode (grid preset): the frames of each encode batch share scene backgrounds
             (`encode_sequence`), stored in the same shard; keep `batch` large and the source in camera order.
         workers: threads that read images and run classic codecs.
+        jobs: encode batches fitted at once by this process, each on its share of the torch threads; 0 (default):
+            on a CPU one per thread up to MAX_AUTO_JOBS (fitting calls are too small to keep several cores busy, so
+            concurrent calls on one thread each do more frames per second), 1 on a GPU. Records are identical for a
+            given number of torch threads per job, not across different ones (float sums split differently).
         on_error: "stop" at the first bad sample, or "skip" it (counted and listed in the manifest).
     """
 
@@ -76,6 +85,7 @@ class ConvertConfig:
     prefix: str = "shard"
     scene: str = "off"
     workers: int = 2
+    jobs: int = 0
     on_error: str = "stop"
 
     def __post_init__(self) -> None:
@@ -87,6 +97,8 @@ class ConvertConfig:
         for name in ("shard_size", "batch", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.jobs < 0:
+            raise ValueError(f"jobs must be >= 0 (0: automatic), got {self.jobs}")
         if self.max_side is not None and self.max_side < 1:
             raise ValueError(f"max_side must be >= 1, got {self.max_side}")
         if self.scene not in SCENE_MODES:
@@ -99,6 +111,15 @@ class ConvertConfig:
         if self.on_error not in ON_ERROR:
             raise ValueError(f"unknown on_error {self.on_error!r}; valid: {', '.join(ON_ERROR)}")
         shards.check_prefix(self.prefix)
+
+    def fitting_jobs(self, threads: int) -> int:
+        """Encode batches in flight for a process with `threads` torch threads (`jobs`, or what 0 resolves to)."""
+        if self.jobs:
+            return self.jobs
+        codec, config = self.encoder()
+        if codec.member != codecs.RECORD_MEMBER or resolve_device(config.device).type != "cpu":
+            return 1
+        return max(1, min(threads, MAX_AUTO_JOBS))
 
     def encoder(self) -> tuple[Any, Any]:
         """The codec that writes the image members and the config it encodes with."""
@@ -196,20 +217,40 @@ def _batched(samples: Iterable[LoadedSample], n: int) -> Iterator[list[LoadedSam
 
 
 def encode_stage(
-    samples: Iterable[LoadedSample], encode: Encoder, batch: int, handler: ErrorHandler
+    samples: Iterable[LoadedSample],
+    encode: Encoder,
+    batch: int,
+    handler: ErrorHandler,
+    jobs: Executor | None = None,
+    in_flight: int = 1,
 ) -> Iterator[shards.ShardSample]:
-    """Encode samples `batch` at a time; if a batch fails, encode its samples alone to find the bad one(s)."""
-    for chunk in _batched(samples, batch):
+    """Encode samples `batch` at a time; if a batch fails, encode its samples alone to find the bad one(s). With
+    `jobs`, `in_flight` batches are encoded at once on that executor; samples still come out in order."""
+
+    def encode_batch(chunk: list[LoadedSample]) -> list[shards.ShardSample]:
         try:
-            out = encode(chunk)
+            return encode(chunk)
         except Exception:  # noqa: BLE001 - any encoder failure is a per-sample failure to isolate below
-            if len(chunk) > 1:
-                out = []
-                for sample in chunk:
-                    out += _encode_one(sample, encode, handler)
-            else:
-                out = _encode_one(chunk[0], encode, handler)
-        yield from out
+            out = []
+            for sample in chunk:
+                out += _encode_one(sample, encode, handler)
+            return out
+
+    if jobs is None or in_flight <= 1:
+        for chunk in _batched(samples, batch):
+            yield from encode_batch(chunk)
+        return
+    pending: deque[Future] = deque()
+    try:
+        for chunk in _batched(samples, batch):
+            pending.append(jobs.submit(encode_batch, chunk))
+            if len(pending) >= in_flight:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+    finally:
+        for future in pending:  # stopped early (an error, or the consumer closed us): start nothing new
+            future.cancel()
 
 
 def _encode_one(sample: LoadedSample, encode: Encoder, handler: ErrorHandler) -> list[shards.ShardSample]:
@@ -363,6 +404,27 @@ def _stderr(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
+def torch_threads() -> int:
+    """The torch intra-op threads this process fits with."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+@contextmanager
+def split_threads(jobs: int) -> Iterator[None]:
+    """Give each of `jobs` concurrent fitting calls an equal share of the torch threads, for the duration."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if jobs > 1:
+        torch.set_num_threads(max(1, threads // jobs))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def frame_bar(
     total: int,
     done: int,
@@ -434,21 +496,33 @@ def encode_dataset(
     written: list[str] = []
     made: list[shards.ShardInfo] = []
     frames = 0
+    counting = threading.Lock()  # a failed sample is counted from the job thread that met it
+    threads = torch_threads()
+    in_flight = config.fitting_jobs(threads)
+    if in_flight > 1 and todo:
+        log(f"fitting {in_flight} batches at once, {max(1, threads // in_flight)} torch thread(s) each")
     start = time.perf_counter()
     try:
-        with ThreadPoolExecutor(config.workers) as pool:
+        with (
+            ThreadPoolExecutor(config.workers) as pool,
+            ThreadPoolExecutor(in_flight) as jobs,
+            split_threads(in_flight),
+        ):
             encoder = sample_encoder(*config.encoder(), pool, config.scene == "auto")
             for i in todo:
 
                 def advance(key: str | None, shard: int = i) -> None:
                     nonlocal frames
-                    frames += 1
-                    bar.update(1)
+                    with counting:
+                        frames += 1
+                        bar.update(1)
                     if key is not None and on_sample is not None:
                         on_sample(shard, key)
 
                 shard_items = [source.items[j] for j in plan[i]]
-                made.append(encode_shard(out, names[i], shard_items, encoder, pool, config, log, advance))
+                made.append(
+                    encode_shard(out, names[i], shard_items, encoder, pool, config, log, advance, jobs, in_flight)
+                )
                 written.append(names[i])
     finally:
         bar.close()
@@ -541,8 +615,11 @@ def encode_shard(
     config: ConvertConfig,
     log: Log,
     advance: Callable[[str | None], None],
+    jobs: Executor | None = None,
+    in_flight: int = 1,
 ) -> shards.ShardInfo:
-    """Load, encode and write one shard's samples; `advance(key)` after each stored sample, (None) per failure."""
+    """Load, encode and write one shard's samples, `in_flight` batches at once on `jobs`; `advance(key)` after each
+    stored sample, (None) per failure."""
     skipped: list[dict[str, str]] = []
 
     def handler(item: SourceItem, exc: SampleError) -> None:
@@ -561,8 +638,9 @@ def encode_shard(
             # Resumes once the writer has taken the sample: it is in the (partial) shard now.
             advance(sample.key)
 
-    loaded = load_stage(items, load, pool, handler, log, ahead=max(2 * config.workers, config.batch))
-    return shards.write_shard(out, name, stored(encode_stage(loaded, encoder, config.batch, handler)), skipped)
+    loaded = load_stage(items, load, pool, handler, log, ahead=max(2 * config.workers, in_flight * config.batch))
+    encoded = encode_stage(loaded, encoder, config.batch, handler, jobs, in_flight)
+    return shards.write_shard(out, name, stored(encoded), skipped)
 
 
 def build_manifest(source: Source, config: ConvertConfig, infos: Sequence[shards.ShardInfo]) -> dict[str, Any]:
@@ -625,6 +703,7 @@ class Estimate:
     device: str
     cpus: int
     threads: int
+    jobs: int = 1  # fitting calls at once
 
     @property
     def projected_hours(self) -> float:
@@ -734,8 +813,12 @@ def estimate(
     sample_batches = full_run_batches(len(picked), sample_config.shard_size, config.batch)
     # A batch's samples are written together once it is encoded: from the first write to the last, the sample ran
     # at its steady pace; what the first batch took beyond that is start-up, paid once per run.
-    per_batch = (writes[-1] - writes[0]) / (sample_batches - 1) if sample_batches > 1 else total
-    startup = max(0.0, writes[0] - start - per_batch)
+    # With several jobs, batches finish in waves of `jobs`: the span from the first write to the last holds
+    # (waves - 1) waves, `jobs` batches each.
+    jobs = config.fitting_jobs(torch.get_num_threads())
+    waves = -(-sample_batches // jobs)
+    per_batch = (writes[-1] - writes[0]) / ((waves - 1) * jobs) if waves > 1 else total / sample_batches
+    startup = max(0.0, writes[0] - start - per_batch * jobs)
     batches = full_run_batches(n_items, config.shard_size, config.batch)
     per_member_frame = members / len(writes)
     plan = plan_shards(n_items, config.shard_size)
@@ -762,4 +845,5 @@ def estimate(
         device=_device_name(config),
         cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
         threads=torch.get_num_threads(),
+        jobs=jobs,
     )

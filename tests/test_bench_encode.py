@@ -30,3 +30,13 @@ def test_bench_encode_times_both_modes_and_writes_its_section(tmp_path, capsys):
     assert [r[1].strip() for r in rows] == ["from scratch", "warm start"]
     assert [r[2].strip() for r in rows] == ["6", "3"] and rows[0][9].strip() == "1.000x"
     assert "<!-- bench_encode:begin -->" in doc.read_text() and "took" in doc.read_text()
+
+
+def test_bench_encode_runs_the_warm_fits_once_per_job_count(tmp_path, capsys):
+    write_coco(tmp_path / "coco", many(6))
+    args = ["--data", str(tmp_path / "coco"), "--frames", "2", "--sample", "2", "--max-steps", "6", "--warm-steps", "3"]
+    assert tool("bench_encode").main([*args, "--batch", "1", "--jobs", "1,2", "--no-scratch", "--write", ""]) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| warm start")]
+    assert [r[1].strip() for r in rows] == ["warm start, 1 job", "warm start, 2 jobs"]
+    # One torch thread per fit either way (the tests run on one): the same records, so the same bytes and PSNRs.
+    assert [r[5:8] for r in rows[1:]] == [rows[0][5:8]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from tiny_datasets import (
 from rinr_data import shards
 from rinr_data.codecs import GridConfig, PaperConfig
 from rinr_data.convert import (
+    MAX_AUTO_JOBS,
     ConvertConfig,
     check_state,
     encode_dataset,
@@ -69,6 +72,54 @@ def test_encode_stage_isolates_the_sample_that_breaks_a_batch():
     assert [s.key for s in out] == ["a", "c", "d", "e"]
     assert calls == [["a", "b"], ["a"], ["b"], ["c", "d"], ["e"]]
     assert failures == ["b.png: encoding failed: RuntimeError: nan in fit"]
+
+
+def test_encode_stage_in_flight_keeps_order_and_isolates_failures():
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def encode(batch):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.02 * (5 - len(batch) - ord(batch[0].item.key) % 3))  # later batches may finish first
+            if any(s.item.key == "d" for s in batch):
+                raise RuntimeError("nan in fit")
+            return [shards.ShardSample(s.item.key, "rinr", b"x", {}) for s in batch]
+        finally:
+            with lock:
+                running[0] -= 1
+
+    failures = []
+    samples = [loaded(item(k)) for k in "abcdefghij"]
+    with ThreadPoolExecutor(3) as jobs:
+        out = list(encode_stage(samples, encode, 2, lambda it, e: failures.append(str(e)), jobs, in_flight=3))
+    assert [s.key for s in out] == list("abcefghij")
+    assert failures == ["d.png: encoding failed: RuntimeError: nan in fit"]
+    assert 1 < most[0] <= 3
+
+
+def test_fitting_jobs():
+    assert ConvertConfig(codec_config=GridConfig(device="cpu")).fitting_jobs(2) == 2
+    assert ConvertConfig(codec_config=GridConfig(device="cpu")).fitting_jobs(16) == MAX_AUTO_JOBS
+    assert ConvertConfig(codec_config=GridConfig(device="cpu")).fitting_jobs(1) == 1
+    assert ConvertConfig(codec_config=GridConfig(device="cpu"), jobs=3).fitting_jobs(16) == 3
+    assert ConvertConfig(codec="jpeg").fitting_jobs(16) == 1
+    with pytest.raises(ValueError, match="jobs must be >= 0"):
+        ConvertConfig(jobs=-1)
+
+
+def test_concurrent_jobs_write_the_shards_one_job_writes(tmp_path):
+    source = open_source(write_coco(tmp_path / "src"))
+    made = {}
+    for jobs in (1, 2):
+        config = ConvertConfig(codec_config=FAST, shard_size=5, batch=1, jobs=jobs)
+        result = encode_dataset(source, tmp_path / f"jobs{jobs}", config, progress=False, log=lambda m: None)
+        assert result.frames == 3
+        found, _ = shards.find_shards([tmp_path / f"jobs{jobs}"])
+        made[jobs] = [(s["__key__"], s["rinr"], s["json"]) for path in found for s in shards.iter_shard(path)]
+    assert [key for key, *_ in made[2]] == ["img_a", "img_b", "img_c"]
+    assert made[1] == made[2]  # one torch thread per fit either way: the same bytes, in the same order
 
 
 def test_classic_encoder_reports_region_psnr():

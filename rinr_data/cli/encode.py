@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=4,
         help="frames fitted together per call: 4 suits a CPU, a GPU wants 16 or more (default: %(default)s)",
     )
+    c.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="fitting calls run at once, each on its share of the torch threads; 0: on a CPU one per thread "
+        "(up to 4), on a GPU 1 (default: %(default)s)",
+    )
     s = p.add_argument_group("shards")
     s.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default: %(default)s)")
     s.add_argument("--prefix", default="shard", help="shard names: PREFIX-000000.tar (default: %(default)s)")
@@ -224,6 +231,7 @@ def build_config(args: argparse.Namespace) -> ConvertConfig:
         prefix=args.prefix,
         scene=args.scene,
         workers=args.workers,
+        jobs=args.jobs,
         on_error=args.on_error,
     )
 
@@ -357,7 +365,7 @@ def format_estimate(est: Estimate, src: str | Path) -> str:
             f"{len(est.sample)} frames ({_ranges(est.sample)}) in {est.sample_batches} batch(es), "
             f"{est.sample_seconds:.1f} s" + (f", {est.failed} failed" if est.failed else ""),
         ),
-        ("machine", f"{est.cpus} CPU(s), {est.threads} torch thread(s), device {est.device}"),
+        ("machine", f"{est.cpus} CPU(s), {est.threads} torch thread(s) in {est.jobs} job(s), device {est.device}"),
         (
             "time",
             f"{est.seconds_per_frame:.3g} s/frame ({est.seconds_per_batch:.3g} s per batch of {est.batch}), "
