@@ -82,7 +82,7 @@ def table(runs: list[Run], config: GridConfig, learn_s: float, sample: int, data
     base = runs[0]
     lines = [
         "| mode | steps/frame | s/frame | frames/s | bytes/frame | object dB | background dB | frames at both targets "
-        "| bytes vs scratch |",
+        "| bytes vs first row |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
@@ -100,8 +100,12 @@ def table(runs: list[Run], config: GridConfig, learn_s: float, sample: int, data
             f"Learning the warm start ({sample} frames: {config.max_steps} steps with one shared synthesis, then "
             f"{config.warm_steps} steps of calibration) took "
             f"{learn_s:.0f} s once: {spread:.2f} s/frame over a {dataset_frames:,}-frame dataset, so a warm frame "
-            f"costs {warm.per_frame + spread:.2f} s in all, {base.per_frame / (warm.per_frame + spread):.1f}x faster "
-            f"than from scratch."
+            f"costs {warm.per_frame + spread:.2f} s in all"
+            + (
+                f", {base.per_frame / (warm.per_frame + spread):.1f}x faster than '{base.name}'."
+                if base is not warm
+                else "."
+            )
         )
     return "\n".join(lines)
 
