@@ -61,11 +61,17 @@ def test_demo_prints_one_table(coco, tmp_path, capsys):
 
     records = [unpack_record(s["rinr"]) for tar in sorted((out / "rinr").glob("*.tar")) for s in shards.iter_shard(tar)]
     assert len(records) == 4 and all(r.shape.box_levels == 0 for r in records)
-    rows = [line for line in text.splitlines() if line.startswith("| RINR") or line.startswith("| JPEG q")]
-    assert len(rows) == 2 and all(len(r.split("|")) == 11 for r in rows)
+    rows = [line for line in text.splitlines() if line.startswith(("| RINR", "| JPEG q", "| AVIF q"))]
+    names = [r.split("|")[1].strip() for r in rows]
+    assert names[0] == "RINR" and names[1].endswith("(same object PSNR)") and len(rows) == 4
+    assert [n.split()[0] for n in names[2:]] == ["JPEG", "AVIF"] and all(n.endswith("(same bytes)") for n in names[2:])
+    assert all(len(r.split("|")) == 11 for r in rows)
+    rinr_bytes = float(rows[0].split("|")[2].replace(",", ""))
+    assert all(float(r.split("|")[2].replace(",", "")) <= rinr_bytes for r in rows[2:])  # the best within RINR's bytes
     errors = [r.split("|")[9].split("/") for r in rows]  # precision / recall / false alarms: fractions and a rate
     assert all(0 <= float(p) <= 1 and 0 <= float(rc) <= 1 and float(fa) >= 0 for p, rc, fa in errors)
-    assert {p.name for p in out.iterdir()} == {"rinr", "jpeg", "val"}
+    folders = {p.name for p in out.iterdir()}
+    assert {"rinr", "val"} <= folders and {f.split("-")[0] for f in folders - {"rinr", "val"}} == {"jpeg", "avif"}
 
 
 def test_demo_scene_mode_shares_one_scene_record(coco, tmp_path, capsys):
