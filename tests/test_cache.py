@@ -274,7 +274,7 @@ def test_damaged_samples_stay_out_and_drop_last_holds(datasets, tmp_path, worker
 
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_ranks_cache_their_own_share(datasets, shuffle):
-    held, seen = [], []
+    held = []
     for rank in (0, 1):
         options = {"rank": rank, "world_size": 2, "shuffle": shuffle, "batch_size": 2}
         reference = _loader(datasets / "rinr", fixed_shares=True, **options)
@@ -286,7 +286,6 @@ def test_ranks_cache_their_own_share(datasets, shuffle):
             _assert_same(got, list(reference))
             epochs.append([k for b in got for k in b["keys"]])
         held.append({e.key for e in cached.cache.entries.values()})
-        seen.append(epochs)
         # A fixed share, shuffled or not: the cache holds it and never grows past it. Rank 0's share (shards 0 and 2,
         # 6 frames) is trimmed to rank 1's 4 (shards 1 and 3) by the equal-batches quota, so under a shuffle it may
         # take two epochs to fill.
