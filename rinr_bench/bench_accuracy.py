@@ -10,8 +10,12 @@ frames and evaluate every model on the same original validation frames:
   rinr-P      RINR records of each preset P in --presets (default "grid,paper"; the preset's config defaults,
               GridConfig / PaperConfig, unless --fit-steps / --pixels-per-step say otherwise)
   C-qQ        with --classic "jpeg:5,9,15;webp:10,20;avif:10,20": stock codec C at each quality Q (a quality scan)
+  V-gG-crfQ   with --video "av1:45,55;av1/1:50": the training frames in order as one AV1 / VP9 stream (PyAV, the
+              `bench` extra) at each CRF Q with a keyframe every G frames (default 32; 1: all-intra), trained on
+              the decoded frames
 
-With several conditions of one codec family (JPEG, WebP, AVIF; RINR per frame; RINR scene mode) the report adds the
+With several conditions of one codec family (JPEG, WebP, AVIF; RINR per frame; RINR scene mode; a video codec at
+one keyframe interval) the report adds the
 bytes at detector parity: per family, the fewest bytes per frame whose mean paired difference to `original` is at
 least -PARITY (--parity, default 0.01 mAP@0.5), and --plot draws mAP@0.5 against bytes per frame, one curve a family.
 
@@ -28,7 +32,7 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,7 @@ from .benchdoc import replace_section
 from .common import ROOT, SHARED_DATA, codec_config, machine, preset_default
 from .compare import QualityScan, ShardStats, load_samples, shard_stats, split_source, write_lossless_shards
 from .experiment import FrameDetections, RunResult, TrainSettings, detect, frame_detail, train_and_evaluate
+from .video import parse_video, write_video_shards
 
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 HEADING = "## Accuracy parity (issue 6) — `tools/bench_accuracy.py`"
@@ -67,6 +72,7 @@ class Condition:
     stats: ShardStats
     detail: RegionDetail | None = None
     runs: list[RunResult] = field(default_factory=list)
+    family: str | None = None  # the codec family its bytes compete in, where its name does not say
 
 
 def prepare(data: Path, args: argparse.Namespace, device: torch.device) -> tuple[list[Condition], Path, str]:
@@ -136,6 +142,16 @@ def prepare(data: Path, args: argparse.Namespace, device: torch.device) -> tuple
             )
             label = f"{CLASSIC_NAMES[codec]} q{quality}"
             conditions.append(Condition(f"{codec}-q{quality}", label, folder, JPEGDataModule, shard_stats(folder)))
+    for spec in args.video:
+        folder = work / f"{spec.name}-{tag}"
+        print(f"{data.name}: coding {len(train.items)} training frames as {spec.label} ...", flush=True)
+        cost = write_video_shards(train, folder, spec, max_side=max_side, shard_size=args.shard_size)
+        stats = replace(shard_stats(folder), codec=spec.codec, bytes_per_frame=cost["bytes_per_frame"])
+        label = (
+            f"{spec.label}; encode {1000 * cost['encode_s'] / cost['frames']:.0f} ms/frame, decode "
+            f"{cost['decode_ms']:.1f} ms/frame in order, {cost['random_access_ms']:.1f} ms for one frame alone"
+        )
+        conditions.append(Condition(spec.name, label, folder, JPEGDataModule, stats, family=spec.family))
     original = write_lossless_shards(train, work / f"original-{tag}", max_side=max_side, shard_size=args.shard_size)
     conditions.insert(0, Condition("original", "lossless WebP", original, JPEGDataModule, shard_stats(original)))
     conditions += rinr_conditions
@@ -195,6 +211,8 @@ def family(condition: Condition) -> str | None:
     """The codec family a condition's bytes compete in (None for the originals)."""
     if condition.name == "original":
         return None
+    if condition.family is not None:
+        return condition.family
     if condition.name.startswith("rinr-"):
         return "RINR scene mode" if "+scene" in condition.name else "RINR per frame"
     return CLASSIC_NAMES[condition.name.split("-")[0]]
@@ -459,6 +477,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(a quality scan for the bytes-at-parity table)",
     )
     p.add_argument(
+        "--video",
+        default="",
+        help='the training frames as one video stream per CRF, one condition each: "av1:45,55;av1/1:50;vp9:45" '
+        "(CODEC[/GOP]:CRF,...; GOP: frames per keyframe, default 32, 1 for all-intra; needs PyAV)",
+    )
+    p.add_argument(
         "--parity",
         type=float,
         default=0.01,
@@ -493,8 +517,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.presets = [parse_preset(p) for p in args.presets.split(",") if p.strip()]
     args.classic = parse_classic(args.classic)
-    if not args.presets and not args.classic:
-        p.error("nothing to compare with the originals: give --presets, --classic or both")
+    try:
+        args.video = parse_video(args.video)
+    except ValueError as exc:
+        p.error(str(exc))
+    if not args.presets and not args.classic and not args.video:
+        p.error("nothing to compare with the originals: give --presets, --classic, --video or several")
     return args
 
 

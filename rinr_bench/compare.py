@@ -77,35 +77,45 @@ def write_lossless_shards(
     max_side: int | None = None,
     shard_size: int = 1000,
     workers: int = 2,
+    images: Sequence[torch.Tensor] | None = None,
+    codec_config: dict | None = None,
 ) -> Path:
     """Shards of the original frames (after any resize) as lossless WebP, with the usual manifest; returns `out`.
 
     The layout is docs/SHARDS.md's with codec "webp"; the manifest's `codec_config` is `{"lossless": true}` and
-    both PSNRs are stored as 999 (lossless). Any JPEG/WebP reader (JPEGDataModule) reads them.
+    both PSNRs are stored as 999 (lossless). Any JPEG/WebP reader (JPEGDataModule) reads them. `images` (uint8
+    [3, H, W] in the source's order, e.g. what a video decoder gave back) are stored instead of the originals, with
+    their PSNRs against them, and `codec_config` says what made them.
     """
+    if images is not None and len(images) != len(source.items):
+        raise ValueError(f"{len(images)} images for {len(source.items)} frames of {source.root}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = ConvertConfig(codec="webp", size=size, max_side=max_side, shard_size=shard_size, workers=workers)
     infos = []
 
-    def one(sample: LoadedSample) -> shards.ShardSample:
+    def one(index: int) -> shards.ShardSample:
+        sample = load_sample(source.items[index], size, max_side)
+        image, quality = sample.image, (math.inf if len(sample.boxes) else math.nan, math.inf)
+        if images is not None:
+            if tuple(images[index].shape) != (3, sample.height, sample.width):
+                raise ValueError(
+                    f"{sample.item.source}: image {tuple(images[index].shape)} for a {sample.width}x"
+                    f"{sample.height} frame"
+                )
+            image = images[index].permute(1, 2, 0).numpy()
+            scores = region_psnr(to_chw_uint8(sample.image), images[index], sample.boxes)
+            quality = (scores.objects, scores.background)
         meta = shards.sample_meta(
-            sample.width,
-            sample.height,
-            sample.boxes,
-            sample.labels,
-            sample.item.source,
-            math.inf if len(sample.boxes) else math.nan,
-            math.inf,
+            sample.width, sample.height, sample.boxes, sample.labels, sample.item.source, *quality
         )
-        return shards.ShardSample(sample.item.key, "webp", encode_lossless(sample.image), meta)
+        return shards.ShardSample(sample.item.key, "webp", encode_lossless(image), meta)
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for i, rows in enumerate(plan_shards(len(source.items), shard_size)):
-            loaded = pool.map(lambda item: load_sample(item, size, max_side), [source.items[j] for j in rows])
-            infos.append(shards.write_shard(out, shards.shard_name(config.prefix, i), pool.map(one, loaded)))
+            infos.append(shards.write_shard(out, shards.shard_name(config.prefix, i), pool.map(one, rows)))
     manifest = build_manifest(source, config, infos)
-    manifest["codec_config"] = {"lossless": True}
+    manifest["codec_config"] = {"lossless": True} if codec_config is None else codec_config
     shards.write_manifest(out, manifest)
     return out
 

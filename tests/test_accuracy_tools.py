@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tiny_datasets import TRUTH, write_coco
 
-from rinr_data import GridConfig
+from rinr_data import GridConfig, shards
 from rinr_data.pipeline.augment import AugmentConfig
 
 FAST_CODEC = ["--fit-steps", "4", "--pixels-per-step", "64"]
@@ -290,20 +290,27 @@ def test_bench_hybrid_mixes_the_regions_it_names(coco, tmp_path, capsys):
 def test_bench_accuracy_scans_stock_codec_qualities_and_reports_bytes_at_parity(coco, tmp_path, capsys):
     args = ["--data", str(coco), "--train-frames", "4", "--val-frames", "2", "--seeds", "0,1", "--steps", "2"]
     args += ["--batch-size", "2", "--batch", "4", "--device", "cpu", "--work", str(tmp_path / "work"), "--quiet"]
-    args += ["--presets", "grid", "--classic", "jpeg:20,60;webp:30", "--parity", "0.05"]
+    args += ["--presets", "grid", "--classic", "jpeg:20,60;webp:30", "--video", "vp9:30;vp9/1:30", "--parity", "0.05"]
     args += ["--plot", str(tmp_path / "parity.png"), *FAST_CODEC]
     bench = tool("bench_accuracy")
     assert bench.main(args) == 0
     text = capsys.readouterr().out
     rows = [line.split("|") for line in text.splitlines() if line.startswith("| coco |")]
     main = {r[2].strip(): r for r in rows if len(r) == 14}
-    assert list(main) == [*bench.BASE_CONDITIONS, "jpeg-q20", "jpeg-q60", "webp-q30", "rinr-grid"]
+    videos = ["vp9-g32-crf30", "vp9-g1-crf30"]
+    assert list(main) == [*bench.BASE_CONDITIONS, "jpeg-q20", "jpeg-q60", "webp-q30", *videos, "rinr-grid"]
     assert main["jpeg-q20"][3].strip() == "JPEG q20" and main["webp-q30"][3].strip() == "WebP q30"
+    assert main["vp9-g1-crf30"][3].strip().startswith("VP9 (libvpx) all-intra, CRF 30; encode ")
     bytes_of = {name: float(r[4].replace(",", "")) for name, r in main.items()}
+    for name in videos:  # a video's bytes are its stream's, not those of the lossless shards that hold its frames
+        stream = shards.read_manifest(tmp_path / "work" / "coco" / f"{name}-m0-t4")["codec_config"]
+        assert bytes_of[name] == round(stream["bytes_per_frame"]) and stream["frames"] == 4
     gap = {name: float(r[9].split("±")[0]) for name, r in main.items() if name != "original"}
     parity = {r[2].strip(): r for r in rows if len(r) == 10}
-    assert list(parity) == ["JPEG", "WebP", "RINR per frame"]
-    for fam, members in (("JPEG", ["jpeg-psnr", "jpeg-bytes", "jpeg-q20", "jpeg-q60"]), ("WebP", ["webp-q30"])):
+    inter, intra = "VP9 (libvpx) video, keyframe every 32", "VP9 (libvpx) all-intra"
+    assert list(parity) == ["JPEG", "WebP", inter, intra, "RINR per frame"]
+    families = [("JPEG", ["jpeg-psnr", "jpeg-bytes", "jpeg-q20", "jpeg-q60"]), ("WebP", ["webp-q30"])]
+    for fam, members in [*families, (inter, videos[:1]), (intra, videos[1:])]:
         reached = [m for m in members if gap[m] >= -0.05 - 1e-3]  # the table prints 3 decimals
         cell = parity[fam][3].strip()
         if reached:
