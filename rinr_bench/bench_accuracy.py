@@ -343,6 +343,7 @@ class RinrVariant:
     scene_margin: float | None = None  # scene mode with this SceneConfig.psnr_margin; None: per-frame records
     scene_cut: float | None = None  # SceneConfig.cut_psnr (scene mode only)
     box_margin: int | None = None  # GridShape.box_margin (pixels)
+    cold: bool = False  # every frame fitted from scratch (GridConfig.warm_frames = 0), not from a warm start
 
     @property
     def name(self) -> str:
@@ -354,6 +355,7 @@ class RinrVariant:
             + (f"+pad{self.box_margin}" if self.box_margin is not None else "")
             + (f"+scene{self.scene_margin:g}" if self.scene_margin is not None else "")
             + (f"+cut{self.scene_cut:g}" if self.scene_cut is not None else "")
+            + ("+cold" if self.cold else "")
         )
 
     def codec(self, fit_steps: int | None = None, **fields: Any) -> GridConfig | PaperConfig:
@@ -363,6 +365,8 @@ class RinrVariant:
             fields.update(object_psnr=self.psnr[0], background_psnr=self.psnr[1])
         if self.scene_margin is not None:
             fields.update(scene=SceneConfig(psnr_margin=self.scene_margin, cut_psnr=self.scene_cut))
+        if self.cold:
+            fields.update(warm_frames=0)
         codec = codec_config(self.preset, max_steps=self.steps or fit_steps, **fields)
         grid = {k: v for k, v in (("box_levels", self.box_levels), ("box_margin", self.box_margin)) if v is not None}
         return codec.with_grid(**grid) if grid else codec
@@ -380,10 +384,11 @@ class RinrVariant:
                 else ""
             )
             + (f", new scene below {self.scene_cut:g} dB" if self.scene_cut is not None else "")
+            + (", every frame fitted from scratch" if self.cold else "")
         )
 
 
-PRESET_GRAMMAR = "PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN][+padPX][+scene[MARGIN_DB]][+cutDB]"
+PRESET_GRAMMAR = "PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN][+padPX][+scene[MARGIN_DB]][+cutDB][+cold]"
 
 
 def parse_preset(text: str) -> RinrVariant:
@@ -398,8 +403,11 @@ def parse_preset(text: str) -> RinrVariant:
             obj, _, bg = targets.partition("/")
             psnr = (float(obj), float(bg))
         box = pad = margin = cut = None
+        cold = False
         for m in modifiers:
-            if m.startswith("box"):
+            if m == "cold":
+                cold = True
+            elif m.startswith("box"):
                 box = int(m[3:])
             elif m.startswith("pad"):
                 pad = int(m[3:])
@@ -409,11 +417,11 @@ def parse_preset(text: str) -> RinrVariant:
                 cut = float(m[3:])
             else:
                 raise ValueError(f"unknown modifier +{m}")
-        variant = RinrVariant(name, int(steps) if steps else None, psnr, box, margin, cut, pad)
+        variant = RinrVariant(name, int(steps) if steps else None, psnr, box, margin, cut, pad, cold)
     except ValueError as exc:
         raise ValueError(f"bad --presets entry {spec!r} (want {PRESET_GRAMMAR}): {exc}") from None
-    if (box is not None or pad is not None or margin is not None) and variant.preset != "grid":
-        raise ValueError(f"bad --presets entry {spec!r}: +boxN, +padPX and +scene apply to the grid preset only")
+    if (box is not None or pad is not None or margin is not None or cold) and variant.preset != "grid":
+        raise ValueError(f"bad --presets entry {spec!r}: +boxN, +padPX, +scene and +cold apply to the grid preset only")
     if cut is not None and margin is None:
         raise ValueError(f"bad --presets entry {spec!r}: +cutDB needs +scene")
     return variant
@@ -467,7 +475,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "steps, PSNR targets and (grid) box-only levels, their margin in pixels around the boxes "
         "or scene mode (scene backgrounds MARGIN_DB above the background target, shared by the "
         "frames of each --batch; +cutDB: a frame the scene reproduces below DB starts a new one, "
-        "default the background target); JPEG is matched to the first; '' for none, to scan --classic "
+        "default the background target; +cold: every frame fitted from scratch, without the dataset's warm "
+        "start); JPEG is matched to the first; '' for none, to scan --classic "
         "codecs only (default: %(default)s)",
     )
     p.add_argument(

@@ -209,6 +209,10 @@ def test_bench_accuracy_preset_syntax_and_named_sections(tmp_path):
     pad = bench.parse_preset("grid@24/27.5+pad4+scene+cut20")
     assert pad.name == "grid@24/27.5+pad4+scene5+cut20" and pad.codec().grid.box_margin == 4
     assert pad.codec().grid.box_levels == GridConfig().grid.box_levels and "4 px" in pad.label(pad.codec())
+    cold = bench.parse_preset("grid@24/27.5+cold")
+    assert cold.name == "grid@24/27.5+cold" and cold.codec().warm_frames == 0 and cold.name != pad.name
+    assert bench.parse_preset("grid").codec().warm_frames == GridConfig().warm_frames > 0
+    assert "from scratch" in cold.label(cold.codec()) and "scratch" not in pad.label(pad.codec())
     paper = bench.parse_preset("paper").codec(fit_steps=77)
     assert (paper.preset, paper.max_steps, paper.object_psnr) == ("paper", 77, 35.0)
     for bad in (
@@ -223,6 +227,8 @@ def test_bench_accuracy_preset_syntax_and_named_sections(tmp_path):
         "grid+scene+cutx",
         "paper+pad4",
         "grid+padx",
+        "paper+cold",
+        "grid+colder",
     ):
         with pytest.raises(ValueError, match="bad --presets entry"):
             bench.parse_preset(bad)
