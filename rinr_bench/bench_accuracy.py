@@ -10,14 +10,13 @@ frames and evaluate every model on the same original validation frames:
   rinr-P      RINR records of each preset P in --presets (default "grid,paper"; the preset's config defaults,
               GridConfig / PaperConfig, unless --fit-steps / --pixels-per-step say otherwise)
   C-qQ        with --classic "jpeg:5,9,15;webp:10,20;avif:10,20": stock codec C at each quality Q (a quality scan)
-  V-gG-crfQ   with --video "av1:45,55;av1/1:50": the training frames in order as one AV1 / VP9 stream (PyAV, the
-              `bench` extra) at each CRF Q with a keyframe every G frames (default 32; 1: all-intra), trained on
-              the decoded frames
+  V-gG-crfQ   with --video "av1:45,55;av1/1:50": the training frames in order as one AV1 / VP9 stream (PyAV) at
+              each CRF Q with a keyframe every G frames (default 32; 1: all-intra), trained on the decoded frames
 
 With several conditions of one codec family (JPEG, WebP, AVIF; RINR per frame; RINR scene mode; a video codec at
-one keyframe interval) the report adds the
-bytes at detector parity: per family, the fewest bytes per frame whose mean paired difference to `original` is at
-least -PARITY (--parity, default 0.01 mAP@0.5), and --plot draws mAP@0.5 against bytes per frame, one curve a family.
+one keyframe interval) the report adds the bytes at detector parity: per family, the fewest bytes per frame whose mean
+paired difference to `original` is at least -PARITY (--parity, default 0.01 mAP@0.5), and --plot draws mAP@0.5
+against bytes per frame, one curve a family.
 
 Seeds are paired: a seed fixes the initial weights, the shard/sample order and the augmentation draws for every
 condition. Prints a markdown table (mAP@0.5 and mAP@[.5:.95], mean and sample standard deviation over seeds, and

@@ -4,7 +4,7 @@ What a user with a fixed camera could store instead of per-frame files or RINR's
 training frames, in their order, coded at one constant quality either all-intra (every frame a keyframe, random access
 like an image codec) or with inter frames (a keyframe every `gop` frames). The bytes are the stream's packets plus its
 header; the decoded frames go into lossless shards so the detector trains on exactly what the video decoder gives.
-PyAV is a benchmark-only dependency (the `bench` extra): the library never imports this module.
+PyAV is a benchmark-only dependency (in the `dev` extra), imported where used: the library never imports this module.
 """
 
 from __future__ import annotations
