@@ -372,8 +372,16 @@ class RinrVariant:
 
     def label(self, codec: GridConfig | PaperConfig) -> str:
         """Table label: preset, steps, and what differs from the preset's defaults."""
+        # A per-frame grid preset starts its frames from the dataset's warm start (rinr-encode's default), which
+        # scene mode does not use: its frames fit `warm_steps`, only the warm-start sample fits `max_steps`.
+        warm = getattr(codec, "warm_frames", 0) if self.scene_margin is None else 0
+        steps = (
+            f"warm start, {codec.warm_steps} steps a frame ({codec.max_steps} for its {warm}-frame sample)"
+            if warm
+            else f"{codec.max_steps} steps"
+        )
         return (
-            f"RINR {self.preset}, {codec.max_steps} steps"
+            f"RINR {self.preset}, {steps}"
             + (f", targets {self.psnr[0]:g}/{self.psnr[1]:g} dB" if self.psnr else "")
             + (f", {self.box_levels} box-only levels" if self.box_levels is not None else "")
             + (f", box levels {self.box_margin} px around the boxes" if self.box_margin is not None else "")
