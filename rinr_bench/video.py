@@ -93,7 +93,7 @@ class CodedVideo:
     frames: list[torch.Tensor]  # decoded uint8 [3, H, W], in the input's order
     encode_s: float
     decode_ms: float  # per frame, decoding the whole stream in order
-    random_access_ms: float  # mean over frames: one frame alone, decoded from its keyframe with a fresh decoder
+    random_access_ms: float  # mean over frames: one frame alone, decoded from its keyframe by a reset decoder
 
     @property
     def bytes_per_frame(self) -> float:
