@@ -169,8 +169,8 @@ def encode_video(frames: Sequence[torch.Tensor], spec: VideoSpec, random_access:
     encode_s = time.perf_counter() - start
     container.close()
     data = buf.getvalue()
-    packets, header = _demux(data)
-    nbytes = sum(len(p) for p, _, _ in packets) + header
+    packets, decoder_name, header = _demux(data)
+    nbytes = sum(len(p) for p, _, _ in packets) + len(header)
     decoded, decode_s = _decode_all(data)
     if len(decoded) != len(frames):
         raise RuntimeError(f"{spec.name}: {len(frames)} frames coded but {len(decoded)} decoded")
@@ -180,19 +180,18 @@ def encode_video(frames: Sequence[torch.Tensor], spec: VideoSpec, random_access:
         decoded,
         encode_s,
         1000 * decode_s / len(frames),
-        _random_access_ms(data, packets, len(frames), random_access),
+        _random_access_ms(decoder_name, header, packets, len(frames), random_access),
     )
 
 
-def _demux(data: bytes) -> tuple[list[tuple[bytes, int, bool]], int]:
-    """(payload, pts, keyframe) per packet in stream order, and the header bytes a decoder needs beside them."""
+def _demux(data: bytes) -> tuple[list[tuple[bytes, int, bool]], str, bytes]:
+    """(payload, pts, keyframe) per packet in stream order, the decoder's name and the header it needs beside them."""
     import av
 
     with av.open(io.BytesIO(data), "r", format="ivf") as container:
         stream = container.streams.video[0]
-        header = len(stream.codec_context.extradata or b"")
         packets = [(bytes(p), int(p.pts), bool(p.is_keyframe)) for p in container.demux(stream) if p.size]
-    return packets, header
+        return packets, stream.codec_context.name, bytes(stream.codec_context.extradata or b"")
 
 
 def _decode_all(data: bytes) -> tuple[list[torch.Tensor], float]:
@@ -205,16 +204,14 @@ def _decode_all(data: bytes) -> tuple[list[torch.Tensor], float]:
     return frames, time.perf_counter() - start
 
 
-def _random_access_ms(data: bytes, packets: list[tuple[bytes, int, bool]], n: int, samples: int) -> float:
+def _random_access_ms(name: str, header: bytes, packets: list[tuple[bytes, int, bool]], n: int, samples: int) -> float:
     """Mean ms to get one frame alone: reset the decoder, feed packets from the frame's keyframe until it comes out."""
     import av
 
-    with av.open(io.BytesIO(data), "r", format="ivf") as container:
-        template = container.streams.video[0].codec_context
-        # One decoder, reset before each frame as a seek resets it (creating one per frame stalls dav1d's threads).
-        decoder = av.CodecContext.create(template.name, "r")
-        if template.extradata:
-            decoder.extradata = template.extradata
+    # One decoder, reset before each frame as a seek resets it (creating one per frame stalls dav1d's threads).
+    decoder = av.CodecContext.create(name, "r")
+    if header:
+        decoder.extradata = header
     targets = range(n) if samples <= 0 or samples >= n else np.linspace(0, n - 1, samples).round().astype(int)
     times = []
     for target in targets:
