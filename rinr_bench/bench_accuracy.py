@@ -7,6 +7,7 @@ frames and evaluate every model on the same original validation frames:
   original    the frames as they are, stored losslessly (WebP lossless, checked pixel-exact)
   jpeg-psnr   JPEG at the one quality whose mean object PSNR reaches the first preset's RINR shards' (cheapest such)
   jpeg-bytes  JPEG at the highest quality whose mean bytes per frame stay within the first preset's RINR shards'
+              (--no-match-jpeg leaves out both matched JPEG conditions)
   rinr-P      RINR records of each preset P in --presets (default "grid,paper"; the preset's config defaults,
               GridConfig / PaperConfig, unless --fit-steps / --pixels-per-step say otherwise)
   C-qQ        with --classic "jpeg:5,9,15;webp:10,20;avif:10,20": stock codec C at each quality Q (a quality scan)
@@ -114,8 +115,9 @@ def prepare(data: Path, args: argparse.Namespace, device: torch.device) -> tuple
         )
     conditions = []
     tag = f"m{args.max_side}-t{len(train.items)}"
-    matched = []  # JPEG matched to the first RINR preset (none without one: a scan of stock codecs only)
-    if rinr_conditions:
+    # JPEG matched to the first RINR preset (none without one, or where a stock scan already holds JPEG's curve)
+    matched = []
+    if rinr_conditions and args.match_jpeg:
         rinr = rinr_conditions[0].stats
         scan = QualityScan(load_samples(train, max_side=max_side))
         by_psnr = scan.at_object_psnr(rinr.object_psnr) or scan(100)
@@ -506,6 +508,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default: %(default)s)",
     )
     p.add_argument("--plot", type=Path, default=None, help="PNG of mAP@0.5 against bytes per frame per codec family")
+    p.add_argument(
+        "--no-match-jpeg",
+        dest="match_jpeg",
+        action="store_false",
+        help="leave out jpeg-psnr and jpeg-bytes (JPEG matched to the first preset), e.g. beside a --classic scan "
+        "run before with the same seeds",
+    )
     p.add_argument("--fit-steps", type=int, default=None, help="RINR fitting step budget (default: each preset's)")
     p.add_argument(
         "--pixels-per-step",

@@ -498,7 +498,9 @@ def encode_dataset(
     frames = 0
     counting = threading.Lock()  # a failed sample is counted from the job thread that met it
     threads = torch_threads()
-    in_flight = config.fitting_jobs(threads)
+    # Batches never span shards: more jobs than the run has batches would only take threads from the ones it has.
+    batches = sum(-(-len(plan[i]) // config.batch) for i in todo)
+    in_flight = max(1, min(config.fitting_jobs(threads), batches))
     if in_flight > 1 and todo:
         log(f"fitting {in_flight} batches at once, {max(1, threads // in_flight)} torch thread(s) each")
     start = time.perf_counter()

@@ -333,6 +333,13 @@ def test_bench_accuracy_scans_stock_codec_qualities_and_reports_bytes_at_parity(
     with Image.open(tmp_path / "parity.png") as plot:
         assert plot.size[0] > 300 and plot.size[1] > 200
 
+    # Beside a stock scan, --no-match-jpeg trains only the originals and the RINR records (shards reused).
+    args = ["--data", str(coco), "--train-frames", "4", "--val-frames", "2", "--seeds", "0", "--steps", "2"]
+    args += ["--batch-size", "2", "--batch", "4", "--device", "cpu", "--work", str(tmp_path / "work"), "--quiet"]
+    assert bench.main([*args, "--presets", "grid", "--no-match-jpeg", *FAST_CODEC]) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| coco |")]
+    assert [r[2].strip() for r in rows if len(r) == 14] == ["original", "rinr-grid"]
+
 
 def test_bench_accuracy_classic_scan_syntax():
     bench = tool("bench_accuracy")

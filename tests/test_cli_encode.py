@@ -271,6 +271,11 @@ def test_scene_cut_reaches_the_codec_config_and_needs_scene_mode(tmp_path):
     parser = build_parser()
     args = parser.parse_args(["src", "out", "--scene", "auto", "--scene-cut", "20"])
     assert build_config(args).codec_config.scene.cut_psnr == 20.0
+    # Scene mode shares a scene's bytes over a batch: by default the batch is the whole shard, else 4 frames.
+    assert build_config(args).batch == 1000
+    assert build_config(parser.parse_args(["src", "out", "--scene", "auto", "--shard-size", "50"])).batch == 50
+    assert build_config(parser.parse_args(["src", "out", "--scene", "auto", "--batch", "8"])).batch == 8
+    assert build_config(parser.parse_args(["src", "out"])).batch == 4
     with pytest.raises(ValueError, match="--scene-cut"):
         build_config(parser.parse_args(["src", "out", "--scene-cut", "20"]))
 

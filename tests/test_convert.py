@@ -120,6 +120,11 @@ def test_concurrent_jobs_write_the_shards_one_job_writes(tmp_path):
         made[jobs] = [(s["__key__"], s["rinr"], s["json"]) for path in found for s in shards.iter_shard(path)]
     assert [key for key, *_ in made[2]] == ["img_a", "img_b", "img_c"]
     assert made[1] == made[2]  # one torch thread per fit either way: the same bytes, in the same order
+    # One batch for the whole run (a long scene): one job, which keeps every torch thread.
+    said = []
+    config = ConvertConfig(codec_config=FAST, shard_size=5, batch=5, jobs=2)
+    assert encode_dataset(source, tmp_path / "one", config, progress=False, log=said.append).frames == 3
+    assert not any("batches at once" in m for m in said)
 
 
 def test_classic_encoder_reports_region_psnr():

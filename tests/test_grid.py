@@ -13,6 +13,7 @@ import torch
 from conftest import smooth_frame
 
 import rinr_data as R
+from rinr_data.codecs.grid import encoder as grid_encoder
 from rinr_data.codecs.grid import model as grid_mod
 from rinr_data.codecs.grid import record as grid_record
 from rinr_data.codecs.grid.context import LevelContext
@@ -201,6 +202,50 @@ def test_a_changed_background_starts_a_new_scene(sequence):
     refs = [R.unpack_record(e.blob).scene for e in encoded]
     assert len(scenes) == 2
     assert refs[:4] == [refs[0]] * 4 and refs[4:] == [refs[4]] * 2 and refs[0] != refs[4]
+
+
+def test_a_scene_s_frames_are_fitted_fit_batch_at_a_time(sequence, monkeypatch):
+    frames, boxes, config, scenes, encoded = sequence
+    calls = []
+
+    def counting(shape, targets, *args, **kwargs):
+        calls.append(len(targets))
+        return fit_grids(shape, targets, *args, **kwargs)
+
+    fit_grids = grid_encoder.fit_grids
+    monkeypatch.setattr(grid_encoder, "fit_grids", counting)
+    chunked = config.replace(scene=dataclasses.replace(config.scene, fit_batch=3, frame_synthesis="reuse"))
+    scenes3, encoded3 = R.encode_sequence_frames(frames, boxes, chunked)
+    # Scenes of 4 and 2 frames: calls of at most 3 frames (after each scene's own fit), every frame once.
+    assert calls == [1, 1, 3, 1, 2]
+    assert scenes3 == scenes  # the scenes do not depend on how their frames are batched
+    assert [R.unpack_record(b.blob).scene for b in encoded3] == [R.unpack_record(a.blob).scene for a in encoded]
+    with pytest.raises(ValueError, match="fit_batch"):
+        R.SceneConfig(fit_batch=0)
+
+
+@pytest.mark.parametrize("policy", ["reuse", "tune", "auto"])
+def test_frames_reuse_or_tune_the_scene_synthesis(sequence, policy):
+    frames, boxes, config, scenes, encoded = sequence
+    chosen = config.replace(scene=dataclasses.replace(config.scene, frame_synthesis=policy))
+    scenes2, encoded2 = R.encode_sequence_frames(frames[:4], boxes[:4], chosen)
+    assert set(scenes2) <= set(scenes)  # the scene's own fit does not depend on the policy
+    tuned = [any(np.any(d) for d in R.unpack_record(e.blob).synthesis_delta) for e in encoded2]
+    missed = [grid_encoder.shortfall(e, config) for e in encoded2]
+    if policy == "reuse":
+        # A red box on a smooth grey-green scene: the scene's synthesis cannot reach it at the object target.
+        assert not any(tuned) and max(missed) > grid_encoder.SHORTFALL_DB
+    elif policy == "tune":
+        assert all(tuned)
+    else:
+        # Reused where the scene's synthesis reaches the targets; only the frames that missed are tuned.
+        assert any(tuned) and all(t or m <= grid_encoder.SHORTFALL_DB for t, m in zip(tuned, missed))
+    decoded = R.decode_batch([e.blob for e in encoded2], scenes=scenes2)
+    for img, enc, frame, box in zip(decoded, encoded2, frames, boxes):
+        q = region_psnr(torch.from_numpy(frame).permute(2, 0, 1), img, box)
+        assert (q.objects, q.background) == (pytest.approx(enc.object_psnr), pytest.approx(enc.background_psnr))
+    with pytest.raises(ValueError, match="frame_synthesis"):
+        R.SceneConfig(frame_synthesis="never")
 
 
 @pytest.mark.parametrize("cut, expected", [(0.0, [0] * 6), (99.0, list(range(6)))])

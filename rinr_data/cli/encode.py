@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SCENE_MODES,
         default="off",
         help="'auto': scene mode (grid preset, static cameras): the frames of each --batch share scene "
-        "background records, stored in their shard; give a large --batch and frames in camera order "
+        "background records, stored in their shard; frames in camera order; each --batch (default: the whole "
+        "shard; frames are fitted 16 at a time, so memory does not grow with it) shares its scenes "
         "(default: %(default)s)",
     )
     c.add_argument(
@@ -131,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--batch",
         type=int,
-        default=4,
-        help="frames fitted together per call: 4 suits a CPU, a GPU wants 16 or more (default: %(default)s)",
+        help="frames fitted together per call: 4 suits a CPU, a GPU wants 16 or more (default: 4); with --scene "
+        "auto, the frames that may share scene records (default: --shard-size)",
     )
     c.add_argument(
         "--jobs",
@@ -227,7 +228,10 @@ def build_config(args: argparse.Namespace) -> ConvertConfig:
         size=args.size,
         max_side=args.max_side,
         shard_size=args.shard_size,
-        batch=args.batch,
+        # A scene's bytes are shared by the frames of one batch: scene mode wants the longest batch a shard holds.
+        batch=args.batch
+        if args.batch is not None
+        else (args.shard_size if args.scene == "auto" else ConvertConfig.batch),
         prefix=args.prefix,
         scene=args.scene,
         workers=args.workers,

@@ -10,6 +10,7 @@ from .model import GridShape
 from .warm import WarmStart
 
 DEFAULT_GRID = GridShape(levels=6, hidden=(16, 16), box_levels=2)
+FRAME_SYNTHESIS = ("auto", "reuse", "tune")
 
 
 @dataclass(frozen=True)
@@ -22,15 +23,28 @@ class SceneConfig:
         cut_psnr: a frame the scene reproduces below this PSNR (dB, outside its boxes) starts the next scene; None:
             `background_psnr`. A lower value keeps a scene across frames whose passers-by and noise the frames'
             own corrections can fix, and still cuts where the camera moved (a cut scores ~10-18 dB).
+        fit_batch: the frames of a scene fitted together in one call (memory grows with it, not with the scene's
+            length; the records depend on it only through the order of float sums and noise draws).
+        frame_synthesis: "reuse": frames keep the scene's synthesis as it is; "tune": they fine-tune it and ship the
+            differences; "auto" (default): reuse, and refit with tuning the frames that then miss a PSNR target by
+            more than 0.5 dB (colours the scene never showed may be out of its synthesis' reach). Tuning alters the
+            whole background, which the frame then pays to correct: on 12 vtest-long frames at 18 / 28 dB, 2,252
+            B/frame at 25.7 / 29.5 dB tuned against 1,289 B at 26.9 / 30.8 dB reused (docs/BENCHMARKS.md).
     """
 
     window: int = 32
     psnr_margin: float = 5.0
     cut_psnr: float | None = None
+    fit_batch: int = 16
+    frame_synthesis: str = "auto"
 
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"scene window must be >= 1 frame, got {self.window}")
+        if self.fit_batch < 1:
+            raise ValueError(f"scene fit_batch must be >= 1 frame, got {self.fit_batch}")
+        if self.frame_synthesis not in FRAME_SYNTHESIS:
+            raise ValueError(f"unknown frame_synthesis {self.frame_synthesis!r}; valid: {', '.join(FRAME_SYNTHESIS)}")
 
 
 @dataclass(frozen=True)

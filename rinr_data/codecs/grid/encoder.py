@@ -145,6 +145,51 @@ def learn_warm_start(
     return replace(start, log_weight=ended.log_weight.clamp_min(floor))
 
 
+def _fit_on_scene(
+    frames: list[torch.Tensor],
+    boxes: list[np.ndarray],
+    chunk: list[int],
+    config: GridConfig,
+    on_scene: tuple[str, GridRecord, SceneBase, dict[str, GridRecord]],
+    tune: bool,
+    device: torch.device,
+    on_step: Callable[[int], None] | None,
+) -> list[EncodedFrame]:
+    """Fit frames `chunk` on their scene (`on_scene`: its id, record, fitting base and the parsed scenes by id) in
+    one call, reusing or (`tune`) fine-tuning its synthesis, and measure them as decoded."""
+    name, scene, base, parsed = on_scene
+    fits = fit_grids(
+        config.grid,
+        _targets([frames[i] for i in chunk], [boxes[i] for i in chunk], config, base),
+        replace(fit_settings(config, 1), tune_synthesis=tune),
+        device,
+        on_step,
+    )
+    blobs = [grid_record.pack(_record(frames[i], boxes[i], fit, config, (name, scene))) for i, fit in zip(chunk, fits)]
+    return measure(
+        grid_record.unpack,
+        packing.pack,
+        blobs,
+        [frames[i] for i in chunk],
+        [boxes[i] for i in chunk],
+        device,
+        [{"grid": config.max_steps}] * len(chunk),
+        parsed,
+    )
+
+
+SHORTFALL_DB = 0.5  # a scene frame this far below a target is refitted with a tuned synthesis ("auto")
+
+
+def shortfall(frame: EncodedFrame, config: GridConfig) -> float:
+    """dB by which a frame misses its object and background targets, summed (a frame without boxes has no object
+    PSNR to miss)."""
+    missed = max(0.0, config.background_psnr - frame.background_psnr)
+    if not math.isnan(frame.object_psnr):
+        missed += max(0.0, config.object_psnr - frame.object_psnr)
+    return missed
+
+
 def _scene_background(frames: list[torch.Tensor], boxes: list[np.ndarray]) -> torch.Tensor:
     """Per-pixel median of frames with their box pixels left out (plain median where every frame has a box)."""
     stack = torch.stack([f.to(torch.float32) for f in frames])
@@ -222,27 +267,20 @@ def encode_sequence_frames(
         base = SceneBase(
             latents, layers, [(synthesis[2 * i].scale, synthesis[2 * i + 1].scale) for i in range(len(layers))]
         )
-        fits = fit_grids(
-            config.grid,
-            _targets([frames[i] for i in members], [boxes[i] for i in members], config, base),
-            fit_settings(config, 1),
-            device,
-            bar.step(f"frames of {name}"),
-        )
-        blobs = [
-            grid_record.pack(_record(frames[i], boxes[i], fit, config, (name, scene))) for i, fit in zip(members, fits)
-        ]
-        measured = measure(
-            grid_record.unpack,
-            packing.pack,
-            blobs,
-            [frames[i] for i in members],
-            [boxes[i] for i in members],
-            device,
-            [{"grid": config.max_steps}] * len(members),
-            parsed,
-        )
-        for i, m in zip(members, measured):
-            encoded[i] = m
+        on_scene = (name, scene, base, parsed)
+        # A scene may serve hundreds of frames: fitting them in calls of `fit_batch` keeps memory bounded.
+        for first in range(0, len(members), scene_cfg.fit_batch):
+            chunk = members[first : first + scene_cfg.fit_batch]
+            step = bar.step(f"frames of {name}")
+            tune = scene_cfg.frame_synthesis == "tune"
+            measured = _fit_on_scene(frames, boxes, chunk, config, on_scene, tune, device, step)
+            missed = [k for k, m in enumerate(measured) if shortfall(m, config) > SHORTFALL_DB]
+            if scene_cfg.frame_synthesis == "auto" and missed:
+                retried = _fit_on_scene(frames, boxes, [chunk[k] for k in missed], config, on_scene, True, device, step)
+                for k, m in zip(missed, retried):
+                    if shortfall(m, config) < shortfall(measured[k], config):
+                        measured[k] = m
+            for i, m in zip(chunk, measured):
+                encoded[i] = m
     bar.close()
     return scenes, encoded  # type: ignore[return-value]

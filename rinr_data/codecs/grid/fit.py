@@ -49,14 +49,15 @@ class GridFitSettings:
     dual_step: float = DUAL_STEP  # log-step of the Lagrange weights per dB of error
     warm: WarmStart | None = None  # start synthesis, entropy model and Lagrange weights here (else from scratch)
     shared: bool = False  # one synthesis and entropy model for all targets: how a warm start is learned
+    tune_synthesis: bool = False  # frames on a scene fine-tune its synthesis (else they reuse it as it is)
 
 
 @dataclass
 class SceneBase:
     """A scene's dequantised latents (levels [1, h_l, w_l]) and synthesis, plus the synthesis' quantisation steps.
 
-    A frame fitted on a base adds its latents to the scene's and fine-tunes the scene's synthesis on the same steps,
-    so it ships only integer differences.
+    A frame fitted on a base adds its latents to the scene's and keeps the scene's synthesis (or, with
+    `GridFitSettings.tune_synthesis`, fine-tunes it on the same steps), so it ships only integer differences.
     """
 
     latents: list[torch.Tensor]
@@ -189,7 +190,10 @@ def _fit_group(
     if bases[0] is not None:
         base_lat = [torch.stack([b.latents[lv] for b in bases]).to(device) for lv in range(shape.levels)]
         layers = [
-            tuple(torch.cat([b.layers[i][k] for b in bases]).to(device).requires_grad_() for k in (0, 1))
+            tuple(
+                torch.cat([b.layers[i][k] for b in bases]).to(device).requires_grad_(settings.tune_synthesis)
+                for k in (0, 1)
+            )
             for i in range(n_layers)
         ]
         steps = [
