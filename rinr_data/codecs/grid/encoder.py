@@ -268,14 +268,15 @@ def encode_sequence_frames(
             latents, layers, [(synthesis[2 * i].scale, synthesis[2 * i + 1].scale) for i in range(len(layers))]
         )
         on_scene = (name, scene, base, parsed)
+        step = bar.step(f"frames of {name}")
+        tune = scene_cfg.frame_synthesis == "tune"
         # A scene may serve hundreds of frames: fitting them in calls of `fit_batch` keeps memory bounded.
         for first in range(0, len(members), scene_cfg.fit_batch):
             chunk = members[first : first + scene_cfg.fit_batch]
-            step = bar.step(f"frames of {name}")
-            tune = scene_cfg.frame_synthesis == "tune"
             measured = _fit_on_scene(frames, boxes, chunk, config, on_scene, tune, device, step)
-            missed = [k for k, m in enumerate(measured) if shortfall(m, config) > SHORTFALL_DB]
-            if scene_cfg.frame_synthesis == "auto" and missed:
+            auto = scene_cfg.frame_synthesis == "auto"
+            missed = [k for k, m in enumerate(measured) if auto and shortfall(m, config) > SHORTFALL_DB]
+            if missed:
                 retried = _fit_on_scene(frames, boxes, [chunk[k] for k in missed], config, on_scene, True, device, step)
                 for k, m in zip(missed, retried):
                     if shortfall(m, config) < shortfall(measured[k], config):
