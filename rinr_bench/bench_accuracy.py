@@ -345,6 +345,7 @@ class RinrVariant:
     scene_cut: float | None = None  # SceneConfig.cut_psnr (scene mode only)
     box_margin: int | None = None  # GridShape.box_margin (pixels)
     cold: bool = False  # every frame fitted from scratch (GridConfig.warm_frames = 0), not from a warm start
+    frame_synthesis: str | None = None  # SceneConfig.frame_synthesis (scene mode only; None: its default)
 
     @property
     def name(self) -> str:
@@ -356,6 +357,7 @@ class RinrVariant:
             + (f"+pad{self.box_margin}" if self.box_margin is not None else "")
             + (f"+scene{self.scene_margin:g}" if self.scene_margin is not None else "")
             + (f"+cut{self.scene_cut:g}" if self.scene_cut is not None else "")
+            + (f"+{self.frame_synthesis}" if self.frame_synthesis is not None else "")
             + ("+cold" if self.cold else "")
         )
 
@@ -365,7 +367,8 @@ class RinrVariant:
         if self.psnr:
             fields.update(object_psnr=self.psnr[0], background_psnr=self.psnr[1])
         if self.scene_margin is not None:
-            fields.update(scene=SceneConfig(psnr_margin=self.scene_margin, cut_psnr=self.scene_cut))
+            synthesis = {} if self.frame_synthesis is None else {"frame_synthesis": self.frame_synthesis}
+            fields.update(scene=SceneConfig(psnr_margin=self.scene_margin, cut_psnr=self.scene_cut, **synthesis))
         if self.cold:
             fields.update(warm_frames=0)
         codec = codec_config(self.preset, max_steps=self.steps or fit_steps, **fields)
@@ -393,11 +396,14 @@ class RinrVariant:
                 else ""
             )
             + (f", new scene below {self.scene_cut:g} dB" if self.scene_cut is not None else "")
+            + (f", frames {self.frame_synthesis} the scene's synthesis" if self.frame_synthesis is not None else "")
             + (", every frame fitted from scratch" if self.cold else "")
         )
 
 
-PRESET_GRAMMAR = "PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN][+padPX][+scene[MARGIN_DB]][+cutDB][+cold]"
+PRESET_GRAMMAR = (
+    "PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN][+padPX][+scene[MARGIN_DB]][+cutDB][+reuse|+tune][+cold]"
+)
 
 
 def parse_preset(text: str) -> RinrVariant:
@@ -411,11 +417,15 @@ def parse_preset(text: str) -> RinrVariant:
         if targets:
             obj, _, bg = targets.partition("/")
             psnr = (float(obj), float(bg))
-        box = pad = margin = cut = None
+        box = pad = margin = cut = synthesis = None
         cold = False
         for m in modifiers:
             if m == "cold":
                 cold = True
+            elif m in ("reuse", "tune"):
+                if synthesis is not None:
+                    raise ValueError("+reuse and +tune exclude each other")
+                synthesis = m
             elif m.startswith("box"):
                 box = int(m[3:])
             elif m.startswith("pad"):
@@ -426,13 +436,13 @@ def parse_preset(text: str) -> RinrVariant:
                 cut = float(m[3:])
             else:
                 raise ValueError(f"unknown modifier +{m}")
-        variant = RinrVariant(name, int(steps) if steps else None, psnr, box, margin, cut, pad, cold)
+        variant = RinrVariant(name, int(steps) if steps else None, psnr, box, margin, cut, pad, cold, synthesis)
     except ValueError as exc:
         raise ValueError(f"bad --presets entry {spec!r} (want {PRESET_GRAMMAR}): {exc}") from None
     if (box is not None or pad is not None or margin is not None or cold) and variant.preset != "grid":
         raise ValueError(f"bad --presets entry {spec!r}: +boxN, +padPX, +scene and +cold apply to the grid preset only")
-    if cut is not None and margin is None:
-        raise ValueError(f"bad --presets entry {spec!r}: +cutDB needs +scene")
+    if (cut is not None or synthesis is not None) and margin is None:
+        raise ValueError(f"bad --presets entry {spec!r}: +cutDB, +reuse and +tune need +scene")
     return variant
 
 
@@ -484,8 +494,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "steps, PSNR targets and (grid) box-only levels, their margin in pixels around the boxes "
         "or scene mode (scene backgrounds MARGIN_DB above the background target, shared by the "
         "frames of each --batch; +cutDB: a frame the scene reproduces below DB starts a new one, "
-        "default the background target; +cold: every frame fitted from scratch, without the dataset's warm "
-        "start); JPEG is matched to the first; '' for none, to scan --classic "
+        "default the background target; +reuse / +tune: scene frames keep or fine-tune the scene's synthesis, "
+        "default: reuse unless a frame then misses a target; +cold: every frame fitted from scratch, "
+        "without the dataset's warm start); JPEG is matched to the first; '' for none, to scan --classic "
         "codecs only (default: %(default)s)",
     )
     p.add_argument(

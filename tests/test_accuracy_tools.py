@@ -209,6 +209,11 @@ def test_bench_accuracy_preset_syntax_and_named_sections(tmp_path):
     pad = bench.parse_preset("grid@24/27.5+pad4+scene+cut20")
     assert pad.name == "grid@24/27.5+pad4+scene5+cut20" and pad.codec().grid.box_margin == 4
     assert pad.codec().grid.box_levels == GridConfig().grid.box_levels and "4 px" in pad.label(pad.codec())
+    assert pad.codec().scene.frame_synthesis == bench.SceneConfig.frame_synthesis
+    tune = bench.parse_preset("grid@18/28+pad12+scene+cut20+tune")
+    assert tune.name == "grid@18/28+pad12+scene5+cut20+tune" and tune.codec().scene.frame_synthesis == "tune"
+    assert "frames tune the scene's synthesis" in tune.label(tune.codec())
+    assert bench.parse_preset("grid+scene+reuse").codec().scene.frame_synthesis == "reuse"
     cold = bench.parse_preset("grid@24/27.5+cold")
     assert cold.name == "grid@24/27.5+cold" and cold.codec().warm_frames == 0 and cold.name != pad.name
     assert bench.parse_preset("grid").codec().warm_frames == GridConfig().warm_frames > 0
@@ -233,6 +238,8 @@ def test_bench_accuracy_preset_syntax_and_named_sections(tmp_path):
         "grid+padx",
         "paper+cold",
         "grid+colder",
+        "grid+tune",
+        "grid+scene+reuse+tune",
     ):
         with pytest.raises(ValueError, match="bad --presets entry"):
             bench.parse_preset(bad)

@@ -280,6 +280,30 @@ def test_scene_cut_reaches_the_codec_config_and_needs_scene_mode(tmp_path):
         build_config(parser.parse_args(["src", "out", "--scene-cut", "20"]))
 
 
+def test_scene_auto_has_quality_defaults_of_its_own_and_flags_override_them():
+    from rinr_data.cli.encode import build_config, build_parser
+    from rinr_data.codecs.grid.config import SCENE_DEFAULTS
+
+    parser = build_parser()
+
+    def codec(*extra):
+        return build_config(parser.parse_args(["src", "out", *extra])).codec_config
+
+    scene, frame = codec("--scene", "auto"), codec()
+    assert (scene.object_psnr, scene.background_psnr, scene.max_steps) == (
+        SCENE_DEFAULTS["object_psnr"],
+        SCENE_DEFAULTS["background_psnr"],
+        SCENE_DEFAULTS["max_steps"],
+    )
+    assert scene.grid.box_margin == SCENE_DEFAULTS["box_margin"] and scene.scene.cut_psnr == SCENE_DEFAULTS["cut_psnr"]
+    assert scene.grid.box_levels == frame.grid.box_levels and scene.scene.frame_synthesis == "auto"
+    # Per-frame records keep the codec's own defaults.
+    assert (frame.object_psnr, frame.background_psnr, frame.grid.box_margin, frame.scene) == (33.0, 25.0, 0, None)
+    given = codec("--scene", "auto", "--object-psnr", "24", "--box-margin", "4", "--scene-cut", "15", "--max-steps=9")
+    assert (given.object_psnr, given.background_psnr, given.grid.box_margin, given.max_steps) == (24.0, 28.0, 4, 9)
+    assert given.scene.cut_psnr == 15.0 and given.scene.window == scene.scene.window
+
+
 def test_scene_auto_stores_scene_records_in_the_shards(tmp_path):
     import torch
 

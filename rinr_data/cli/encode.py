@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 from .. import codecs
 from ..codecs import PRESETS, SceneConfig
+from ..codecs.grid.config import SCENE_DEFAULTS
 from ..convert import (
     CODECS,
     ON_ERROR,
@@ -68,11 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     def per_preset(name: str) -> str:
         return ", ".join(f"{p} {_default(p, name)}" for p in PRESETS)
 
-    c.add_argument("--object-psnr", type=float, help=f"object PSNR target in dB (default: {per_preset('object_psnr')})")
+    def per_mode(name: str) -> str:
+        return f"{per_preset(name)}; with --scene auto {SCENE_DEFAULTS[name]:g}"
+
+    c.add_argument("--object-psnr", type=float, help=f"object PSNR target in dB (default: {per_mode('object_psnr')})")
     c.add_argument(
-        "--background-psnr", type=float, help=f"background PSNR target in dB (default: {per_preset('background_psnr')})"
+        "--background-psnr", type=float, help=f"background PSNR target in dB (default: {per_mode('background_psnr')})"
     )
-    c.add_argument("--max-steps", type=int, help=f"fitting step budget (default: {per_preset('max_steps')})")
+    c.add_argument("--max-steps", type=int, help=f"fitting step budget (default: {per_mode('max_steps')})")
     c.add_argument(
         "--pixels-per-step",
         type=int,
@@ -94,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PX",
         help=f"grid preset: box-only levels also hold latents this many pixels around every box, so "
         f"they reach what a box clips and the codec leaves no seam at its edge (0-255; default: "
-        f"{_default('grid', 'grid').box_margin})",
+        f"{_default('grid', 'grid').box_margin}; with --scene auto {SCENE_DEFAULTS['box_margin']})",
     )
     c.add_argument(
         "--warm-frames",
@@ -117,16 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="off",
         help="'auto': scene mode (grid preset, static cameras): the frames of each --batch share scene "
         "background records, stored in their shard; frames in camera order; each --batch (default: the whole "
-        "shard; frames are fitted 16 at a time, so memory does not grow with it) shares its scenes "
-        "(default: %(default)s)",
+        "shard; frames are fitted 16 at a time, so memory does not grow with it) shares its scenes; "
+        "the quality defaults change to scene mode's (see the options above) (default: %(default)s)",
     )
     c.add_argument(
         "--scene-cut",
         type=float,
         metavar="DB",
         help="with --scene auto: a frame its scene reproduces below DB dB outside its boxes starts a new "
-        "scene (default: the background target; lower it, e.g. 20, when the background target is "
-        "above what passers-by and noise leave of a static view)",
+        f"scene (default: {SCENE_DEFAULTS['cut_psnr']:g}; a cut scores ~10-18 dB, passers-by and noise "
+        "leave more)",
     )
     c.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     c.add_argument(
@@ -206,7 +210,10 @@ def build_config(args: argparse.Namespace) -> ConvertConfig:
     # A flag of the other INR codec is ignored (its help says which codec reads it), so one set of flags serves both.
     known = {f.name for f in dataclasses.fields(config_class)}
     fields = {k: v for k, v in overrides.items() if k in known}
-    codec_config = config_class(device=_device(args.device), **fields)
+    # Scene mode has defaults of its own (the setting measured at detector parity on a static camera).
+    scene_defaults = args.scene == "auto" and hasattr(config_class, "for_scenes")
+    make = config_class.for_scenes if scene_defaults else config_class
+    codec_config = make(device=_device(args.device), **fields)
     for name in ("box_levels", "box_margin"):
         if getattr(args, name) is not None:
             if not hasattr(codec_config, "with_grid"):
@@ -216,7 +223,8 @@ def build_config(args: argparse.Namespace) -> ConvertConfig:
     if args.scene_cut is not None:
         if args.scene != "auto":
             raise ValueError("--scene-cut applies to --scene auto only")
-        codec_config = codec_config.replace(scene=SceneConfig(cut_psnr=args.scene_cut))
+        scene = dataclasses.replace(codec_config.scene or SceneConfig(), cut_psnr=args.scene_cut)
+        codec_config = codec_config.replace(scene=scene)
     if args.codec != codecs.RECORD_MEMBER and overrides:
         raise ValueError(f"--{'/--'.join(k.replace('_', '-') for k in overrides)} apply to --codec rinr only")
     if args.size is not None and args.max_side is not None:

@@ -11,6 +11,18 @@ from .warm import WarmStart
 
 DEFAULT_GRID = GridShape(levels=6, hidden=(16, 16), box_levels=2)
 FRAME_SYNTHESIS = ("auto", "reuse", "tune")
+# Scene mode's defaults (`GridConfig.for_scenes`, `rinr-encode --scene auto`). On a static camera the scene carries
+# the background, so frames need little there: a low object target (the boxes come out ~26 dB, carried by the scene
+# and the 28 dB ring), a 12 px margin so whatever a box clips of a moving person (limbs, shadow) is coded rather than
+# replaced by the empty scene, and scene cuts only where the view changes (docs/BENCHMARKS.md, "Scene frames with a
+# 12 px box margin").
+SCENE_DEFAULTS: dict[str, Any] = {
+    "object_psnr": 18.0,
+    "background_psnr": 28.0,
+    "max_steps": 600,
+    "box_margin": 12,
+    "cut_psnr": 20.0,
+}
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,18 @@ class GridConfig(FittedConfig):
         out = FittedConfig.settings(self.replace(warm=None))
         del out["warm"]
         return out
+
+    @classmethod
+    def for_scenes(cls, **fields: Any) -> "GridConfig":
+        """Scene mode's defaults with `fields` on top: the setting measured at detector parity (SCENE_DEFAULTS)."""
+        defaults: dict[str, Any] = {
+            "object_psnr": SCENE_DEFAULTS["object_psnr"],
+            "background_psnr": SCENE_DEFAULTS["background_psnr"],
+            "max_steps": SCENE_DEFAULTS["max_steps"],
+            "grid": replace(DEFAULT_GRID, box_margin=SCENE_DEFAULTS["box_margin"]),
+            "scene": SceneConfig(cut_psnr=SCENE_DEFAULTS["cut_psnr"]),
+        }
+        return cls(**{**defaults, **fields})
 
     def with_grid(self, **changes: int) -> "GridConfig":
         """A copy whose grid shape has `changes` (box_levels, box_margin, ...)."""
