@@ -22,6 +22,7 @@ import torch
 from lightning_modules.data import JPEGDataModule, RINRDataModule
 from lightning_modules.detection_metrics import OPERATING_THRESHOLD
 from rinr_data import PRESETS, SceneConfig, codecs
+from rinr_data.codecs.grid.config import SCENE_DEFAULTS
 from rinr_data.convert import SCENE_MODES, ConvertConfig, encode_dataset
 from rinr_data.core.devices import resolve_device
 from rinr_data.sources import load_sample, open_source
@@ -74,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=SCENE_MODES,
         default="off",
         help="'auto': grid scene mode (static camera): the training frames share one scene background "
-        "record (default: %(default)s)",
+        "record, with scene mode's quality defaults (rinr-encode --scene auto) (default: %(default)s)",
     )
     p.add_argument(
         "--scene-cut",
@@ -125,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in (("object_psnr", args.object_psnr), ("background_psnr", args.background_psnr))
             if v is not None
         }
-        # Scene settings go to the grid preset only; ConvertConfig below refuses scene mode for any other.
+        # Scene settings go to the grid preset only; ConvertConfig below refuses scene mode for any other. Scene
+        # mode has quality defaults of its own, as in rinr-encode.
         scene_config = SceneConfig(cut_psnr=args.scene_cut) if args.scene == "auto" else None
+        if scene_config is not None:
+            targets = {**{k: SCENE_DEFAULTS[k] for k in ("object_psnr", "background_psnr")}, **targets}
         codec = codec_config(
             args.preset,
             max_steps=args.fit_steps or DEMO_FIT_STEPS[args.preset],
@@ -136,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             scene=scene_config,
             **targets,
         )
+        if scene_config is not None and hasattr(codec, "with_grid"):
+            codec = codec.with_grid(box_margin=SCENE_DEFAULTS["box_margin"])
         if args.box_levels is not None:
             if args.preset != "grid":
                 raise SystemExit(f"--box-levels: applies to the grid preset only, not {args.preset!r}")

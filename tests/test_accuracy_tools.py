@@ -100,7 +100,9 @@ def test_demo_scene_mode_shares_one_scene_record(coco, tmp_path, capsys):
         *FAST_CODEC,
     ]
     assert tool("demo").main(args) == 0
-    assert "scene mode (new scene below 0 dB)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    # Scene mode brings its own quality defaults, as rinr-encode --scene auto does.
+    assert "scene mode (new scene below 0 dB)" in printed and "targets: objects 18 dB, background 28 dB" in printed
     from rinr_data import shards
 
     samples = [s for tar in sorted((out / "rinr").glob("*.tar")) for s in shards.iter_shard(tar)]
