@@ -210,7 +210,7 @@ def build_config(args: argparse.Namespace) -> ConvertConfig:
     # A flag of the other INR codec is ignored (its help says which codec reads it), so one set of flags serves both.
     known = {f.name for f in dataclasses.fields(config_class)}
     fields = {k: v for k, v in overrides.items() if k in known}
-    # Scene mode has defaults of its own (the setting measured at detector parity on a static camera).
+    # Scene mode has defaults of its own (the setting measured closest to detector parity on a static camera).
     scene_defaults = args.scene == "auto" and hasattr(config_class, "for_scenes")
     make = config_class.for_scenes if scene_defaults else config_class
     codec_config = make(device=_device(args.device), **fields)

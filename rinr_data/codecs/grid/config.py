@@ -105,7 +105,7 @@ class GridConfig(FittedConfig):
 
     @classmethod
     def for_scenes(cls, **fields: Any) -> "GridConfig":
-        """Scene mode's defaults with `fields` on top: the setting measured at detector parity (SCENE_DEFAULTS)."""
+        """Scene mode's defaults (SCENE_DEFAULTS: the setting measured closest to detector parity), `fields` on top."""
         defaults: dict[str, Any] = {
             "object_psnr": SCENE_DEFAULTS["object_psnr"],
             "background_psnr": SCENE_DEFAULTS["background_psnr"],
