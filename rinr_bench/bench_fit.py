@@ -1,8 +1,9 @@
 """Fitting-speed benchmark of the "grid" preset: seconds per step with the fit's renderer against the decoder's.
 
-Fits the same real frames twice in one process, once differentiating the decoder's `render` (the reference) and
-once `render_dense` (the default), and prints seconds per step, the speed-up and the PSNRs each fit reached, so a
-faster fit is shown to reach the same quality.
+Fits the same real frames in one process, once differentiating the decoder's `render` (the reference), once
+`render_dense` (the default), and with `--compile` once more with the step under torch.compile (its compilation,
+a two-step call, is timed apart); prints seconds per step, the speed-up and the PSNRs each fit reached, so a faster
+fit is shown to reach the same quality.
 """
 
 from __future__ import annotations
@@ -33,9 +34,15 @@ def region_psnrs(fit: GridFit, target: GridTarget) -> tuple[float, float]:
     return mse_to_psnr(float(err[inside].mean())), mse_to_psnr(float(err[~inside].mean()))
 
 
-def timed_fit(config: GridConfig, targets: list[GridTarget], dense: bool) -> tuple[float, list[GridFit]]:
+def timed_fit(
+    config: GridConfig, targets: list[GridTarget], dense: bool, compile: str = "off"
+) -> tuple[float, list[GridFit]]:
     """Seconds per step of one stacked fit of `targets`, and its fits."""
-    settings = replace(fit_settings(config), dense_render=dense)
+    settings = replace(fit_settings(config), dense_render=dense, compile=compile)
+    if compile == "on":
+        start = time.perf_counter()
+        fit_grids(config.grid, targets, replace(settings, steps=2))  # one noisy and one rounded step: both graphs
+        print(f"torch.compile of the step: {time.perf_counter() - start:.1f} s (once per process and shape)")
     start = time.perf_counter()
     fits = fit_grids(config.grid, targets, settings)
     return (time.perf_counter() - start) / config.max_steps, fits
@@ -54,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=60, help="fitting steps per run")
     p.add_argument("--scale", type=float, default=1.0, help="resize frames by this factor before fitting")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--compile", action="store_true", help="also fit with the step under torch.compile")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -74,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     h, w = images[0].shape[1:]
     print(f"{len(targets)} frame(s) of {args.data.name} at {w}x{h}, {args.steps} steps each run; {machine()}")
     rows = []
-    for name, dense in (("render (reference)", False), ("render_dense", True)):
-        seconds, fits = timed_fit(config, targets, dense)
+    modes = [("render (reference)", False, "off"), ("render_dense", True, "off")]
+    modes += [("render_dense, compiled", True, "on")] if args.compile else []
+    for name, dense, compile in modes:
+        seconds, fits = timed_fit(config, targets, dense, compile)
         psnrs = [region_psnrs(f, t) for f, t in zip(fits, targets)]
         objects = sum(o for o, _ in psnrs) / len(psnrs)
         background = sum(b for _, b in psnrs) / len(psnrs)

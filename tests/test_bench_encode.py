@@ -30,6 +30,8 @@ def test_bench_encode_times_both_modes_and_writes_its_section(tmp_path, capsys):
     assert [r[1].strip() for r in rows] == ["from scratch", "warm start"]
     assert [r[2].strip() for r in rows] == ["6", "3"] and rows[0][9].strip() == "1.000x"
     assert "<!-- bench_encode:begin -->" in doc.read_text() and "took" in doc.read_text()
+    # The compile mode is part of the command the section records (the tiny frames stay eager under "auto").
+    assert "--compile auto`" in doc.read_text()
 
 
 def test_bench_encode_runs_the_warm_fits_once_per_job_count(tmp_path, capsys):

@@ -462,3 +462,21 @@ def test_a_frame_whose_scene_is_missing_fails_alone(tmp_path):
     dataset = RINRDataset(str(broken / "shard-000000.tar"), batch_size=1, shuffle=False, device="cpu", on_error="skip")
     assert {k for batch in dataset for k in batch.keys} == {s["__key__"] for s in samples} - orphans
     assert dataset.errors == len(orphans)
+
+
+def test_compile_flag_sets_how_the_grid_fit_runs_not_what_decides_the_bytes():
+    from rinr_data.cli.encode import build_config, build_parser
+
+    parser = build_parser()
+
+    def codec(*extra):
+        return build_config(parser.parse_args(["src", "out", *extra])).codec_config
+
+    default, off = codec(), codec("--compile", "off")
+    assert (default.compile, off.compile) == ("auto", "off")
+    # Like --device, it is not a setting a resumed run must match.
+    assert default.settings() == off.settings() and "compile" not in off.settings()
+    with pytest.raises(ValueError, match="--compile applies to the grid preset only"):
+        codec("--preset", "paper", "--compile", "on")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["src", "out", "--compile", "fast"])

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from ..base import FittedConfig
+from .fit import COMPILE_MODES
 from .model import GridShape
 from .warm import WarmStart
 
@@ -74,6 +75,9 @@ class GridConfig(FittedConfig):
         warm_steps: fitting steps of a frame that starts warm.
         warm: the warm start per-frame fits begin from (`rinr_data.warm_up` and rinr-encode set it; None: from
             scratch). Learned from the dataset and the settings above, so it is not a setting of its own.
+        compile: the fitting step under torch.compile: "auto" (frames of 256x256 pixels or more), "on" or "off".
+            Like `device`, how the fit runs rather than what it computes (float sums may round differently), so it
+            is not among `settings()`.
     """
 
     preset: ClassVar[str] = "grid"
@@ -85,11 +89,14 @@ class GridConfig(FittedConfig):
     grid: GridShape = DEFAULT_GRID
     scene: SceneConfig | None = None
     warm_frames: int = 8
-    warm_steps: int = 300
+    warm_steps: int = 450
     warm: WarmStart | None = field(default=None, compare=False, repr=False)
+    compile: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         if self.warm_frames < 0:
             raise ValueError(f"warm_frames must be >= 0, got {self.warm_frames}")
         if self.warm_steps < 1:
@@ -100,7 +107,7 @@ class GridConfig(FittedConfig):
     def settings(self) -> dict[str, Any]:
         """What decides the bytes, as FittedConfig's; the warm start follows from the data and these settings."""
         out = FittedConfig.settings(self.replace(warm=None))
-        del out["warm"]
+        del out["warm"], out["compile"]
         return out
 
     @classmethod

@@ -11,8 +11,9 @@ what is measured is what ships.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -21,7 +22,7 @@ from ...format.entropy import laplace_bits
 from ...format.quantize import qmax
 from . import context as grid_context
 from .context import LevelContext
-from .model import GridShape, Layers, init_layers, level_masks, render, render_dense
+from .model import GridShape, Layers, init_layers, level_masks, render, render_dense, resampling_matrices
 from .warm import WarmStart, initial_latents
 
 # Targets are aimed this far above the asked PSNR so uint8 rounding at decode does not pull a region below it.
@@ -29,9 +30,15 @@ LR_FLOOR = 0.02
 # Start of both Lagrange weights (1 / lambda of a classic rate-distortion loss) and their log-step per dB of error.
 INITIAL_WEIGHT = 150.0
 DUAL_STEP = 0.004
-# A warm-started fit has a fifth of the steps to move each frame's weights to what it needs (measured on 8 held-out
-# vtest-long frames, docs/BENCHMARKS.md "Warm starts").
+# A warm-started fit has a fraction of the steps to move each frame's weights to what it needs (measured at 300
+# steps on 8 held-out vtest-long frames, docs/BENCHMARKS.md "Warm starts"; kept at the 450 of rinr-data 0.10).
 WARM_DUAL_STEP = 0.008
+# torch.compile fuses the step's elementwise work (1.35x per step on a 384x288 CPU fit) but costs ~100 s per graph on
+# a 2-core CPU the first time (seconds once inductor's on-disk cache holds it): "auto" compiles frames this large,
+# where a dataset's worth of steps repays it, and leaves small frames (thumbnails, tests, the demo) eager.
+COMPILE_PIXELS = 256 * 256
+COMPILE_MODES = ("auto", "on", "off")
+RECOMPILE_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class GridFitSettings:
     warm: WarmStart | None = None  # start synthesis, entropy model and Lagrange weights here (else from scratch)
     shared: bool = False  # one synthesis and entropy model for all targets: how a warm start is learned
     tune_synthesis: bool = False  # frames on a scene fine-tune its synthesis (else they reuse it as it is)
+    compile: str = "off"  # the step's loss under torch.compile: "on", "off", "auto" (frames of COMPILE_PIXELS or more)
 
 
 @dataclass
@@ -160,7 +168,6 @@ def _fit_group(
     ring = masks[0] - inside
     regions = (inside, 1 - inside, ring)
     n_px = torch.stack([r.sum(dim=(1, 2, 3)) for r in regions], dim=1)  # [B, region]
-    has = n_px > 0
     goal = (
         torch.tensor([[t.object_psnr, t.background_psnr, t.background_psnr] for t in targets], device=device)
         + PSNR_MARGIN
@@ -233,42 +240,28 @@ def _fit_group(
     )
     noise_gen = torch.Generator(device=device).manual_seed(settings.seed * 7919 + salt)
     noise_steps = int(settings.steps * settings.noise_fraction)
-    renderer = render_dense if settings.dense_render else render
+    matrices = resampling_matrices(shape.level_sizes(h, w), h, w, device) if settings.dense_render else None
+    problem = _Problem(
+        image, regions, n_px, masks, exists, base_lat, steps, anchors, settings.context, settings.weight_bits, matrices
+    )
+    loss_fn = _CompiledLoss() if _use_compile(settings.compile, h * w) else _step_loss
 
     for step in range(settings.steps):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, settings.steps, g["base"], LR_FLOOR)
-        noisy = step < noise_steps
-        q = [_quantize(lat, noisy, noise_gen) * e for lat, e in zip(latents, exists)]
-        synth = (
-            layers
-            if noisy
-            else [
-                (fake_quantize(wt, settings.weight_bits, sw), fake_quantize(b, settings.weight_bits, sb))
-                for (wt, b), (sw, sb) in zip(layers, steps)
+        # Noise is drawn outside the loss (latents first, then synthesis differences) so a compiled loss sees no
+        # generator, and the draws are the same either way.
+        noise = (
+            [
+                torch.rand(t.shape, generator=noise_gen, device=device) - 0.5
+                for t in (*latents, *trainable[: len(anchors)])
             ]
+            if step < noise_steps
+            else None
         )
-        feats = q if base_lat is None else [b + d for b, d in zip(base_lat, q)]
-        out = renderer(_rows(synth, count), feats, h, w)
-        err = ((out - image) ** 2).mean(dim=1, keepdim=True)
-        mse = torch.stack([(err * r).sum(dim=(1, 2, 3)) for r in regions], dim=1) / n_px.clamp_min(1)
-        bits = torch.zeros(count, device=device)
-        scales, c_weights, c_spreads = (t.expand(count, *t.shape[1:]) for t in (log_scale, ctx_weights, ctx_spreads))
-        for lv, (lat, m, e) in enumerate(zip(q, masks, exists)):
-            sc = torch.exp(scales[:, lv])  # [B, pass, region (in boxes, outside)]
-            # Only latents that exist are coded: the known zeros off the boxes of box-only levels cost nothing.
-            if settings.context:
-                feats = grid_context.features(lat[:, 0], q[lv + 1][:, 0] if lv + 1 < shape.levels else None)
-                mean, per = grid_context.distribution(feats, m[:, 0], c_weights[:, lv], c_spreads[:, lv], sc)
-                bits = bits + (laplace_bits(lat[:, 0], per, mean) * e[:, 0]).sum(dim=(1, 2))
-            else:
-                per = sc[:, 0, 0, None, None, None] * m + sc[:, 0, 1, None, None, None] * (1 - m)
-                bits = bits + (laplace_bits(lat, per) * e).sum(dim=(1, 2, 3))
-        for k, (tensor, (anchor, step_size)) in enumerate(zip(trainable, anchors)):
-            diff = _quantize((tensor - anchor) / step_size.view(-1, 1, 1), noisy, noise_gen)
-            bits = bits + laplace_bits(diff, torch.exp(log_scale_syn[:, k]).view(-1, 1, 1)).sum(dim=(1, 2))
-        weight = torch.exp(log_weight) * has
-        loss = (bits / (h * w) + (weight * mse).sum(dim=1)).sum()
+        loss, mse = loss_fn(
+            problem, latents, layers, log_scale, ctx_weights, ctx_spreads, log_scale_syn, log_weight, noise
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -304,12 +297,117 @@ def _fit_group(
     return fits, learned
 
 
+@dataclass(frozen=True)
+class _Problem:
+    """What a fitting step reads but does not train: the frames, their regions and masks, a scene's base."""
+
+    image: torch.Tensor  # [B, 3, H, W]
+    regions: tuple[torch.Tensor, ...]  # in boxes, outside, box-margin ring: [B, 1, H, W] each
+    n_px: torch.Tensor  # [B, region]
+    masks: list[torch.Tensor]  # per level: in boxes [B, 1, h, w]
+    exists: list[torch.Tensor]  # per level: where latents are coded [B, 1, h, w]
+    base_lat: list[torch.Tensor] | None  # a scene's latents per level, or None
+    steps: list[tuple[torch.Tensor | None, torch.Tensor | None]]  # a scene's synthesis steps per layer
+    anchors: list[tuple[torch.Tensor, torch.Tensor]]  # a scene's synthesis and its step, per trained tensor
+    context: bool
+    weight_bits: int
+    # `render_dense`'s resampling weights per level, or None: differentiate the decoder's `render` (the reference).
+    # Tensors, not a renderer object: a compiled step is reused by every call with the same shapes.
+    matrices: list[tuple[torch.Tensor, torch.Tensor] | None] | None
+
+
+def _step_loss(
+    p: _Problem,
+    latents: list[torch.Tensor],
+    layers: Layers,
+    log_scale: torch.Tensor,
+    ctx_weights: torch.Tensor,
+    ctx_spreads: torch.Tensor,
+    log_scale_syn: torch.Tensor,
+    log_weight: torch.Tensor,
+    noise: list[torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's loss (bits per pixel plus weighted region MSEs, summed over frames) and the region MSEs [B, 3].
+
+    `noise`: uniform noise for the latents and then a scene's synthesis differences (the noisy phase), or None
+    (straight-through rounding and fake-quantised synthesis).
+    """
+    count = p.image.shape[0]
+    h, w = p.image.shape[2:]
+    noisy = noise is not None
+    q = [_quantize(lat, noise[i] if noisy else None) * e for i, (lat, e) in enumerate(zip(latents, p.exists))]
+    synth = (
+        layers
+        if noisy
+        else [
+            (fake_quantize(wt, p.weight_bits, sw), fake_quantize(b, p.weight_bits, sb))
+            for (wt, b), (sw, sb) in zip(layers, p.steps)
+        ]
+    )
+    feats = q if p.base_lat is None else [b + d for b, d in zip(p.base_lat, q)]
+    rows = _rows(synth, count)
+    out = render(rows, feats, h, w) if p.matrices is None else render_dense(rows, feats, h, w, p.matrices)
+    err = ((out - p.image) ** 2).mean(dim=1, keepdim=True)
+    mse = torch.stack([(err * r).sum(dim=(1, 2, 3)) for r in p.regions], dim=1) / p.n_px.clamp_min(1)
+    bits = torch.zeros(count, device=p.image.device)
+    scales, c_weights, c_spreads = (t.expand(count, *t.shape[1:]) for t in (log_scale, ctx_weights, ctx_spreads))
+    levels = len(q)
+    for lv, (lat, m, e) in enumerate(zip(q, p.masks, p.exists)):
+        sc = torch.exp(scales[:, lv])  # [B, pass, region (in boxes, outside)]
+        # Only latents that exist are coded: the known zeros off the boxes of box-only levels cost nothing.
+        if p.context:
+            f = grid_context.features(lat[:, 0], q[lv + 1][:, 0] if lv + 1 < levels else None)
+            mean, per = grid_context.distribution(f, m[:, 0], c_weights[:, lv], c_spreads[:, lv], sc)
+            bits = bits + (laplace_bits(lat[:, 0], per, mean) * e[:, 0]).sum(dim=(1, 2))
+        else:
+            per = sc[:, 0, 0, None, None, None] * m + sc[:, 0, 1, None, None, None] * (1 - m)
+            bits = bits + (laplace_bits(lat, per) * e).sum(dim=(1, 2, 3))
+    trainable = [t for pair in layers for t in pair]
+    for k, (tensor, (anchor, step_size)) in enumerate(zip(trainable, p.anchors)):
+        u = noise[levels + k] if noisy else None
+        diff = _quantize((tensor - anchor) / step_size.view(-1, 1, 1), u)
+        bits = bits + laplace_bits(diff, torch.exp(log_scale_syn[:, k]).view(-1, 1, 1)).sum(dim=(1, 2))
+    weight = torch.exp(log_weight) * (p.n_px > 0)
+    return (bits / (h * w) + (weight * mse).sum(dim=1)).sum(), mse
+
+
+def _use_compile(mode: str, pixels: int) -> bool:
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    return mode == "on" or (mode == "auto" and pixels >= COMPILE_PIXELS)
+
+
+class _CompiledLoss:
+    """`_step_loss` under torch.compile (one graph per phase and frame size); the eager function is the reference.
+
+    Where compiling fails (no C++ compiler for inductor on a CPU, an unsupported backend), the fit warns once and goes
+    on eagerly: the maths are the same, only slower. A failure is caught before the step's backward, so no state moved.
+    """
+
+    def __init__(self) -> None:
+        self.fn: Callable[..., Any] | None = torch.compile(_step_loss, dynamic=False)
+        # A run meets a graph per phase and batch shape (sample, full and last batches, scenes, frame sizes): more
+        # than dynamo's default limit of 8, past which it falls back to eager. Raised, never lowered, process-wide
+        # (a per-call patch would race between the encoder's fitting threads).
+        limits = torch._dynamo.config
+        limits.recompile_limit = max(limits.recompile_limit, RECOMPILE_LIMIT)
+
+    def __call__(self, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.fn is not None:
+            try:
+                return self.fn(*args)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure; the eager call below re-raises real errors
+                warnings.warn(f"torch.compile of the fitting step failed, fitting eagerly: {exc}", stacklevel=2)
+                self.fn = None
+        return _step_loss(*args)
+
+
 def _rows(layers: Layers, count: int) -> Layers:
     """Layers broadcast to `count` stacked frames (a shared synthesis has one row)."""
     return [(wt.expand(count, -1, -1), b.expand(count, -1, -1)) for wt, b in layers]
 
 
-def _quantize(lat: torch.Tensor, noisy: bool, gen: torch.Generator) -> torch.Tensor:
-    if noisy:
-        return lat + torch.rand(lat.shape, generator=gen, device=lat.device) - 0.5
+def _quantize(lat: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+    if noise is not None:
+        return lat + noise
     return lat + (torch.round(lat) - lat).detach()

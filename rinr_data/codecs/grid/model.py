@@ -175,25 +175,55 @@ def resampling_matrix(
     return _resampling_matrix(n_in, n_out, torch.device(device), dtype)
 
 
-def render_dense(layers: Layers, latents: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
+def resampling_matrices(
+    sizes: list[tuple[int, int]],
+    height: int,
+    width: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+    """Per level of `sizes` (rows, cols): `render_dense`'s row and column resampling weights, None at frame size."""
+    return [
+        None
+        if (rows, cols) == (height, width)
+        else (resampling_matrix(rows, height, device, dtype), resampling_matrix(cols, width, device, dtype))
+        for rows, cols in sizes
+    ]
+
+
+def render_dense(
+    layers: Layers,
+    latents: list[torch.Tensor],
+    height: int,
+    width: int,
+    matrices: list[tuple[torch.Tensor, torch.Tensor] | None] | None = None,
+) -> torch.Tensor:
     """`render` for fitting: the same pixels up to float rounding, several times faster to differentiate.
 
     Bicubic resampling is separable, so each level is upsampled by two matrix products (row weights, column weights)
     whose backward passes are matrix products too, where F.interpolate's backward scatters every tap; and the
-    synthesis runs on whole frames, without the fixed tiles `synthesize` keeps for bit-exact decoding.
+    synthesis runs on whole frames, without the fixed tiles `synthesize` keeps for bit-exact decoding. `matrices`:
+    `resampling_matrices(...)` made once (else made here, cached).
     """
+    if matrices is None:
+        sizes = [tuple(lat.shape[-2:]) for lat in latents]
+        matrices = resampling_matrices(sizes, height, width, latents[0].device, latents[0].dtype)
     feats = []
-    for lat in latents:
-        rows, cols = lat.shape[-2:]
-        if (rows, cols) == (height, width):
+    for lat, pair in zip(latents, matrices):
+        if pair is None:
             feats.append(lat[:, 0])
             continue
-        rows_w = resampling_matrix(rows, height, lat.device, lat.dtype)
-        cols_w = resampling_matrix(cols, width, lat.device, lat.dtype)
+        rows_w, cols_w = pair
         feats.append(rows_w @ (lat[:, 0] @ cols_w.T))
     b = latents[0].shape[0]
-    x = _mlp(layers, torch.stack(feats, dim=-1).reshape(b, height * width, len(latents)))
-    return x.transpose(1, 2).reshape(b, -1, height, width)
+    # Channels first ([B, C, pixels]): the GEMMs run along the long pixel axis and no transposed copy is made of the
+    # features or the output, 1.2-1.4x faster forward and backward than `_mlp`'s pixels-first layout on a CPU.
+    x = torch.stack(feats, dim=1).reshape(b, len(latents), height * width)
+    for i, (weight, bias) in enumerate(layers):
+        x = torch.baddbmm(bias.transpose(1, 2), weight.transpose(1, 2), x)
+        if i < len(layers) - 1:
+            x = torch.relu(x)
+    return x.reshape(b, -1, height, width)
 
 
 def init_layers(shape: GridShape, count: int, generator: torch.Generator, device: torch.device) -> Layers:
