@@ -19,6 +19,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # Test tensors are tiny: thread start-up dominates, and on a loaded 2-core machine spinning OpenMP threads
     # slowed tiny fits 60x. Subprocesses started by tests inherit the variable.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Frames of 256x256 or more fit under torch.compile by default: minutes of compiling on a fresh CI machine for
+    # fits of a few steps. tests/test_fit_compile.py checks the compiled step against the eager one ("on").
+    os.environ.setdefault("RINR_COMPILE", "0")
     torch.set_num_threads(1)
     config.addinivalue_line("markers", "slow: long-running; excluded from `make test`")
     config.addinivalue_line("markers", "soak: minutes-long memory soak (pytest -m soak); excluded from `make test`")

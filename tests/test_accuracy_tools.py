@@ -221,7 +221,8 @@ def test_bench_accuracy_preset_syntax_and_named_sections(tmp_path):
     assert bench.parse_preset("grid").codec().warm_frames == GridConfig().warm_frames > 0
     assert "from scratch" in cold.label(cold.codec()) and "scratch" not in pad.label(pad.codec())
     warm = bench.parse_preset("grid:900")
-    assert warm.label(warm.codec()).startswith("RINR grid, warm start, 300 steps a frame (900 for its 8-frame sample)")
+    expected = f"RINR grid, warm start, {GridConfig().warm_steps} steps a frame (900 for its 8-frame sample)"
+    assert warm.label(warm.codec()).startswith(expected)
     assert cold.label(cold.codec(fit_steps=900)).startswith("RINR grid, 900 steps,")
     paper = bench.parse_preset("paper").codec(fit_steps=77)
     assert (paper.preset, paper.max_steps, paper.object_psnr) == ("paper", 77, 35.0)

@@ -59,8 +59,12 @@ def test_a_compiler_failure_falls_back_to_the_eager_fit(monkeypatch):
     assert all(torch.equal(x, y) for a, b in zip(eager, fallback) for x, y in zip(a.latents, b.latents))
 
 
-def test_auto_compiles_large_frames_only_and_modes_are_checked():
+def test_auto_compiles_large_frames_only_and_modes_are_checked(monkeypatch):
+    monkeypatch.setenv("RINR_COMPILE", "1")
     assert not grid_fit._use_compile("auto", 255 * 256) and grid_fit._use_compile("auto", 256 * 256)
+    monkeypatch.setenv("RINR_COMPILE", "0")  # what the test suite runs with (conftest.py)
+    assert not grid_fit._use_compile("auto", 256 * 256) and grid_fit._use_compile("on", 256 * 256)
+    monkeypatch.setenv("RINR_COMPILE", "1")
     assert grid_fit._use_compile("on", 1) and not grid_fit._use_compile("off", 10**7)
     with pytest.raises(ValueError, match="compile must be one of"):
         grid_fit._use_compile("fast", 1)

@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         choices=COMPILE_MODES,
         help="grid preset: run the fitting step under torch.compile; 'auto' compiles frames of 256x256 pixels or "
-        "more (~1.35x per step on a CPU; the first run on a machine spends minutes compiling, later runs seconds) "
+        "more (1.2-1.45x per step on a CPU; the first run on a machine spends minutes compiling, later runs seconds) "
         "(default: auto)",
     )
     c.add_argument(

@@ -75,7 +75,8 @@ class GridConfig(FittedConfig):
         warm_steps: fitting steps of a frame that starts warm.
         warm: the warm start per-frame fits begin from (`rinr_data.warm_up` and rinr-encode set it; None: from
             scratch). Learned from the dataset and the settings above, so it is not a setting of its own.
-        compile: the fitting step under torch.compile: "auto" (frames of 256x256 pixels or more), "on" or "off".
+        compile: the fitting step under torch.compile: "auto" (frames of 256x256 pixels or more, unless the
+            environment sets RINR_COMPILE=0), "on" or "off".
             Like `device`, how the fit runs rather than what it computes (float sums may round differently), so it
             is not among `settings()`.
     """

@@ -11,6 +11,7 @@ what is measured is what ships.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -33,7 +34,7 @@ DUAL_STEP = 0.004
 # A warm-started fit has a fraction of the steps to move each frame's weights to what it needs (measured at 300
 # steps on 8 held-out vtest-long frames, docs/BENCHMARKS.md "Warm starts"; kept at the 450 of rinr-data 0.10).
 WARM_DUAL_STEP = 0.008
-# torch.compile fuses the step's elementwise work (1.35x per step on a 384x288 CPU fit) but costs ~100 s per graph on
+# torch.compile fuses the step's elementwise work (1.45x per step on a 384x288 CPU fit) but costs ~100 s per graph on
 # a 2-core CPU the first time (seconds once inductor's on-disk cache holds it): "auto" compiles frames this large,
 # where a dataset's worth of steps repays it, and leaves small frames (thumbnails, tests, the demo) eager.
 COMPILE_PIXELS = 256 * 256
@@ -374,7 +375,10 @@ def _step_loss(
 def _use_compile(mode: str, pixels: int) -> bool:
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
-    return mode == "on" or (mode == "auto" and pixels >= COMPILE_PIXELS)
+    # RINR_COMPILE=0 turns "auto" off (as RINR_FUSED=0 does the fused decoder): for short runs such as test suites,
+    # where minutes of compiling would outweigh the fit.
+    auto = mode == "auto" and pixels >= COMPILE_PIXELS and os.environ.get("RINR_COMPILE", "1") != "0"
+    return mode == "on" or auto
 
 
 class _CompiledLoss:
