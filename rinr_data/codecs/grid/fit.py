@@ -401,7 +401,8 @@ class _CompiledLoss:
             try:
                 return self.fn(*args)
             except Exception as exc:  # noqa: BLE001 - any compiler failure; the eager call below re-raises real errors
-                warnings.warn(f"torch.compile of the fitting step failed, fitting eagerly: {exc}", stacklevel=2)
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # inductor's errors run long
+                warnings.warn(f"torch.compile of the fitting step failed, fitting eagerly: {first}", stacklevel=2)
                 self.fn = None
         return _step_loss(*args)
 
