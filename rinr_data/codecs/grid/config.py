@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from ..base import FittedConfig
-from .fit import COMPILE_MODES
+from .fit import check_compile
 from .model import GridShape
 from .warm import WarmStart
 
@@ -96,8 +96,7 @@ class GridConfig(FittedConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.compile not in COMPILE_MODES:
-            raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+        check_compile(self.compile)
         if self.warm_frames < 0:
             raise ValueError(f"warm_frames must be >= 0, got {self.warm_frames}")
         if self.warm_steps < 1:

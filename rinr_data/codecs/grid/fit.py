@@ -372,9 +372,14 @@ def _step_loss(
     return (bits / (h * w) + (weight * mse).sum(dim=1)).sum(), mse
 
 
-def _use_compile(mode: str, pixels: int) -> bool:
+def check_compile(mode: str) -> None:
+    """Raise ValueError unless `mode` is one of COMPILE_MODES."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+
+
+def _use_compile(mode: str, pixels: int) -> bool:
+    check_compile(mode)
     # RINR_COMPILE=0 turns "auto" off (as RINR_FUSED=0 does the fused decoder): for short runs such as test suites,
     # where minutes of compiling would outweigh the fit.
     auto = mode == "auto" and pixels >= COMPILE_PIXELS and os.environ.get("RINR_COMPILE", "1") != "0"
