@@ -9,7 +9,9 @@ import pytest
 
 from rinr_data import FormatError
 from rinr_data.codecs.grid import context as grid_context
+from rinr_data.codecs.grid import record as grid_record
 from rinr_data.codecs.grid.context import LevelContext
+from rinr_data.codecs.grid.model import GridShape
 from rinr_data.format import entropy, rans_tables
 
 
@@ -70,39 +72,51 @@ def test_the_tables_cost_under_one_percent_over_exact_laplace_models(scale):
     assert tabulated <= exact * 1.01, (exact, tabulated)
 
 
-def _random_level(rng: np.random.Generator, shape: tuple[int, int], coarser: np.ndarray | None, box_only: bool):
-    """A level, its box mask, where it is coded, its context and bound: coded values drawn from the context model."""
-    h, w = shape
-    mask = np.zeros(shape, np.bool_)
-    for _ in range(2):
-        top, left = rng.integers(0, h), rng.integers(0, w)
-        mask[top : top + rng.integers(1, h + 1), left : left + rng.integers(1, w + 1)] = True
+def _random_level(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    coarser: np.ndarray | None,
+    mask: np.ndarray,
+    box_only: bool,
+    wide: bool,
+):
+    """A level, where it is coded, its context and bound: coded values drawn from the context model (`wide`: values
+    and scales past the tables' top scale, so the decoder's raw low bits and int16 levels are used)."""
     ctx = LevelContext(
-        rng.uniform(0.05, 3, (2, 2)).astype(np.float16),
+        rng.uniform(0.05, 300 if wide else 3, (2, 2)).astype(np.float16),
         rng.integers(-127, 128, grid_context.WEIGHTS).astype(np.int8),
         rng.integers(-40, 128, grid_context.PASSES).astype(np.int8),
     )
     coded = mask if box_only else None
     level = np.zeros(shape, np.int32)
-    bound = int(rng.integers(1, 30))
+    bound = int(rng.integers(200, 3000)) if wide else int(rng.integers(1, 30))
     for first, (rows, cols) in zip((True, False), grid_context.pass_positions(shape, coded)):
         mean, scale = grid_context.pass_models(level, coarser, mask, ctx, bound, rows, cols, first)
         level[rows, cols] = np.clip(np.round(mean + rng.laplace(0, scale)), -bound, bound)
     bound = int(np.abs(level).max(initial=0))
-    return level, mask, coded, ctx, bound
+    return level, coded, ctx, bound
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_the_compiled_context_model_decodes_what_the_specification_encodes(seed):
-    """`grid_context.models` (NumPy, the specification) codes a level pyramid; the compiled decoder, which evaluates
-    the same means and scales itself, reads it back exactly, box-only levels and missing coarser levels included."""
+    """`grid_context.models` (NumPy, the specification) codes a level pyramid; the compiled decoder, which paints the
+    box masks from the box regions and evaluates the same means and scales itself, reads it back exactly: box-only
+    levels, box margins, missing coarser levels and (odd seeds) values past the tables' top scale included."""
     rng = np.random.default_rng(seed)
     h, w = int(rng.integers(1, 40)), int(rng.integers(1, 40))
-    sizes = [(-(-h // 2**lv), -(-w // 2**lv)) for lv in range(4)]
-    levels, masks, coded, contexts, bounds = [None] * 4, [None] * 4, [None] * 4, [None] * 4, [0] * 4
+    shape = GridShape(levels=4, box_levels=int(rng.integers(0, 3)), box_margin=int(rng.integers(0, 4)))
+    boxes = []
+    for _ in range(int(rng.integers(0, 4))):
+        x0, y0 = rng.uniform(0, w - 0.5), rng.uniform(0, h - 0.5)
+        boxes.append((x0, y0, rng.uniform(x0 + 0.1, w), rng.uniform(y0 + 0.1, h)))
+    sizes = shape.level_sizes(h, w)
+    masks = grid_record._level_masks(shape, h, w, boxes)
+    levels, coded, contexts, bounds = [None] * 4, [None] * 4, [None] * 4, [0] * 4
     for lv in reversed(range(4)):
         coarser = levels[lv + 1] if lv + 1 < 4 else None
-        levels[lv], masks[lv], coded[lv], contexts[lv], bounds[lv] = _random_level(rng, sizes[lv], coarser, lv < 2)
+        levels[lv], coded[lv], contexts[lv], bounds[lv] = _random_level(
+            rng, sizes[lv], coarser, masks[lv], lv < shape.box_levels, wide=seed % 2 == 1
+        )
     chunks = [(v, s, bounds[lv], m) for lv, v, m, s in grid_context.models(levels, masks, contexts, bounds, coded)]
     reader = entropy.RansReader(entropy.rans_compress(chunks))
     params = grid_context.table_parameters(
@@ -110,12 +124,23 @@ def test_the_compiled_context_model_decodes_what_the_specification_encodes(seed)
         np.stack([c.spreads for c in contexts]),
         np.stack([c.scales.reshape(-1) for c in contexts]),
     )
-    for lv in reversed(range(4)):
-        coarser = levels[lv + 1] if lv + 1 < 4 else None
-        got, peak = reader.read_level(sizes[lv], coarser, masks[lv], coded[lv], params[lv], bounds[lv])
-        np.testing.assert_array_equal(got, levels[lv])
-        assert peak == int(np.abs(levels[lv]).max(initial=0))
+    rects = grid_record._box_rects(shape, h, w, boxes)
+    got, peaks = reader.read_levels(sizes, rects, shape.box_levels, params, bounds)
+    for lv in range(4):
+        np.testing.assert_array_equal(got[lv], levels[lv])
+        assert got[lv].dtype == (np.int8 if bounds[lv] <= 127 else np.int16)
+        assert peaks[lv] == int(np.abs(levels[lv]).max(initial=0))
     reader.finish()
+
+
+def test_the_level_decoder_refuses_parameters_off_the_stored_grid():
+    """Mean weights and spreads are int8 multiples of 1/64 in every record; anything else is a caller's error."""
+    reader = entropy.RansReader(entropy.rans_compress([(np.ones(4, np.int32), np.ones(4), 1)]))
+    params = np.zeros(12)
+    params[8:] = 1.0
+    params[0] = 0.3  # not a multiple of 1/64
+    with pytest.raises(FormatError, match="multiples of 1/64"):
+        reader.read_levels([(2, 2)], np.zeros((0, 4), np.int32), 0, params[None], [1])
 
 
 def _stream() -> tuple[bytes, np.ndarray, np.ndarray]:
@@ -158,3 +183,25 @@ def test_a_value_beyond_the_declared_bound_is_refused():
     data = entropy.rans_compress([(values, np.ones(3), 9)])
     with pytest.raises(FormatError, match="bound"):
         entropy.RansReader(data).read(np.ones(3), 8)
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ([(2, 2, 0, 1, 1), (4, 4, 4, 1, 1)], "finest first"),
+        ([(4, 4, 0, 1, 1), (1, 1, 16, 1, 1)], "less than half"),
+        ([(4, 4, 0, 1, 1), (2, 2, 8, 1, 1)], "overlap"),
+        ([(4, 4, 0, 2, 1)], "does not fit"),
+        ([(4, 4, 0, 1, 300)], "does not fit"),
+    ],
+)
+def test_the_level_decoder_refuses_a_level_table_that_does_not_fit_its_buffer(table, message):
+    """The compiled decoder writes only inside the buffer it is given, at offsets and sizes it checks first."""
+    _rans = entropy._compiled()
+    params = np.zeros((len(table), 12))
+    params[:, 8:] = 1.0
+    state = np.array([1 << 16, 0, 0], np.uint32)
+    with pytest.raises(ValueError, match=message):
+        _rans.decode_levels(
+            b"", state, np.zeros(24, np.uint8), np.array(table, np.int64), np.zeros((0, 4), np.int32), 0, params
+        )

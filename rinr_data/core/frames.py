@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -13,9 +12,11 @@ import torch
 ImageLike = Any  # numpy HxWx3 uint8, PIL.Image, or uint8 torch tensor [3, H, W]
 
 
-@dataclass(frozen=True)
-class Region:
+class Region(NamedTuple):
     """Integer pixel rectangle covered by a box: rows [top, bottom), columns [left, right)."""
+
+    # A named tuple, not a frozen dataclass: records' parse builds one per box, and a frozen dataclass's
+    # construction cost more than the arithmetic.
 
     top: int
     left: int
@@ -98,7 +99,7 @@ def clip_boxes(boxes: Any, height: int, width: int, *, warn: bool = True) -> np.
 
 def box_region(box: Sequence[float], height: int, width: int) -> Region:
     """The integer pixel region a (clipped, positive-area) xyxy box covers: every pixel it touches."""
-    x0, y0, x1, y1 = (float(v) for v in box)
+    x0, y0, x1, y1 = map(float, box)
     left = min(max(int(math.floor(x0)), 0), width - 1)
     top = min(max(int(math.floor(y0)), 0), height - 1)
     right = max(min(int(math.ceil(x1)), width), left + 1)

@@ -91,7 +91,8 @@ static inline double floor_small(double x) {
     return t > x ? t - 1.0 : t;
 }
 
-static inline __attribute__((always_inline)) Model make_model(double centre, double scale) {
+/* The table bin and the number of raw low bits of a scale (>= MIN_SCALE): all a model takes from its scale. */
+static inline __attribute__((always_inline)) Model scale_model(double scale) {
     Model m;
     int k = 0;
     while (scale >= RANS_S_TOP && k < MAX_SHIFT) {
@@ -105,12 +106,17 @@ static inline __attribute__((always_inline)) Model make_model(double centre, dou
     }
     m.table_bin = lo;
     m.shift = k;
+    return m;
+}
+
+/* The centre's part of a model whose scale part (`m.shift`) is set. */
+static inline __attribute__((always_inline)) Model centre_model(Model m, double centre) {
     /* The coded integer counts from floor(centre); its own centre, `at`, lies in [0, 1). Split by 2^k, the values
      * j 2^k .. (j+1) 2^k - 1 make hi = j: hi is centred at (at + 1/2) / 2^k - 1/2, in [-1/2, 1/2). All exact. */
     double c = floor_small(centre);
     double at = centre - c;
-    if (k)
-        at = (at + 0.5) * (1.0 / (double)((int64_t)1 << k)) - 0.5;
+    if (m.shift)
+        at = (at + 0.5) * (1.0 / (double)((int64_t)1 << m.shift)) - 0.5;
     double at_floor = floor_small(at);
     int f = (int)((at - at_floor) * RANS_FRACTIONS + 0.5); /* non-negative: truncation is floor */
     if (f == RANS_FRACTIONS) {
@@ -121,6 +127,10 @@ static inline __attribute__((always_inline)) Model make_model(double centre, dou
     m.hi_base = (int)at_floor;
     m.fraction = f;
     return m;
+}
+
+static inline __attribute__((always_inline)) Model make_model(double centre, double scale) {
+    return centre_model(scale_model(scale), centre);
 }
 
 /* ---------------------------------------------------------------- encoder */
@@ -310,11 +320,19 @@ static inline __attribute__((always_inline)) int64_t get_symbol(Dec *d, const Mo
     const unsigned short *cum = rans_cum[m.table_bin][m.fraction];
     uint32_t y = d->x & RANS_MASK;
     int lo = slot_start[m.table_bin][m.fraction][y >> (RANS_PREC - SLOT_BITS)]; /* then the last s with cum[s] <= y */
+    lo += cum[lo + 1] <= y; /* most symbols need at most this step: without a branch, it cannot be mispredicted */
     while (cum[lo + 1] <= y)
         lo++;
     d->x = (uint32_t)(cum[lo + 1] - cum[lo]) * (d->x >> RANS_PREC) + y - cum[lo];
     refill(d);
-    int64_t off = lo < RANS_SYMBOLS - 1 ? lo - RANS_HALF : get_escape(d);
+    int64_t off = lo - RANS_HALF;
+    if (lo == RANS_SYMBOLS - 1) {
+        /* Through a copy: a coder whose address reaches a function call is kept in memory from then on, and every
+         * store to a level (int8, which may alias anything) would reload it. */
+        Dec escaped = *d;
+        off = get_escape(&escaped);
+        *d = escaped;
+    }
     off += m.hi_base;
     if (m.shift) {
         int64_t low = get_bits(d, m.shift);
@@ -405,8 +423,8 @@ done:
 }
 
 /* Levels travel in the smallest integer type that holds them (1, 2 or 4 bytes): a frame's finest level is 110k values,
- * and writing int32 to narrow it afterwards cost more than decoding it. The switch is the same for every value. */
-static inline int64_t get_int(const void *p, int size, Py_ssize_t i) {
+ * and writing int32 to narrow it afterwards cost more than decoding it. */
+static inline __attribute__((always_inline)) int64_t get_int(const void *p, int size, Py_ssize_t i) {
     switch (size) {
     case 1:
         return ((const int8_t *)p)[i];
@@ -417,7 +435,7 @@ static inline int64_t get_int(const void *p, int size, Py_ssize_t i) {
     }
 }
 
-static inline void set_int(void *p, int size, Py_ssize_t i, int64_t v) {
+static inline __attribute__((always_inline)) void set_int(void *p, int size, Py_ssize_t i, int64_t v) {
     switch (size) {
     case 1:
         ((int8_t *)p)[i] = (int8_t)v;
@@ -430,92 +448,260 @@ static inline void set_int(void *p, int size, Py_ssize_t i, int64_t v) {
     }
 }
 
-static int int_size(Py_ssize_t bytes, Py_ssize_t count) {
-    if (count <= 0 || bytes % count)
-        return 0;
-    Py_ssize_t size = bytes / count;
-    return size == 1 || size == 2 || size == 4 ? (int)size : 0;
+/* The context model in integers. Mean weights and spreads are int8 multiples of 1/64 (PARAM_STEP), latents are
+ * integers: 64 x mean is the integer S = sum(weight x feature) and a scale is base[pass][region] + spread x A / 64
+ * with A the integer sum of |feature|. So a scale's table bin and shift depend only on (pass, region, A), looked up
+ * once per call and kept, and for shift 0 (the common case) floor(mean) and the centre fraction are integer
+ * arithmetic on S. Both give exactly what make_model gives for the float64 mean and scale of the specification
+ * (`context.pass_models`), which this replaces instruction for instruction only where it is cheaper. */
+#define MEMO_SUMS 256
+
+typedef struct {
+    int weight[6], spread[2];
+    double base[2][2];
+    uint16_t memo[2][2][MEMO_SUMS]; /* table bin | shift << 8; MEMO_UNKNOWN until first met */
+} LevelModels;
+
+#define MEMO_UNKNOWN 0xffff
+
+static inline __attribute__((always_inline)) Model scale_of(LevelModels *lm, int pass, int outside, int64_t sum) {
+    Model m;
+    uint16_t known = sum < MEMO_SUMS ? lm->memo[pass][outside][sum] : MEMO_UNKNOWN;
+    if (known != MEMO_UNKNOWN) {
+        m.table_bin = known & 0xff;
+        m.shift = known >> 8;
+        return m;
+    }
+    double scale = lm->base[pass][outside] + (double)lm->spread[pass] * (1.0 / 64.0) * (double)sum;
+    m = scale_model(scale > MIN_SCALE ? scale : MIN_SCALE);
+    if (!(scale < 1e300))
+        m.table_bin = -1; /* refused by the caller */
+    else if (sum < MEMO_SUMS)
+        lm->memo[pass][outside][sum] = (uint16_t)(m.table_bin | m.shift << 8);
+    return m;
 }
 
-/* One latent level under the checkerboard context model: anchors ((row + col) even) first, then the others, each in
- * row-major order over the coded positions. params: 6 mean weights, 2 spreads, base scales [pass][in box, outside]. */
-static PyObject *py_decode_level(PyObject *self, PyObject *args) {
-    Py_buffer data, state, out, coarser, mask, coded, params;
-    int h, w, ch, cw;
-    long long bound;
-    if (!PyArg_ParseTuple(args, "y*w*w*iiz*iiy*z*y*L", &data, &state, &out, &h, &w, &coarser, &ch, &cw, &mask, &coded,
-                          &params, &bound))
+/* The model of 64 x mean = s64 (clamped to the bound), under the scale part `m`. */
+static inline __attribute__((always_inline)) Model model_of(Model m, int64_t s64, int64_t bound) {
+    if (s64 > 64 * bound)
+        s64 = 64 * bound;
+    if (s64 < -64 * bound)
+        s64 = -64 * bound;
+    if (m.shift)
+        return centre_model(m, (double)s64 * (1.0 / 64.0));
+    int64_t frac = s64 & 63; /* two's complement: the non-negative remainder */
+    int f = (int)((frac + 4) >> 3);
+    m.base = (s64 - frac) / 64;
+    m.hi_base = f >> 3;
+    m.fraction = f & (RANS_FRACTIONS - 1);
+    return m;
+}
+
+/* One pass over a level: anchors ((row + col) even) or the others, row-major over the coded positions. Inlined with
+ * constant integer sizes, so each of the nine size pairs gets its own loop without a switch per value. */
+static inline __attribute__((always_inline)) int64_t decode_pass(Dec *state, LevelModels *lm, int pass, void *lv,
+                                                                int out_size, int h, int w, const void *up,
+                                                                int up_size, int cw,
+                                                                const unsigned char *inside,
+                                                                const unsigned char *where, int64_t bound) {
+    int64_t peak = 0; /* largest |value|: records declare it, and checking it here saves a pass over the level */
+    /* Local copies of the coder and the weights: stores to an int8 level may alias any memory, so values reached
+     * through pointers would be reloaded after every store; locals stay in registers. */
+    Dec coder = *state, *d = &coder;
+    const int wa = lm->weight[0], wu = lm->weight[1], wd = lm->weight[2], wl = lm->weight[3], wr = lm->weight[4],
+              wc = lm->weight[5];
+    for (int r = 0; r < h && !d->error; r++) {
+        const unsigned char *row = where ? where + (Py_ssize_t)r * w : NULL;
+        /* Runs of coded positions: a whole row, or (box-only levels, few rows of a large grid coded) the runs
+         * memchr finds, so uncoded positions are never visited one by one. */
+        for (int c0 = 0; c0 < w && !d->error;) {
+            int start = 0, end = w;
+            if (row) {
+                const unsigned char *p = memchr(row + c0, 1, (size_t)(w - c0));
+                if (!p)
+                    break;
+                start = (int)(p - row);
+                const unsigned char *q = memchr(row + start, 0, (size_t)(w - start));
+                end = q ? (int)(q - row) : w;
+            }
+            c0 = end;
+            uint64_t beyond = 0;
+            const Py_ssize_t coarse_row = (Py_ssize_t)(r / 2) * cw;
+            for (int c = start + ((r + pass + start) & 1); c < end; c += 2) {
+                Py_ssize_t i = (Py_ssize_t)r * w + c;
+                int64_t parent = up ? get_int(up, up_size, coarse_row + c / 2) : 0;
+                int64_t s64, sum;
+                if (pass == 0) {
+                    s64 = wa * parent;
+                    sum = parent < 0 ? -parent : parent;
+                } else {
+                    int64_t n_up = r > 0 ? get_int(lv, out_size, i - w) : 0;
+                    int64_t n_down = r + 1 < h ? get_int(lv, out_size, i + w) : 0;
+                    int64_t n_left = c > 0 ? get_int(lv, out_size, i - 1) : 0;
+                    int64_t n_right = c + 1 < w ? get_int(lv, out_size, i + 1) : 0;
+                    s64 = wu * n_up + wd * n_down + wl * n_left + wr * n_right + wc * parent;
+                    sum = (n_up < 0 ? -n_up : n_up) + (n_down < 0 ? -n_down : n_down) +
+                          (n_left < 0 ? -n_left : n_left) + (n_right < 0 ? -n_right : n_right) +
+                          (parent < 0 ? -parent : parent);
+                }
+                Model m = scale_of(lm, pass, !inside[i], sum);
+                if (m.table_bin < 0) {
+                    d->error = "non-finite model";
+                    break;
+                }
+                int64_t value = get_symbol(d, model_of(m, s64, bound));
+                /* One unsigned comparison for |value| <= bound, checked once a run: a value past it is an error of
+                 * the whole call, and the level buffer holds it only until then. */
+                beyond |= (uint64_t)(value + bound) > (uint64_t)(2 * bound);
+                set_int(lv, out_size, i, value);
+                int64_t mag = value < 0 ? -value : value;
+                peak = mag > peak ? mag : peak;
+            }
+            if (beyond && !d->error)
+                d->error = "value beyond its tensor's declared bound";
+        }
+    }
+    *state = coder;
+    return peak;
+}
+
+static inline __attribute__((always_inline)) int64_t decode_passes(Dec *d, LevelModels *lm, void *lv, int out_size,
+                                                                  int h, int w, const void *up, int up_size, int cw,
+                                                                  const unsigned char *inside,
+                                                                  const unsigned char *where, int64_t bound) {
+    int64_t a = decode_pass(d, lm, 0, lv, out_size, h, w, up, up_size, cw, inside, where, bound);
+    if (d->error)
+        return 0;
+    int64_t b = decode_pass(d, lm, 1, lv, out_size, h, w, up, up_size, cw, inside, where, bound);
+    return a > b ? a : b;
+}
+
+#define SIZES(o, u)                                                                                                    \
+    case (o) * 8 + (u):                                                                                                \
+        return decode_passes(d, lm, lv, o, h, w, up, u, cw, inside, where, bound);
+
+static int64_t decode_level_sized(Dec *d, LevelModels *lm, void *lv, int out_size, int h, int w, const void *up,
+                                  int up_size, int cw, const unsigned char *inside, const unsigned char *where,
+                                  int64_t bound) {
+    switch (out_size * 8 + up_size) {
+        SIZES(1, 1) SIZES(1, 2) SIZES(1, 4) SIZES(2, 1) SIZES(2, 2) SIZES(2, 4) SIZES(4, 1) SIZES(4, 2)
+        default : return decode_passes(d, lm, lv, 4, h, w, up, 4, cw, inside, where, bound);
+    }
+}
+
+/* Paints the byte mask [h, w] of a level's box-touching latents from the boxes' pixel regions (rects: int32 top,
+ * left, bottom, right at full resolution, grown by the box margin and clipped): each level halves them rounding
+ * outwards, as FORMAT.md's "touches a box" defines. A few row fills per box, where a mask built per frame and pooled
+ * per level cost more than decoding the level. */
+static void paint_mask(unsigned char *mask, const int32_t *rects, Py_ssize_t n, int level, int h, int w) {
+    memset(mask, 0, (size_t)h * (size_t)w);
+    for (Py_ssize_t b = 0; b < n; b++) {
+        int64_t top = rects[4 * b], left = rects[4 * b + 1], bottom = rects[4 * b + 2], right = rects[4 * b + 3];
+        for (int l = 0; l < level; l++) {
+            top = top >> 1; /* floor: the regions are non-negative */
+            left = left >> 1;
+            bottom = (bottom + 1) >> 1;
+            right = (right + 1) >> 1;
+        }
+        top = top < 0 ? 0 : top;
+        left = left < 0 ? 0 : left;
+        bottom = bottom > h ? h : bottom;
+        right = right > w ? w : right;
+        for (int64_t r = top; r < bottom && left < right; r++)
+            memset(mask + r * w + left, 1, (size_t)(right - left));
+    }
+}
+
+/* The context parameters of one level (6 mean weights and 2 spreads, each an integer / 64; base scales [pass][in
+ * box, outside]) into `lm`, its scale memo emptied; 0 when a weight or spread is off the stored grid. */
+static int set_level_models(LevelModels *lm, const double *p) {
+    for (int j = 0; j < 8; j++) {
+        double q = p[j] * 64.0;
+        if (!(q >= -128.0 && q <= 127.0) || q != (double)(int)q)
+            return 0;
+        if (j < 6)
+            lm->weight[j] = (int)q;
+        else
+            lm->spread[j - 6] = (int)q;
+    }
+    for (int j = 0; j < 4; j++)
+        lm->base[j / 2][j % 2] = p[8 + j];
+    memset(lm->memo, 0xff, sizeof(lm->memo));
+    return 1;
+}
+
+/* Every latent level of a record under the checkerboard context model, coarsest first; within a level anchors ((row
+ * + col) even) first, then the others, each row-major over the coded positions (box-only levels, l < box_levels:
+ * the box-touching ones). One call per record: per-level calls cost more in Python than small levels take to decode.
+ * out: one buffer holding level l at byte offsets[l], in ints of size[l] bytes (1, 2 or 4), zeroed here first.
+ * levels: int64 [L, 5] of (h, w, offset, int size, bound); params: float64 [L, 12]. Returns the largest |value| of
+ * each level (records declare it). */
+static PyObject *py_decode_levels(PyObject *self, PyObject *args) {
+    Py_buffer data, state, out, levels, rects, params;
+    int box_levels;
+    if (!PyArg_ParseTuple(args, "y*w*w*y*y*iy*", &data, &state, &out, &levels, &rects, &box_levels, &params))
         return NULL;
     PyObject *result = NULL;
     Dec d;
-    Py_ssize_t size = (Py_ssize_t)h * w;
-    int out_size = h < 1 || w < 1 ? 0 : int_size(out.len, size);
-    int up_size = coarser.buf ? int_size(coarser.len, (Py_ssize_t)ch * cw) : 4;
-    if (!out_size || !up_size || mask.len != size || (coded.buf && coded.len != size) ||
-        params.len != 12 * (Py_ssize_t)sizeof(double) || bound < 0 || bound > MAX_BOUND ||
-        bound > (out_size == 1 ? 127 : out_size == 2 ? 32767 : MAX_BOUND) ||
-        (coarser.buf && (ch < (h + 1) / 2 || cw < (w + 1) / 2))) {
-        PyErr_SetString(PyExc_ValueError, "level, coarser level, masks or parameters have inconsistent sizes");
+    LevelModels *lm = NULL;
+    unsigned char *mask = NULL;
+    const int64_t *lv_info = (const int64_t *)levels.buf;
+    Py_ssize_t n_levels = levels.len / (5 * (Py_ssize_t)sizeof(int64_t));
+    int64_t peaks[32];
+    const char *bad = NULL;
+    if (levels.len % (5 * (Py_ssize_t)sizeof(int64_t)) || n_levels < 1 || n_levels > 32 ||
+        params.len != 12 * n_levels * (Py_ssize_t)sizeof(double) || rects.len % (4 * (Py_ssize_t)sizeof(int32_t)))
+        bad = "level table, box regions or parameters have inconsistent sizes";
+    for (Py_ssize_t l = 0; l < n_levels && !bad; l++) {
+        const int64_t *v = lv_info + 5 * l;
+        int64_t h = v[0], w = v[1], offset = v[2], size = v[3], bound = v[4];
+        if (h < 1 || w < 1 || h * w > ((int64_t)1 << 30) || (size != 1 && size != 2 && size != 4) || offset < 0 ||
+            offset % size || offset + h * w * size > out.len || bound < 0 ||
+            bound > (size == 1 ? 127 : size == 2 ? 32767 : MAX_BOUND))
+            bad = "a level's size, place or bound does not fit the output buffer";
+        else if (l && (h > lv_info[5 * (l - 1)] || w > lv_info[5 * (l - 1) + 1]))
+            bad = "levels must be given finest first";
+        else if (l && (lv_info[5 * (l - 1)] > 2 * h || lv_info[5 * (l - 1) + 1] > 2 * w))
+            bad = "a level is less than half the size of the one below";
+        else if (l && offset < lv_info[5 * (l - 1) + 2] + lv_info[5 * (l - 1)] * lv_info[5 * (l - 1) + 1] *
+                                                             lv_info[5 * (l - 1) + 3])
+            bad = "levels overlap in the output buffer";
+    }
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, bad);
+        goto done;
+    }
+    lm = (LevelModels *)calloc(1, sizeof(LevelModels));
+    mask = (unsigned char *)malloc((size_t)(lv_info[0] * lv_info[1]));
+    if (!lm || !mask) {
+        PyErr_NoMemory();
         goto done;
     }
     if (!load(&d, &data, &state))
         goto done;
-    void *lv = out.buf;
-    const void *up = coarser.buf;
-    const unsigned char *inside = (const unsigned char *)mask.buf, *where = (const unsigned char *)coded.buf;
     const double *p = (const double *)params.buf;
-    const double *wt = p, *spread = p + 6, *base = p + 8;
-    int64_t peak = 0; /* largest |value|: records declare it, and checking it here saves a pass over the level */
+    const int32_t *boxes = (const int32_t *)rects.buf;
+    Py_ssize_t n_rects = rects.len / (4 * (Py_ssize_t)sizeof(int32_t));
+    unsigned char *base = (unsigned char *)out.buf;
+    /* No Python object is touched in the loop: other threads (a thread-based loader) run meanwhile. */
     Py_BEGIN_ALLOW_THREADS
-    memset(lv, 0, (size_t)size * (size_t)out_size); /* the neighbours a pass reads must be zero until decoded */
-    for (int pass = 0; pass < 2 && !d.error; pass++) {
-        for (int r = 0; r < h && !d.error; r++) {
-            const unsigned char *row = where ? where + (Py_ssize_t)r * w : NULL;
-            /* Runs of coded positions: a whole row, or (box-only levels, few rows of a large grid coded) the runs
-             * memchr finds, so uncoded positions are never visited one by one. */
-            for (int c0 = 0; c0 < w && !d.error;) {
-                int start = 0, end = w;
-                if (row) {
-                    const unsigned char *p = memchr(row + c0, 1, (size_t)(w - c0));
-                    if (!p)
-                        break;
-                    start = (int)(p - row);
-                    const unsigned char *q = memchr(row + start, 0, (size_t)(w - start));
-                    end = q ? (int)(q - row) : w;
-                }
-                c0 = end;
-                for (int c = start + ((r + pass + start) & 1); c < end; c += 2) {
-                    Py_ssize_t i = (Py_ssize_t)r * w + c;
-                    double parent = up ? (double)get_int(up, up_size, (Py_ssize_t)(r / 2) * cw + c / 2) : 0.0;
-                    double scale = base[2 * pass + (inside[i] ? 0 : 1)], mean;
-                    if (pass == 0) {
-                        mean = wt[0] * parent;
-                        scale += spread[0] * fabs(parent);
-                    } else {
-                        double n_up = r > 0 ? (double)get_int(lv, out_size, i - w) : 0.0;
-                        double n_down = r + 1 < h ? (double)get_int(lv, out_size, i + w) : 0.0;
-                        double n_left = c > 0 ? (double)get_int(lv, out_size, i - 1) : 0.0;
-                        double n_right = c + 1 < w ? (double)get_int(lv, out_size, i + 1) : 0.0;
-                        mean = wt[1] * n_up + wt[2] * n_down + wt[3] * n_left + wt[4] * n_right + wt[5] * parent;
-                        scale += spread[1] * (fabs(n_up) + fabs(n_down) + fabs(n_left) + fabs(n_right) + fabs(parent));
-                    }
-                    if (mean > (double)bound)
-                        mean = (double)bound;
-                    if (mean < -(double)bound)
-                        mean = -(double)bound;
-                    if (!(scale < 1e300)) {
-                        d.error = "non-finite model";
-                        break;
-                    }
-                    int64_t value = get_symbol(&d, make_model(mean, scale > MIN_SCALE ? scale : MIN_SCALE));
-                    if (!check_value(&d, value, bound))
-                        break;
-                    set_int(lv, out_size, i, value);
-                    if (value > peak || -value > peak)
-                        peak = value < 0 ? -value : value;
-                }
-            }
+    for (Py_ssize_t l = n_levels - 1; l >= 0 && !d.error; l--) {
+        const int64_t *v = lv_info + 5 * l;
+        int h = (int)v[0], w = (int)v[1], size = (int)v[3];
+        void *lv = base + v[2];
+        memset(lv, 0, (size_t)(h * w * size)); /* the neighbours a pass reads must be zero until decoded */
+        peaks[l] = 0;
+        if (v[4] == 0)
+            continue; /* a level of zeros codes nothing */
+        if (!set_level_models(lm, p + 12 * l)) {
+            d.error = "context weights and spreads must be int8 multiples of 1/64";
+            break;
         }
+        const int64_t *up_info = l + 1 < n_levels ? lv_info + 5 * (l + 1) : NULL;
+        paint_mask(mask, boxes, n_rects, (int)l, h, w);
+        peaks[l] = decode_level_sized(&d, lm, lv, size, h, w, up_info ? base + up_info[2] : NULL,
+                                      up_info ? (int)up_info[3] : 4, up_info ? (int)up_info[1] : 0, mask,
+                                      l < box_levels ? mask : NULL, v[4]);
     }
     Py_END_ALLOW_THREADS
     if (d.error) {
@@ -523,14 +709,23 @@ static PyObject *py_decode_level(PyObject *self, PyObject *args) {
         goto done;
     }
     store(&d, &state);
-    result = PyLong_FromLongLong(peak);
+    result = PyTuple_New(n_levels);
+    for (Py_ssize_t l = 0; result && l < n_levels; l++) {
+        PyObject *peak = PyLong_FromLongLong(peaks[l]);
+        if (!peak) {
+            Py_CLEAR(result);
+            break;
+        }
+        PyTuple_SET_ITEM(result, l, peak);
+    }
 done:
+    free(lm);
+    free(mask);
     PyBuffer_Release(&data);
     PyBuffer_Release(&state);
     PyBuffer_Release(&out);
-    PyBuffer_Release(&coarser);
-    PyBuffer_Release(&mask);
-    PyBuffer_Release(&coded);
+    PyBuffer_Release(&levels);
+    PyBuffer_Release(&rects);
     PyBuffer_Release(&params);
     return result;
 }
@@ -538,8 +733,8 @@ done:
 static PyMethodDef methods[] = {
     {"encode", py_encode, METH_VARARGS, "encode(values, means | None, scales) -> bytes: one rANS stream."},
     {"decode", py_decode, METH_VARARGS, "decode(data, state, out, means | None, scales, bound): the next len(out)."},
-    {"decode_level", py_decode_level, METH_VARARGS,
-     "decode_level(data, state, out, h, w, coarser | None, ch, cw, mask, coded | None, params, bound) -> peak."},
+    {"decode_levels", py_decode_levels, METH_VARARGS,
+     "decode_levels(data, state, out, levels, rects, box_levels, params) -> peaks: a record's latent levels."},
     {NULL, NULL, 0, NULL},
 };
 

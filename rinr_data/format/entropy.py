@@ -329,40 +329,45 @@ class RansReader:
         self._call(_rans.decode, out, means, scales, int(bound))
         return out
 
-    def read_level(
+    def read_levels(
         self,
-        shape: tuple[int, int],
-        coarser: np.ndarray | None,
-        mask: np.ndarray,
-        coded: np.ndarray | None,
+        sizes: Sequence[tuple[int, int]],
+        rects: np.ndarray,
+        box_levels: int,
         params: np.ndarray,
-        bound: int,
-    ) -> tuple[np.ndarray, int]:
-        """A latent level [h, w] under the checkerboard context model (`codecs.grid.context.pass_models`, evaluated
-        in compiled code), in the smallest integer type that holds `bound`, and its largest |value|: params are its
-        6 mean weights, 2 spreads and base scales [pass][in box, outside]."""
+        bounds: Sequence[int],
+    ) -> tuple[list[np.ndarray], list[int]]:
+        """A record's latent levels [h_l, w_l] (finest first; decoded coarsest first) under the checkerboard context
+        model (`codecs.grid.context.pass_models`, evaluated in compiled code), each in the smallest integer type that
+        holds its bound, and each level's largest |value|.
+
+        rects: int32 [N, 4] box regions (top, left, bottom, right) at full resolution, grown by the box margin; level
+        l's box mask is them halved l times, and levels below `box_levels` are coded only there. params: float64
+        [L, 12] per level 6 mean weights, 2 spreads and base scales [pass][in box, outside]
+        (`context.table_parameters`).
+        """
         _rans = _compiled()
-        h, w = shape
-        out = np.zeros((h, w), np.int8 if bound <= 127 else np.int16 if bound <= 32767 else np.int32)
-        if bound == 0:
-            return out, 0
-        ch, cw = coarser.shape if coarser is not None else (0, 0)
-        if coarser is not None and coarser.dtype not in (np.int8, np.int16, np.int32):
-            coarser = coarser.astype(np.int32)
-        peak = self._call(
-            _rans.decode_level,
-            out,
-            h,
-            w,
-            None if coarser is None else np.ascontiguousarray(coarser),
-            ch,
-            cw,
-            np.ascontiguousarray(mask, np.bool_),
-            None if coded is None else np.ascontiguousarray(coded, np.bool_),
+        dtypes = [np.dtype(np.int8 if b <= 127 else np.int16 if b <= 32767 else np.int32) for b in bounds]
+        # One buffer, each level at an offset aligned to its integer size: one allocation and one call per record.
+        table, offset = [], 0
+        for (h, w), dtype, bound in zip(sizes, dtypes, bounds):
+            offset = -(-offset // 4) * 4
+            table.append((h, w, offset, dtype.itemsize, bound))
+            offset += h * w * dtype.itemsize
+        buffer = np.empty(offset, np.uint8)
+        peaks = self._call(
+            _rans.decode_levels,
+            buffer,
+            np.array(table, np.int64),
+            np.ascontiguousarray(rects, np.int32),
+            int(box_levels),
             np.ascontiguousarray(params, np.float64),
-            int(bound),
         )
-        return out, int(peak)
+        levels = [
+            buffer[start : start + h * w * size].view(dtype).reshape(h, w)
+            for (h, w, start, size, _), dtype in zip(table, dtypes)
+        ]
+        return levels, list(peaks)
 
     def _call(self, fn: Callable, *args: object) -> object:
         try:

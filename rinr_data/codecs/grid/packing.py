@@ -14,7 +14,7 @@ import torch
 
 from ..base import Warp
 from .model import GridShape, Layers, render, render_warped
-from .record import GridRecord, resolve
+from .record import GridRecord, resolved, stacked_layers, stacked_levels
 
 
 @dataclass
@@ -158,14 +158,11 @@ def pack(records: Sequence[GridRecord], scenes: Mapping[str, GridRecord] | None 
     for fi, rec in enumerate(records):
         # Box-only levels only say where latents were coded: frames that differ in them decode together.
         members[(rec.height, rec.width, rec.shape.dense)].append(fi)
-        parts[fi] = resolve(rec, scenes)
+        parts[fi] = resolved(rec, scenes)
     groups = []
     for (h, w, shape), group in sorted(members.items()):
         stacked = [parts[fi] for fi in group]
-        latents = [torch.stack([p[0][lv] for p in stacked]) for lv in range(shape.levels)]
-        layers = [
-            (torch.cat([p[1][i][0] for p in stacked]), torch.cat([p[1][i][1] for p in stacked]))
-            for i in range(len(shape.layer_dims()))
-        ]
+        latents = [stacked_levels([p[0][lv] for p in stacked]) for lv in range(shape.levels)]
+        layers = stacked_layers(shape, [p[1] for p in stacked])
         groups.append(PackedGrids(shape, h, w, latents, layers, group))
     return groups

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -84,15 +85,7 @@ class GridRecord:
         """Dequantised synthesis as a stack of one (weight [1, in, out], bias [1, 1, out] per layer)."""
         if self.synthesis is None:
             raise ValueError("a scene-referencing record carries no synthesis; resolve it against its scene")
-        out = []
-        for i, (fan_in, fan_out) in enumerate(self.shape.layer_dims()):
-            out.append(
-                (
-                    self.synthesis[2 * i].dequantize().view(1, fan_in, fan_out),
-                    self.synthesis[2 * i + 1].dequantize().view(1, 1, fan_out),
-                )
-            )
-        return out
+        return stacked_layers(self.shape, [self.synthesis])
 
 
 def quantize_synthesis(layers: Layers, bits: int) -> list[QuantizedTensor]:
@@ -100,20 +93,26 @@ def quantize_synthesis(layers: Layers, bits: int) -> list[QuantizedTensor]:
     return [quantize_tensor(t[0], bits) for pair in layers for t in pair]
 
 
+def _box_rects(shape: GridShape, height: int, width: int, boxes: list) -> np.ndarray:
+    """int32 [N, 4] (top, left, bottom, right): each box's pixel region grown by the grid's box margin, clipped."""
+    # Box by box in Python: for the few boxes of a frame, NumPy's per-call cost is larger than the arithmetic.
+    m = shape.box_margin
+    rects = []
+    for box in boxes:
+        r = box_region(box, height, width)
+        rects.append((max(r.top - m, 0), max(r.left - m, 0), min(r.bottom + m, height), min(r.right + m, width)))
+    return np.array(rects, np.int32).reshape(-1, 4)
+
+
 def _level_masks(shape: GridShape, height: int, width: int, boxes: list) -> list[np.ndarray]:
     """`model.level_masks` of the boxes' mask, as bool arrays, computed box by box.
 
     The union of boxes grown by the margin and pooled 2x2 per level is the union of each box's rectangle grown and
     halved (rounding outwards): a few slice assignments instead of a frame-sized mask and pooling per level, which
-    cost more than the entropy decoding of a record.
+    cost more than the entropy decoding of a record. The compiled decoder paints the same masks from `_box_rects`.
     """
-    sizes = shape.level_sizes(height, width)
-    masks = [np.zeros(size, np.bool_) for size in sizes]
-    margin = shape.box_margin
-    for box in boxes:
-        region = box_region(box, height, width)
-        top, left = max(region.top - margin, 0), max(region.left - margin, 0)
-        bottom, right = min(region.bottom + margin, height), min(region.right + margin, width)
+    masks = [np.zeros(size, np.bool_) for size in shape.level_sizes(height, width)]
+    for top, left, bottom, right in _box_rects(shape, height, width, boxes).tolist():
         for mask in masks:
             mask[top:bottom, left:right] = True
             top, left, bottom, right = top // 2, left // 2, (bottom + 1) // 2, (right + 1) // 2
@@ -301,8 +300,6 @@ def unpack(blob: bytes) -> GridRecord:
     boxes = [tuple(b) for b in np.frombuffer(box_table, "<f4").reshape(n_boxes, 4).tolist()]
     for i, box in enumerate(boxes):
         check_box(i, box, h, w)
-    masks = _level_masks(shape, h, w, boxes)
-    coded = _coded(shape, masks)
     sizes = shape.level_sizes(h, w)
     params = None
     if flags & FLAG_CONTEXT:
@@ -346,14 +343,21 @@ def unpack(blob: bytes) -> GridRecord:
         # would decode to plausible latents; a writer that codes any non-zero latent always emits at least one word.
         raise FormatError(f"empty payload, but the level table declares latents up to {max(bounds)}")
     stream = entropy.RansReader(payload) if head.coder == RANS else entropy.LaplaceReader(payload)
-    if context is None:
+    if isinstance(stream, entropy.RansReader) and context is not None:
+        # The compiled decoder paints each level's box mask itself from the box regions.
+        rects = _box_rects(shape, h, w, boxes)
+        latents, peaks = stream.read_levels(sizes, rects, shape.box_levels, params, bounds)
+    elif context is None:
+        masks = _level_masks(shape, h, w, boxes)
+        coded = _coded(shape, masks)
         latents = [
             _scatter(stream.read(s, b), size, where)
             for (s, b), size, where in zip(_latent_specs(masks, coded, scales, bounds), sizes, coded)
         ]
         peaks = [int(np.abs(lat).max(initial=0)) for lat in latents]
     else:
-        latents, peaks = _read_context_latents(stream, sizes, masks, coded, context, bounds, params)
+        masks = _level_masks(shape, h, w, boxes)
+        latents, peaks = _read_context_latents(stream, sizes, masks, _coded(shape, masks), context, bounds)
     # One read for every synthesis tensor: the same models in the same order as a read per tensor, one call.
     flat = stream.read(np.repeat(syn_table[:, 1], counts), bound)
     ends = np.cumsum(counts).tolist()
@@ -375,24 +379,19 @@ def unpack(blob: bytes) -> GridRecord:
 
 
 def _read_context_latents(
-    stream: entropy.LaplaceReader | entropy.RansReader,
+    stream: entropy.LaplaceReader,
     sizes: list[tuple[int, int]],
     masks: list[np.ndarray],
     coded: list[np.ndarray | None],
     contexts: list[LevelContext],
     bounds: list[int],
-    params: np.ndarray,
 ) -> tuple[list[np.ndarray], list[int]]:
-    """Latents decoded coarsest level first, anchors before the others, each pass's models from what is decoded;
-    and each level's largest |latent|. `params`: the contexts as `context.table_parameters` gives them (what the
-    compiled decoder reads)."""
+    """Coder 3: latents decoded coarsest level first, anchors before the others, each pass's models from what is
+    decoded (`context.pass_models`, the specification); and each level's largest |latent|."""
     latents: list[np.ndarray] = [np.zeros(0, np.int32)] * len(sizes)
     peaks = [0] * len(sizes)
     for lv in reversed(range(len(sizes))):
         coarser = latents[lv + 1] if lv + 1 < len(sizes) else None
-        if isinstance(stream, entropy.RansReader):
-            latents[lv], peaks[lv] = stream.read_level(sizes[lv], coarser, masks[lv], coded[lv], params[lv], bounds[lv])
-            continue
         level = np.zeros(sizes[lv], np.int32)
         for first, (rows, cols) in zip((True, False), grid_context.pass_positions(sizes[lv], coded[lv])):
             means, scales = grid_context.pass_models(
@@ -415,19 +414,51 @@ def _int_type(bound: int) -> type:
 
 def _compact(levels: list[np.ndarray]) -> list[torch.Tensor]:
     """Integer levels as tensors [1, h, w] of the smallest type that holds them (parsed records already are)."""
+    return [stacked_levels([lat])[0] for lat in levels]
+
+
+def stacked_levels(levels: Sequence[np.ndarray]) -> torch.Tensor:
+    """One integer level of B frames as a tensor [B, 1, h, w] of the smallest type that holds it."""
+    stacked = np.stack(levels)  # NumPy promotes frames compacted to different types
+    if stacked.dtype.itemsize > 2:
+        stacked = stacked.astype(_int_type(int(np.abs(stacked).max(initial=0))))
+    return torch.from_numpy(stacked)[:, None]
+
+
+def stacked_layers(shape: GridShape, syntheses: Sequence[Sequence[QuantizedTensor]]) -> Layers:
+    """Dequantised synthesis of B frames: (weight [B, in, out], bias [B, 1, out]) per layer, one product a tensor
+    for all frames (per frame and tensor, NumPy's and torch's call costs were a loader's largest after the parse)."""
+    n = len(syntheses)
     out = []
-    for lat in levels:
-        if lat.dtype.itemsize > 2:
-            lat = lat.astype(_int_type(int(np.abs(lat).max(initial=0))))
-        out.append(torch.from_numpy(np.ascontiguousarray(lat))[None])
+    for i, (fan_in, fan_out) in enumerate(shape.layer_dims()):
+        weight = _dequantised([s[2 * i] for s in syntheses]).view(n, fan_in, fan_out)
+        bias = _dequantised([s[2 * i + 1] for s in syntheses]).view(n, 1, fan_out)
+        out.append((weight, bias))
     return out
+
+
+def _dequantised(tensors: Sequence[QuantizedTensor]) -> torch.Tensor:
+    """float32 [B, n]: each tensor's integers times its step (the same products as `QuantizedTensor.dequantize`)."""
+    values = np.stack([t.values for t in tensors]).astype(np.float32)
+    steps = np.array([t.scale for t in tensors], np.float32)[:, None]
+    return torch.from_numpy(values * steps)
 
 
 def resolve(record: GridRecord, scenes: dict[str, GridRecord] | None) -> tuple[list[torch.Tensor], Layers]:
     """Integer latents [1, h_l, w_l] per level (exact; the render casts them to float32) and synthesis layers of a
     record, its scene's added in."""
+    latents, synthesis = resolved(record, scenes)
+    return _compact(latents), stacked_layers(record.shape, [synthesis])
+
+
+def resolved(
+    record: GridRecord, scenes: Mapping[str, GridRecord] | None
+) -> tuple[list[np.ndarray], list[QuantizedTensor]]:
+    """Integer latents per level and the quantised synthesis of a record, its scene's added in."""
     if record.scene is None:
-        return _compact(record.latents), record.layers()
+        if record.synthesis is None:
+            raise ValueError("a record without a scene reference carries its synthesis")
+        return record.latents, record.synthesis
     scene = (scenes or {}).get(record.scene)
     if scene is None:
         raise FormatError(
@@ -447,7 +478,7 @@ def resolve(record: GridRecord, scenes: dict[str, GridRecord] | None) -> tuple[l
             f"{record.shape}, {record.weight_bits} bits)"
         )
     sums = [b.astype(np.int32) + d for b, d in zip(scene.latents, record.latents)]
-    return _compact(sums), merged_synthesis(scene, record).layers()
+    return sums, merged_synthesis(scene, record).synthesis or []
 
 
 def merged_synthesis(scene: GridRecord, record: GridRecord) -> GridRecord:
