@@ -3,8 +3,9 @@
  * Why compiled: a 384x288 record holds ~10k coded integers, and a per-symbol model evaluated in Python or NumPy costs
  * more than a JPEG decode. Here each symbol is a table lookup: its Laplace (centre, scale) picks one of the tables of
  * _rans_tables.h, and the state update is one multiply. The latent-grid checkerboard context model
- * (rinr_data/codecs/grid/context.py, `pass_models`, which stays the specification) is evaluated here too, so a level
- * decodes in one call. Its means and scales are integers times dyadic numbers, exact in double on any machine.
+ * (rinr_data/codecs/grid/context.py, `pass_models`, which stays the specification) is evaluated here too, in
+ * integers, so all levels of a record decode in one call. Its means and scales are integers times dyadic numbers:
+ * exact in integers and in double on any machine.
  *
  * Stream: 32-bit state in [2^16, 2^32), 16-bit little-endian words, the state written first. A symbol is coded as
  *   - scale < RANS_S_TOP: the offset of the value from floor(centre) under table (scale bin, centre fraction);
@@ -453,7 +454,7 @@ static inline __attribute__((always_inline)) void set_int(void *p, int size, Py_
  * with A the integer sum of |feature|. So a scale's table bin and shift depend only on (pass, region, A), looked up
  * once per call and kept, and for shift 0 (the common case) floor(mean) and the centre fraction are integer
  * arithmetic on S. Both give exactly what make_model gives for the float64 mean and scale of the specification
- * (`context.pass_models`), which this replaces instruction for instruction only where it is cheaper. */
+ * (`context.pass_models`); a shifted scale (k > 0, rare) takes make_model's float path for its centre. */
 #define MEMO_SUMS 256
 
 typedef struct {
