@@ -8,7 +8,9 @@ setup(
             "rinr_data.format._rans",
             sources=["rinr_data/format/_rans.c"],
             depends=["rinr_data/format/_rans_tables.h"],
-            extra_compile_args=["-O3"],
+            # -fno-wrapv undoes Python's -fwrapv for this module: every signed sum in the coder is bounded far inside
+            # int64 (checked inputs), and the wrapping semantics cost the decoder ~4%.
+            extra_compile_args=["-O3", "-fno-wrapv"],
         )
     ]
 )

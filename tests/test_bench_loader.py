@@ -19,8 +19,8 @@ def test_cpu_measures_and_runs_on_tiny_shards(tmp_path):
     write_dataset(tmp_path / "rinr", count=6, shard_size=3)
     write_dataset(tmp_path / "jpeg", count=6, shard_size=3, codec="jpeg")
     args = _args()
-    assert bench_loader.worker_cpu_ms(tmp_path / "rinr", args) > 0
-    assert bench_loader.worker_cpu_ms(tmp_path / "jpeg", args) > 0
+    (rinr_ms, jpeg_ms), paired = bench_loader.worker_cpu_ms([tmp_path / "rinr", tmp_path / "jpeg"], args)
+    assert rinr_ms > 0 and jpeg_ms > 0 and paired > 0
     render = PackedGrids.render
     cached, held = bench_loader.cached_host_cpu_ms(tmp_path / "rinr", args, torch.device("cpu"))
     assert cached > 0 and held["enabled"] and held["replayed_epochs"] == args.epochs and held["frames"] == 6

@@ -97,11 +97,10 @@ def _random_level(
     return level, coded, ctx, bound
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_the_compiled_context_model_decodes_what_the_specification_encodes(seed):
-    """`grid_context.models` (NumPy, the specification) codes a level pyramid; the compiled decoder, which paints the
-    box masks from the box regions and evaluates the same means and scales itself, reads it back exactly: box-only
-    levels, box margins, missing coarser levels and (odd seeds) values past the tables' top scale included."""
+def _pyramid(seed: int) -> tuple[bytes, tuple, list[np.ndarray]]:
+    """A random 4-level pyramid coded by the specification (`grid_context.models`): its stream, the decoder's
+    `read_levels` arguments and the levels. Box-only levels, box margins, missing coarser levels and (odd seeds)
+    values past the tables' top scale included."""
     rng = np.random.default_rng(seed)
     h, w = int(rng.integers(1, 40)), int(rng.integers(1, 40))
     shape = GridShape(levels=4, box_levels=int(rng.integers(0, 3)), box_margin=int(rng.integers(0, 4)))
@@ -118,19 +117,47 @@ def test_the_compiled_context_model_decodes_what_the_specification_encodes(seed)
             rng, sizes[lv], coarser, masks[lv], lv < shape.box_levels, wide=seed % 2 == 1
         )
     chunks = [(v, s, bounds[lv], m) for lv, v, m, s in grid_context.models(levels, masks, contexts, bounds, coded)]
-    reader = entropy.RansReader(entropy.rans_compress(chunks))
     params = grid_context.table_parameters(
         np.stack([c.weights for c in contexts]),
         np.stack([c.spreads for c in contexts]),
         np.stack([c.scales.reshape(-1) for c in contexts]),
     )
     rects = grid_record._box_rects(shape, h, w, boxes)
-    got, peaks = reader.read_levels(sizes, rects, shape.box_levels, params, bounds)
+    return entropy.rans_compress(chunks), (sizes, rects, shape.box_levels, params, bounds), levels
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_compiled_context_model_decodes_what_the_specification_encodes(seed):
+    """The compiled decoder, which paints the box masks from the box regions and evaluates the same means and scales
+    itself, reads back exactly what the NumPy specification coded."""
+    data, args, levels = _pyramid(seed)
+    reader = entropy.RansReader(data)
+    got, peaks = reader.read_levels(*args)
+    bounds = args[-1]
     for lv in range(4):
         np.testing.assert_array_equal(got[lv], levels[lv])
         assert got[lv].dtype == (np.int8 if bounds[lv] <= 127 else np.int16)
         assert peaks[lv] == int(np.abs(levels[lv]).max(initial=0))
     reader.finish()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bound", "scale"])
+def test_the_level_decoder_refuses_a_stream_its_tables_do_not_describe(damage):
+    """A stream cut short, a level past its declared bound and a non-finite base scale are errors of the call (the
+    decoder checks them once a run of values, not per value)."""
+    for seed in range(20):
+        data, (sizes, rects, box_levels, params, bounds), levels = _pyramid(seed)
+        if len(data) >= 8 and bounds[0] > 1 and np.abs(levels[0]).sum() > 10:
+            break
+    if damage == "truncated":
+        data, message = data[: len(data) // 2 & ~1], "ends before"
+    elif damage == "bound":
+        bounds, message = [bounds[0] - 1, *bounds[1:]], "bound"
+    else:
+        params, message = params.copy(), "non-finite"
+        params[:, 8:] = np.inf
+    with pytest.raises(FormatError, match=message):
+        entropy.RansReader(data).read_levels(sizes, rects, box_levels, params, bounds)
 
 
 def test_the_level_decoder_refuses_parameters_off_the_stored_grid():

@@ -35,12 +35,12 @@
  * - scale_start: the bin of the smallest scale of each binary-exponent-and-4-mantissa-bits bucket. A bucket spans a
  *   ratio of at most 17/16, less than the ratio between neighbouring table scales, so one comparison with the next
  *   threshold finishes the search, and the result is the exact one of the thresholds.
- * - slot_start: the symbol holding the first of each 1/64 of the probability range, from which at most a few steps
+ * - slot_start: the symbol holding the first of each 1/128 of the probability range, from which at most a few steps
  *   reach the symbol holding any state.
  */
 #define EXP_LOW (-12)
 #define EXP_BUCKETS 16 /* 2^-12 .. 2^3: scales are >= MIN_SCALE and < RANS_S_TOP (8) here */
-#define SLOT_BITS 6
+#define SLOT_BITS 7
 static double thresholds_pad[RANS_SCALES];
 static uint8_t scale_start[EXP_BUCKETS * 16];
 static uint8_t slot_start[RANS_SCALES][RANS_FRACTIONS][1 << SLOT_BITS];
@@ -277,18 +277,35 @@ done:
 typedef struct {
     const unsigned char *data;
     uint32_t words, pos, x;
+    uint32_t ended; /* set by refill_branchless when the stream ran out: an error the caller reports */
     const char *error;
 } Dec;
+
+static const char ENDED[] = "stream ends before its last symbol";
 
 static inline void refill(Dec *d) {
     if (d->x < RANS_L) {
         if (d->pos >= d->words) {
-            d->error = "stream ends before its last symbol";
+            d->error = ENDED;
             return;
         }
         d->x = (d->x << 16) | (uint32_t)(d->data[2 * d->pos] | (d->data[2 * d->pos + 1] << 8));
         d->pos++;
     }
+}
+
+/* refill without a branch: whether a symbol needs a word depends on the data, and the mispredicted branch cost more
+ * than the rest of the refill. A stream that runs out sets `ended` (the word read is a zero one, never past the
+ * buffer); the caller turns it into an error. */
+static const unsigned char zero_word[2] = {0, 0};
+
+static inline __attribute__((always_inline)) void refill_branchless(Dec *d) {
+    uint32_t need = d->x < RANS_L, more = d->pos < d->words;
+    const unsigned char *src = more ? d->data + 2 * (size_t)d->pos : zero_word;
+    uint32_t word = (uint32_t)(src[0] | (src[1] << 8));
+    d->x = need ? (d->x << 16) | word : d->x;
+    d->pos += need & more;
+    d->ended |= need & !more;
 }
 
 static inline uint32_t get_bits(Dec *d, int bits) {
@@ -325,7 +342,7 @@ static inline __attribute__((always_inline)) int64_t get_symbol(Dec *d, const Mo
     while (cum[lo + 1] <= y)
         lo++;
     d->x = (uint32_t)(cum[lo + 1] - cum[lo]) * (d->x >> RANS_PREC) + y - cum[lo];
-    refill(d);
+    refill_branchless(d);
     int64_t off = lo - RANS_HALF;
     if (lo == RANS_SYMBOLS - 1) {
         /* Through a copy: a coder whose address reaches a function call is kept in memory from then on, and every
@@ -354,6 +371,7 @@ static int load(Dec *d, Py_buffer *data, Py_buffer *state) {
     d->x = s[0];
     d->pos = s[1];
     d->words = s[2];
+    d->ended = 0;
     d->error = NULL;
     if ((Py_ssize_t)d->words * 2 != data->len || d->pos > d->words) {
         PyErr_SetString(PyExc_ValueError, "reader state does not match its stream");
@@ -368,6 +386,8 @@ static void store(Dec *d, Py_buffer *state) {
 }
 
 static int check_value(Dec *d, int64_t v, int64_t bound) {
+    if (!d->error && d->ended)
+        d->error = ENDED;
     if (!d->error && (v > bound || v < -bound))
         d->error = "value beyond its tensor's declared bound";
     return d->error == NULL;
@@ -396,13 +416,22 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     const double *mu = (const double *)means.buf, *sc = (const double *)scales.buf;
     /* No Python object is touched in the loop: other threads (a thread-based loader) run meanwhile. */
     Py_BEGIN_ALLOW_THREADS
+    /* Runs of one model (a synthesis tensor: zero mean, one scale) evaluate it once. */
+    double last_mean = NAN, last_scale = NAN;
+    Model m = {0};
     for (Py_ssize_t i = 0; i < n; i++) {
         double scale = sc[i] > MIN_SCALE ? sc[i] : MIN_SCALE;
-        if (!(scale < 1e300) || (mu && !(fabs(mu[i]) < MAX_MEAN))) {
+        double mean = mu ? mu[i] : 0.0;
+        if (!(scale < 1e300) || !(fabs(mean) < MAX_MEAN)) {
             d.error = "non-finite model";
             break;
         }
-        int64_t value = get_symbol(&d, make_model(mu ? mu[i] : 0.0, scale));
+        if (scale != last_scale || mean != last_mean) {
+            m = make_model(mean, scale);
+            last_mean = mean;
+            last_scale = scale;
+        }
+        int64_t value = get_symbol(&d, m);
         if (!check_value(&d, value, bound))
             break;
         v[i] = (int32_t)value;
@@ -461,6 +490,7 @@ typedef struct {
     int weight[6], spread[2];
     double base[2][2];
     uint16_t memo[2][2][MEMO_SUMS]; /* table bin | shift << 8; MEMO_UNKNOWN until first met */
+    int non_finite;                 /* a scale was not finite: the call fails */
 } LevelModels;
 
 #define MEMO_UNKNOWN 0xffff
@@ -475,9 +505,10 @@ static inline __attribute__((always_inline)) Model scale_of(LevelModels *lm, int
     }
     double scale = lm->base[pass][outside] + (double)lm->spread[pass] * (1.0 / 64.0) * (double)sum;
     m = scale_model(scale > MIN_SCALE ? scale : MIN_SCALE);
-    if (!(scale < 1e300))
-        m.table_bin = -1; /* refused by the caller */
-    else if (sum < MEMO_SUMS)
+    if (!(scale < 1e300)) {
+        m.table_bin = RANS_SCALES - 1; /* a valid table meanwhile: the caller refuses the call at the run's end */
+        lm->non_finite = 1;
+    } else if (sum < MEMO_SUMS)
         lm->memo[pass][outside][sum] = (uint16_t)(m.table_bin | m.shift << 8);
     return m;
 }
@@ -526,7 +557,6 @@ static inline __attribute__((always_inline)) int64_t decode_pass(Dec *state, Lev
                 end = q ? (int)(q - row) : w;
             }
             c0 = end;
-            uint64_t beyond = 0;
             const Py_ssize_t coarse_row = (Py_ssize_t)(r / 2) * cw;
             for (int c = start + ((r + pass + start) & 1); c < end; c += 2) {
                 Py_ssize_t i = (Py_ssize_t)r * w + c;
@@ -546,19 +576,18 @@ static inline __attribute__((always_inline)) int64_t decode_pass(Dec *state, Lev
                           (parent < 0 ? -parent : parent);
                 }
                 Model m = scale_of(lm, pass, !inside[i], sum);
-                if (m.table_bin < 0) {
-                    d->error = "non-finite model";
-                    break;
-                }
                 int64_t value = get_symbol(d, model_of(m, s64, bound));
-                /* One unsigned comparison for |value| <= bound, checked once a run: a value past it is an error of
-                 * the whole call, and the level buffer holds it only until then. */
-                beyond |= (uint64_t)(value + bound) > (uint64_t)(2 * bound);
                 set_int(lv, out_size, i, value);
                 int64_t mag = value < 0 ? -value : value;
                 peak = mag > peak ? mag : peak;
             }
-            if (beyond && !d->error)
+            if (lm->non_finite && !d->error)
+                d->error = "non-finite model";
+            if (d->ended && !d->error)
+                d->error = ENDED;
+            /* |value| <= bound checked once a run, on the running peak: a value past it is an error of the whole
+             * call, and the level buffer holds it (truncated) only until then. */
+            if (peak > bound && !d->error)
                 d->error = "value beyond its tensor's declared bound";
         }
     }

@@ -7,6 +7,7 @@ before allocating and raises FormatError naming what is wrong.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -307,13 +308,12 @@ def unpack(blob: bytes) -> GridRecord:
         table = np.frombuffer(
             reader.take(_LEVEL_CONTEXT.size * levels, "latent context table"), _CONTEXT_ROW, count=levels
         )
-        scales = table["scales"].astype(np.float64)
-        bounds = [int(b) for b in table["bound"]]
-        context = [
-            LevelContext(table["scales"][lv].reshape(2, 2), table["weights"][lv], table["spreads"][lv])
-            for lv in range(levels)
-        ]
-        params = grid_context.table_parameters(table["weights"], table["spreads"], table["scales"])
+        # Each field viewed once: a structured array's field access costs more than the level's row.
+        half, weights, spreads = table["scales"], table["weights"], table["spreads"]
+        scales = half.astype(np.float64)
+        bounds = table["bound"].tolist()
+        context = [LevelContext(s, w, p) for s, w, p in zip(half.reshape(levels, 2, 2), weights, spreads)]
+        params = grid_context.table_parameters(weights, spreads, half)
     else:
         rows = [reader.unpack(_LEVEL, "latent level table") for _ in range(levels)]
         scales = np.asarray([r[:2] for r in rows], np.float64)
@@ -360,22 +360,21 @@ def unpack(blob: bytes) -> GridRecord:
         latents, peaks = _read_context_latents(stream, sizes, masks, _coded(shape, masks), context, bounds)
     # One read for every synthesis tensor: the same models in the same order as a read per tensor, one call.
     flat = stream.read(np.repeat(syn_table[:, 1], counts), bound)
-    ends = np.cumsum(counts).tolist()
-    weights = [flat[end - n : end] for n, end in zip(counts, ends)]
+    tensors = [flat[end - n : end] for n, end in zip(counts, itertools.accumulate(counts))]
     stream.finish()
     # The writer stores each level's largest |latent|: a stream that does not reach it is not the record its tables
     # describe.
     for lv, (found, declared) in enumerate(zip(peaks, bounds)):
         if found != declared:
             raise FormatError(f"latent level {lv}: largest value {found}, but the level table declares {declared}")
-    # The smallest integer type that holds each level: a 384x288 frame's levels are 4x smaller in int8 than in the
-    # float32 the synthesis reads, for every copy, stack and host-to-device transfer until the render casts them.
+    # The smallest integer type that holds each level (read_levels gives them so): a 384x288 frame's levels are 4x
+    # smaller in int8 than in the float32 the synthesis reads, for every copy, stack and host-to-device transfer
+    # until the render casts them.
     latents = [lat.astype(_int_type(bound), copy=False) for lat, bound in zip(latents, bounds)]
-    box_list = [tuple(b) for b in boxes]
     if scene is None:
-        synthesis = [QuantizedTensor(s, step, bits) for s, step in zip(weights, syn_table[:, 0].tolist())]
-        return GridRecord(h, w, shape, bits, box_list, latents, synthesis, context=context, coder=head.coder)
-    return GridRecord(h, w, shape, bits, box_list, latents, None, scene, weights, context, coder=head.coder)
+        synthesis = [QuantizedTensor(s, step, bits) for s, step in zip(tensors, syn_table[:, 0].tolist())]
+        return GridRecord(h, w, shape, bits, boxes, latents, synthesis, context=context, coder=head.coder)
+    return GridRecord(h, w, shape, bits, boxes, latents, None, scene, tensors, context, coder=head.coder)
 
 
 def _read_context_latents(
