@@ -277,29 +277,18 @@ done:
 typedef struct {
     const unsigned char *data;
     uint32_t words, pos, x;
-    uint32_t ended; /* set by refill_branchless when the stream ran out: an error the caller reports */
+    uint32_t ended; /* set by refill when the stream ran out: an error the caller reports */
     const char *error;
 } Dec;
 
 static const char ENDED[] = "stream ends before its last symbol";
 
-static inline void refill(Dec *d) {
-    if (d->x < RANS_L) {
-        if (d->pos >= d->words) {
-            d->error = ENDED;
-            return;
-        }
-        d->x = (d->x << 16) | (uint32_t)(d->data[2 * d->pos] | (d->data[2 * d->pos + 1] << 8));
-        d->pos++;
-    }
-}
-
-/* refill without a branch: whether a symbol needs a word depends on the data, and the mispredicted branch cost more
+/* Refill without a branch: whether a symbol needs a word depends on the data, and the mispredicted branch cost more
  * than the rest of the refill. A stream that runs out sets `ended` (the word read is a zero one, never past the
  * buffer); the caller turns it into an error. */
 static const unsigned char zero_word[2] = {0, 0};
 
-static inline __attribute__((always_inline)) void refill_branchless(Dec *d) {
+static inline __attribute__((always_inline)) void refill(Dec *d) {
     uint32_t need = d->x < RANS_L, more = d->pos < d->words;
     const unsigned char *src = more ? d->data + 2 * (size_t)d->pos : zero_word;
     uint32_t word = (uint32_t)(src[0] | (src[1] << 8));
@@ -342,7 +331,7 @@ static inline __attribute__((always_inline)) int64_t get_symbol(Dec *d, const Mo
     while (cum[lo + 1] <= y)
         lo++;
     d->x = (uint32_t)(cum[lo + 1] - cum[lo]) * (d->x >> RANS_PREC) + y - cum[lo];
-    refill_branchless(d);
+    refill(d);
     int64_t off = lo - RANS_HALF;
     if (lo == RANS_SYMBOLS - 1) {
         /* Through a copy: a coder whose address reaches a function call is kept in memory from then on, and every
