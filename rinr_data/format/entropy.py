@@ -25,6 +25,11 @@ def _dtype(bits: int) -> np.dtype:
     return np.dtype(np.int8 if bits <= 8 else "<i2")
 
 
+def int_type(bound: int) -> np.dtype:
+    """The smallest integer type that holds every value in [-bound, bound] (int8, int16 or int32)."""
+    return np.dtype(np.int8 if bound <= 127 else np.int16 if bound <= 32767 else np.int32)
+
+
 def _raw_size(counts: Sequence[int], bits: Sequence[int]) -> int:
     return sum(n * _dtype(b).itemsize for n, b in zip(counts, bits))
 
@@ -347,7 +352,7 @@ class RansReader:
         (`context.table_parameters`).
         """
         _rans = _compiled()
-        dtypes = [np.dtype(np.int8 if b <= 127 else np.int16 if b <= 32767 else np.int32) for b in bounds]
+        dtypes = [int_type(b) for b in bounds]
         # One buffer, each level at an offset aligned to its integer size: one allocation and one call per record.
         table, offset = [], 0
         for (h, w), dtype, bound in zip(sizes, dtypes, bounds):

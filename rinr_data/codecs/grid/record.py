@@ -370,7 +370,7 @@ def unpack(blob: bytes) -> GridRecord:
     # The smallest integer type that holds each level (read_levels gives them so): a 384x288 frame's levels are 4x
     # smaller in int8 than in the float32 the synthesis reads, for every copy, stack and host-to-device transfer
     # until the render casts them.
-    latents = [lat.astype(_int_type(bound), copy=False) for lat, bound in zip(latents, bounds)]
+    latents = [lat.astype(entropy.int_type(bound), copy=False) for lat, bound in zip(latents, bounds)]
     if scene is None:
         synthesis = [QuantizedTensor(s, step, bits) for s, step in zip(tensors, syn_table[:, 0].tolist())]
         return GridRecord(h, w, shape, bits, boxes, latents, synthesis, context=context, coder=head.coder)
@@ -407,10 +407,6 @@ def _positive_finite(table: np.ndarray) -> bool:
     return bool(table.size == 0 or (table.min() > 0 and table.max() < np.inf))
 
 
-def _int_type(bound: int) -> type:
-    return np.int8 if bound <= 127 else np.int16 if bound <= 32767 else np.int32
-
-
 def _compact(levels: list[np.ndarray]) -> list[torch.Tensor]:
     """Integer levels as tensors [1, h, w] of the smallest type that holds them (parsed records already are)."""
     return [stacked_levels([lat])[0] for lat in levels]
@@ -420,7 +416,7 @@ def stacked_levels(levels: Sequence[np.ndarray]) -> torch.Tensor:
     """One integer level of B frames as a tensor [B, 1, h, w] of the smallest type that holds it."""
     stacked = np.stack(levels)  # NumPy promotes frames compacted to different types
     if stacked.dtype.itemsize > 2:
-        stacked = stacked.astype(_int_type(int(np.abs(stacked).max(initial=0))))
+        stacked = stacked.astype(entropy.int_type(int(np.abs(stacked).max(initial=0))))
     return torch.from_numpy(stacked)[:, None]
 
 
