@@ -96,6 +96,15 @@ def test_grid_frames_split_compact_and_merge_back_bit_exact():
     dtypes = {g.height: {t.dtype for p in g.split() for t in p.latents} for g in batch.groups}
     assert dtypes[12] <= {torch.int8, torch.int16} and torch.int8 in dtypes[12]
     assert torch.int16 in dtypes[10]
+    # Frames held from different batches compact to different types; merged, they decode as one batch of them.
+    wide = pack_records([_grid_record(12, 16, 5, 400.0)]).groups[0].split()[0]
+    narrow = batch.groups[1].split()[0]
+    assert {t.dtype for t in wide.latents} == {torch.int16} and {t.dtype for t in narrow.latents} == {torch.int8}
+    (mixed,) = merge_frames([narrow, wide])
+    assert [t.dtype for t in mixed.latents] == [torch.int16] * 3
+    alone = [decode_packed(PackedBatch([p], [(12, 16)]), "cpu")[0] for p in (narrow, wide)]
+    together = decode_packed(PackedBatch([mixed], [(12, 16)] * 2), "cpu")
+    assert all(torch.equal(a, b) for a, b in zip(together, alone))
 
 
 def test_paper_frames_split_and_merge_back_bit_exact():

@@ -74,3 +74,20 @@ def test_dataset_decoding_on_cuda_gives_the_cpu_batches(tmp_path):
         assert a["images"].is_cuda
         torch.testing.assert_close(a["images"].cpu(), b["images"], atol=1 / 255 + 1e-6, rtol=0)
         assert all(torch.equal(ta["boxes"].cpu(), tb["boxes"]) for ta, tb in zip(a["targets"], b["targets"]))
+
+
+def test_warm_started_fits_on_cuda_give_records_the_cpu_decodes():
+    # The default path of issue 25: a warm start learned on the device and short fits from it (eager: the compiled
+    # step on CUDA is gpu_check.sh's encode-compiled stage, whose compilation would not fit this stage's limit).
+    config = CONFIGS["grid"].replace(warm_steps=60, compile="off")
+    on_cuda = config.replace(device="cuda")
+    learned = R.warm_up(FRAMES[:2], BOXES[:2], on_cuda)
+    encoded = R.encode_frames(FRAMES[2:3], BOXES[2:3], learned)
+    assert encoded[0].steps == {"grid": 60}
+    decoded = R.decode(encoded[0].blob, "cpu")
+    q = region_psnr(torch.from_numpy(FRAMES[2]).permute(2, 0, 1), decoded, BOXES[2])
+    assert q.full == pytest.approx(encoded[0].full_psnr, abs=0.05)
+    # A warm start learned on the CPU serves a CUDA fit (it is saved with the shards and read on any device).
+    from_cpu = R.warm_up(FRAMES[:2], BOXES[:2], config).replace(device="cuda")
+    moved = R.encode_frames(FRAMES[2:3], BOXES[2:3], from_cpu)[0]
+    _close_to_cpu(R.decode(moved.blob, "cuda"), R.decode(moved.blob, "cpu"))

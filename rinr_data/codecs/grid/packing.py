@@ -124,7 +124,9 @@ class PackedGrids:
         groups = []
         for (h, w, shape), members in sorted(by_key.items()):
             parts = [frames[fi] for fi in members]
-            latents = [_cat([p.latents[lv] for p in parts]) for lv in range(shape.levels)]
+            # torch.cat promotes to the widest of the parts' dtypes (frames compact to different integer types)
+            # within its one call: a replayed batch costs a call per tensor, not one per frame and tensor.
+            latents = [torch.cat([p.latents[lv] for p in parts]) for lv in range(shape.levels)]
             layers = [
                 (torch.cat([p.layers[i][0] for p in parts]), torch.cat([p.layers[i][1] for p in parts]))
                 for i in range(len(shape.layer_dims()))
@@ -141,14 +143,6 @@ def _compact(latents: torch.Tensor) -> torch.Tensor:
             if top <= torch.iinfo(dtype).max:
                 return latents.to(dtype)
     return latents.clone()
-
-
-def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate along the batch, in the widest dtype among the parts (frames compact to different types)."""
-    dtype = parts[0].dtype
-    for p in parts[1:]:
-        dtype = torch.promote_types(dtype, p.dtype)
-    return torch.cat([p.to(dtype) for p in parts])
 
 
 def pack(records: Sequence[GridRecord], scenes: Mapping[str, GridRecord] | None = None) -> list[PackedGrids]:
