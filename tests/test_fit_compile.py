@@ -70,3 +70,21 @@ def test_auto_compiles_large_frames_only_and_modes_are_checked(monkeypatch):
         grid_fit._use_compile("fast", 1)
     with pytest.raises(ValueError, match="compile must be one of"):
         R.GridConfig(compile="fast")
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_fit_quantises_the_synthesis_with_the_records_float16_steps(compiled):
+    from rinr_data.codecs.grid.record import quantize_synthesis
+    from rinr_data.format.quantize import f16_scale, f16_steps
+
+    rng = np.random.default_rng(0)
+    mags = np.concatenate([10 ** rng.uniform(-12, 3, 3000), [0.0, 1e-9, 1e-8, 127 * 2.0**-14, 127 * 2.0**-24, 1.0]])
+    max_abs = torch.tensor(mags, dtype=torch.float32)
+    steps = (torch.compile(f16_steps, dynamic=False) if compiled else f16_steps)(max_abs, 127)
+    assert steps.tolist() == [f16_scale(float(m), 127) for m in max_abs]
+    # The weights a fit measures are bit for bit those its record ships (a float32 step rounded some the other way).
+    for fit in _fit("on" if compiled else "off"):
+        quantize = torch.compile(grid_fit.fake_quantize, dynamic=False) if compiled else grid_fit.fake_quantize
+        shipped = quantize_synthesis(fit.layers, CONFIG.weight_bits)
+        measured = [quantize(t, CONFIG.weight_bits) for pair in fit.layers for t in pair]
+        assert all(torch.equal(q.dequantize(), m.reshape(-1)) for q, m in zip(shipped, measured))

@@ -35,6 +35,35 @@ def f16_scale(max_abs: float, bound: int) -> float:
     return float(max(scale, np.float16(2.0**-24)))
 
 
+_F16_MIN_NORMAL = 2.0**-14
+_F16_SUBNORMAL = 2.0**-24  # the spacing of float16 below its smallest normal, and its smallest step here
+_F16_DROPPED = (1 << 13) - 1  # the float32 mantissa bits float16 does not have
+
+
+def f16_steps(max_abs: torch.Tensor, bound: int) -> torch.Tensor:
+    """`f16_scale` of every element of a float32 tensor (the same values), in float32, on its device.
+
+    Float32 bit operations rather than a cast to float16 and back: torch.compile may keep a float16 cast in float32
+    (inductor does not emulate precision casts by default), and a fit compiled that way would train against other
+    steps than the record ships with.
+    """
+    q = max_abs.clamp_min(1e-8) / bound
+
+    def ceil16(v: torch.Tensor) -> torch.Tensor:  # the least float16 value >= v (v > 0, finite)
+        normal = ((v.view(torch.int32) + _F16_DROPPED) & ~_F16_DROPPED).view(torch.float32)
+        return torch.where(v >= _F16_MIN_NORMAL, normal, torch.ceil(v / _F16_SUBNORMAL) * _F16_SUBNORMAL)
+
+    def up16(v: torch.Tensor) -> torch.Tensor:  # the next float16 value above v (v a float16 value)
+        normal = (v.view(torch.int32) + _F16_DROPPED + 1).view(torch.float32)
+        return torch.where(v >= _F16_MIN_NORMAL, normal, v + _F16_SUBNORMAL)
+
+    step = ceil16(q)
+    # q was rounded to float32, so its float16 ceiling may sit one value below the exact quotient's; in float64
+    # step * bound is exact for any bound below 2**42, so this comparison is f16_scale's.
+    step = torch.where(step.double() * bound < max_abs.double(), up16(step), step)
+    return step.clamp_min(_F16_SUBNORMAL)
+
+
 def quantize_tensor(x: torch.Tensor, bits: int) -> QuantizedTensor:
     """Quantise a float tensor to signed integers of `bits` bits with one scale."""
     flat = x.detach().to("cpu", torch.float32).reshape(-1).numpy()

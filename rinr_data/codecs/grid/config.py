@@ -72,7 +72,8 @@ class GridConfig(FittedConfig):
         scene: scene-mode settings used by `encode_sequence` (None: its defaults).
         warm_frames: frames of a dataset that `rinr-encode` fits first (max_steps, one shared synthesis) to learn
             the warm start of all the others; 0: every frame fits from scratch.
-        warm_steps: fitting steps of a frame that starts warm.
+        warm_steps: fitting steps of a frame that starts warm (one still below a target after them gets up to a
+            third more: `fit.WARM_TOP_UP`).
         warm: the warm start per-frame fits begin from (`rinr_data.warm_up` and rinr-encode set it; None: from
             scratch). Learned from the dataset and the settings above, so it is not a setting of its own.
         compile: the fitting step under torch.compile: "auto" (frames of 256x256 pixels or more, unless the

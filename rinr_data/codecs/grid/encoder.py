@@ -25,6 +25,7 @@ from .fit import (
     DUAL_STEP,
     INITIAL_WEIGHT,
     WARM_DUAL_STEP,
+    WARM_TOP_UP,
     GridFit,
     GridFitSettings,
     GridTarget,
@@ -96,15 +97,18 @@ def _targets(
 def encode_frames(
     images: Sequence[Any], boxes_list: Sequence[Any], config: GridConfig, progress: bool = False
 ) -> list[EncodedFrame]:
-    """Encode self-contained latent-grid records, all frames fitted in one stacked call."""
+    """Encode self-contained latent-grid records, all frames fitted in one stacked call (from the config's warm start
+    when it has one: `warm_steps` steps, and up to a third more for a frame still below a target: WARM_TOP_UP)."""
     device = resolve_device(config.device)
     frames, boxes = _prepare(images, boxes_list)
     bar = ProgressBar(progress, len(frames))
     settings = fit_settings(config, warm=config.warm is not None)
+    if config.warm is not None:
+        settings = replace(settings, top_up=int(settings.steps * WARM_TOP_UP))
     fits = fit_grids(config.grid, _targets(frames, boxes, config), settings, device, on_step=bar.step("latent grids"))
     bar.close()
     blobs = [grid_record.pack(_record(f, b, fit, config)) for f, b, fit in zip(frames, boxes, fits)]
-    steps = [{"grid": settings.steps}] * len(frames)
+    steps = [{"grid": fit.steps} for fit in fits]
     return measure(grid_record.unpack, packing.pack, blobs, frames, boxes, device, steps)
 
 

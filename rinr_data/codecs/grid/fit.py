@@ -20,7 +20,7 @@ import torch
 
 from ...core.fitting import PSNR_MARGIN, cosine_lr, derive_seed
 from ...format.entropy import laplace_bits
-from ...format.quantize import qmax
+from ...format.quantize import f16_steps, qmax
 from . import context as grid_context
 from .context import LevelContext
 from .model import GridShape, Layers, init_layers, level_masks, render, render_dense, resampling_matrices
@@ -34,6 +34,13 @@ DUAL_STEP = 0.004
 # A warm-started fit has a fraction of the steps to move each frame's weights to what it needs (measured at 300
 # steps on 8 held-out vtest-long frames, docs/BENCHMARKS.md "Warm starts"; kept at the 450 of rinr-data 0.10).
 WARM_DUAL_STEP = 0.008
+# A warm fit ends at its budget; about 1 frame in 12 is then still below a target, by 0.04-0.64 dB (150 vtest-long
+# frames, docs/BENCHMARKS.md "Warm-started records at full size"). Such frames get up to this fraction of the budget
+# in more steps.
+WARM_TOP_UP = 1 / 3
+# A frame counts as at its targets this far above them in the fit's own measure (rounded latents, fake-quantised
+# synthesis, float pixels): the decoder's uint8 rounding costs ~0.01 dB at these PSNRs.
+TOP_UP_MARGIN = 0.05
 # torch.compile fuses the step's elementwise work (1.45x per step on a 384x288 CPU fit) but costs ~100 s per graph on
 # a 2-core CPU the first time (seconds once inductor's on-disk cache holds it): "auto" compiles frames this large,
 # where a dataset's worth of steps repays it, and leaves small frames (thumbnails, tests, the demo) eager.
@@ -59,6 +66,7 @@ class GridFitSettings:
     shared: bool = False  # one synthesis and entropy model for all targets: how a warm start is learned
     tune_synthesis: bool = False  # frames on a scene fine-tune its synthesis (else they reuse it as it is)
     compile: str = "off"  # the step's loss under torch.compile: "on", "off", "auto" (frames of COMPILE_PIXELS or more)
+    top_up: int = 0  # at most this many more steps for frames still below a target when `steps` end (`_top_up`)
 
 
 @dataclass
@@ -95,17 +103,21 @@ class GridFit:
     layers: Layers
     context: list[LevelContext] | None = None
     box_levels: int = 0
+    steps: int = 0  # fitting steps this frame's result took (the budget, plus any top-up steps)
 
 
 def fake_quantize(x: torch.Tensor, bits: int, step: torch.Tensor | None = None) -> torch.Tensor:
     """Per-tensor symmetric quantisation with a straight-through gradient (one step per stacked frame).
 
-    `step` [B] fixes the steps (scene mode); by default each tensor's largest magnitude sets its step.
+    `step` [B] fixes the steps (scene mode); by default each tensor's largest magnitude sets its step, rounded up to
+    float16 as the record stores it (`quantize_tensor`), so the fit is measured with the weights that ship: with
+    float32 steps a weight near half a step rounds the other way in the record, which cost up to 0.6 dB of object
+    PSNR on a 384x288 frame against what the fit measured.
     """
     bound = qmax(bits)
     dims = tuple(range(1, x.dim()))
     if step is None:
-        step = x.detach().abs().amax(dim=dims, keepdim=True).clamp_min(1e-8) / bound
+        step = f16_steps(x.detach().abs().amax(dim=dims, keepdim=True), bound)
     else:
         step = step.view(-1, *([1] * len(dims)))
     return x + (torch.round(x / step).clamp(-bound, bound) * step - x).detach()
@@ -247,6 +259,20 @@ def _fit_group(
     )
     loss_fn = _CompiledLoss() if _use_compile(settings.compile, h * w) else _step_loss
 
+    def gradients(noise: list[torch.Tensor] | None) -> torch.Tensor:
+        """The step's gradients in place; returns its region PSNRs [B, 3] (dB)."""
+        loss, mse = loss_fn(
+            problem, latents, layers, log_scale, ctx_weights, ctx_spreads, log_scale_syn, log_weight, noise
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        return -10 * torch.log10(mse.detach().clamp_min(1e-10))
+
+    def update(psnr: torch.Tensor) -> None:
+        opt.step()
+        with torch.no_grad():
+            log_weight.add_(settings.dual_step * (goal - psnr).clamp(-3, 3))
+
     for step in range(settings.steps):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, settings.steps, g["base"], LR_FLOOR)
@@ -260,17 +286,13 @@ def _fit_group(
             if step < noise_steps
             else None
         )
-        loss, mse = loss_fn(
-            problem, latents, layers, log_scale, ctx_weights, ctx_spreads, log_scale_syn, log_weight, noise
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            psnr = -10 * torch.log10(mse.detach().clamp_min(1e-10))
-            log_weight += settings.dual_step * (goal - psnr).clamp(-3, 3)
+        update(gradients(noise))
         if on_step is not None:
             on_step(count)
+    extra = [0] * count
+    if settings.top_up and rows == count:
+        per_frame = [*latents, *trainable, log_scale, ctx_weights, ctx_spreads, log_scale_syn, log_weight]
+        extra = _top_up(per_frame, opt, gradients, update, goal - PSNR_MARGIN + TOP_UP_MARGIN, settings.top_up, on_step)
 
     fits = []
     with torch.no_grad():
@@ -287,7 +309,7 @@ def _fit_group(
                 if settings.context
                 else None
             )
-            fits.append(GridFit(lat, lay, context, box_levels[i]))
+            fits.append(GridFit(lat, lay, context, box_levels[i], settings.steps + extra[i]))
         learned = WarmStart(
             [(wt.detach().mean(0, keepdim=True).cpu(), b.detach().mean(0, keepdim=True).cpu()) for wt, b in layers],
             log_scale.detach().mean(0).cpu(),
@@ -410,6 +432,49 @@ class _CompiledLoss:
                 warnings.warn(f"torch.compile of the fitting step failed, fitting eagerly: {first}", stacklevel=2)
                 self.fn = None
         return _step_loss(*args)
+
+
+def _top_up(
+    per_frame: list[torch.Tensor],
+    opt: torch.optim.Optimizer,
+    gradients: Callable[[list[torch.Tensor] | None], torch.Tensor],
+    update: Callable[[torch.Tensor], None],
+    floor: torch.Tensor,
+    limit: int,
+    on_step: Callable[[int], None] | None,
+) -> list[int]:
+    """Up to `limit` more steps (rounded phase, final learning rate) while some frame is below `floor` [B, 3] (dB);
+    returns the extra steps each frame's result took.
+
+    `per_frame`: every tensor with a row per frame. Each frame ends as it was at the first step it measured at or
+    above its floor (a frame already there when the budget ended is left exactly as it was); a frame that never
+    gets there keeps where the extra steps took it.
+    """
+    for g in opt.param_groups:
+        g["lr"] = g["base"] * LR_FLOOR
+    count = per_frame[0].shape[0]
+    kept = [t.detach().clone() for t in per_frame]
+    settled = torch.zeros(count, dtype=torch.bool, device=per_frame[0].device)
+    taken = torch.zeros(count, dtype=torch.long, device=settled.device)
+    for extra in range(limit + 1):
+        psnr = gradients(None)  # at the current state: it is kept, when it is the first to reach the floor
+        newly = (psnr >= floor).all(dim=1) & ~settled
+        if bool(newly.any()):
+            with torch.no_grad():
+                for t, k in zip(per_frame, kept):
+                    k[newly] = t.detach()[newly]
+            taken[newly] = extra
+            settled |= newly
+        if bool(settled.all()) or extra == limit:
+            break
+        update(psnr)
+        if on_step is not None:
+            on_step(int((~settled).sum()))
+    taken[~settled] = limit
+    with torch.no_grad():
+        for t, k in zip(per_frame, kept):
+            t[settled] = k[settled]
+    return taken.tolist()
 
 
 def _rows(layers: Layers, count: int) -> Layers:
