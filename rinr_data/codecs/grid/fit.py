@@ -66,7 +66,7 @@ class GridFitSettings:
     shared: bool = False  # one synthesis and entropy model for all targets: how a warm start is learned
     tune_synthesis: bool = False  # frames on a scene fine-tune its synthesis (else they reuse it as it is)
     compile: str = "off"  # the step's loss under torch.compile: "on", "off", "auto" (frames of COMPILE_PIXELS or more)
-    top_up: int = 0  # at most this many more steps for frames still below a target when `steps` end (`_top_up`)
+    top_up: int = 0  # at most this many more steps for frames below a target when `steps` end (per-frame fits)
 
 
 @dataclass
