@@ -83,7 +83,7 @@ def test_warm_started_fits_on_cuda_give_records_the_cpu_decodes():
     on_cuda = config.replace(device="cuda")
     learned = R.warm_up(FRAMES[:2], BOXES[:2], on_cuda)
     encoded = R.encode_frames(FRAMES[2:3], BOXES[2:3], learned)
-    assert encoded[0].steps == {"grid": 60}
+    assert 60 <= encoded[0].steps["grid"] <= 80  # the budget, plus a top-up of up to a third if short
     decoded = R.decode(encoded[0].blob, "cpu")
     q = region_psnr(torch.from_numpy(FRAMES[2]).permute(2, 0, 1), decoded, BOXES[2])
     assert q.full == pytest.approx(encoded[0].full_psnr, abs=0.05)

@@ -193,7 +193,7 @@ def test_rinr_encode_flags_set_the_warm_start():
 
 
 def test_top_up_keeps_each_frame_as_it_first_reached_its_floor():
-    # Three frames whose PSNR is their single value; every update adds 1 dB to the frames not yet settled.
+    # Three frames whose PSNR is their single value; every update adds 0.5, 1 and 1 dB to them.
     value = torch.tensor([[5.0], [3.0], [0.0]])
     floor = torch.tensor([[4.0] * 3, [4.5] * 3, [9.0] * 3])
     calls = []
