@@ -65,8 +65,6 @@ def run_encode(src: Path, out: Path, procs: int, threads: int, options: list[str
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}{done.stderr[-4000:]}")
-    if "learning the warm start" in done.stderr:
-        raise RuntimeError(f"{out}: the run learned its own warm start instead of reading the one it was given")
     return seconds
 
 
@@ -118,10 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     for n in procs:
         out = args.work / f"procs{n}"
         shutil.rmtree(out, ignore_errors=True)
+        given = shards.work_dir(out) / WARM_FILE
         if learned.is_file():
             shards.work_dir(out).mkdir(parents=True)
-            shutil.copy(learned, shards.work_dir(out) / WARM_FILE)
+            shutil.copy(learned, given)
+        before = given.stat().st_mtime_ns if given.is_file() else None
         seconds = run_encode(src, out, n, args.threads, options)
+        # A warm start is written atomically (a new file) whenever one is learned: the given copy must be untouched.
+        if before is not None and given.stat().st_mtime_ns != before:
+            raise RuntimeError(f"{out}: the run learned its own warm start instead of reading the one it was given")
         print(f"  {n} process(es): {seconds:.1f} s", flush=True)
         tars = sorted(p.name for p in out.glob("*.tar"))
         if first is None:
