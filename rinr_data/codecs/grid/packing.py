@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from ...format import entropy
 from ..base import Warp
 from .model import GridShape, Layers, render, render_warped
 from .record import GridRecord, resolved, stacked_layers, stacked_levels
@@ -136,12 +137,11 @@ class PackedGrids:
 
 
 def _compact(latents: torch.Tensor) -> torch.Tensor:
-    """Integer-valued float latents as int8 / int16 / int32, whichever holds them (a fresh tensor either way)."""
+    """Integer-valued float latents in `entropy.int_type`'s integer type for them (a fresh tensor either way)."""
     if latents.is_floating_point() and torch.equal(latents, latents.round()):
-        top = float(latents.abs().max()) if latents.numel() else 0.0
-        for dtype in (torch.int8, torch.int16, torch.int32):
-            if top <= torch.iinfo(dtype).max:
-                return latents.to(dtype)
+        top = int(latents.abs().max()) if latents.numel() else 0
+        if top <= torch.iinfo(torch.int32).max:
+            return latents.to(getattr(torch, entropy.int_type(top).name))
     return latents.clone()
 
 
