@@ -79,23 +79,26 @@ def write_lossless_shards(
     workers: int = 2,
     images: Sequence[torch.Tensor] | None = None,
     codec_config: dict | None = None,
+    samples: Sequence[LoadedSample] | None = None,
 ) -> Path:
     """Shards of the original frames (after any resize) as lossless WebP, with the usual manifest; returns `out`.
 
     The layout is docs/SHARDS.md's with codec "webp"; the manifest's `codec_config` is `{"lossless": true}` and
     both PSNRs are stored as 999 (lossless). Any JPEG/WebP reader (JPEGDataModule) reads them. `images` (uint8
     [3, H, W] in the source's order, e.g. what a video decoder gave back) are stored instead of the originals, with
-    their PSNRs against them, and `codec_config` says what made them.
+    their PSNRs against them, and `codec_config` says what made them. `samples` (as `load_samples` gives them, with
+    the same `size` / `max_side`) spares reading the frames again.
     """
-    if images is not None and len(images) != len(source.items):
-        raise ValueError(f"{len(images)} images for {len(source.items)} frames of {source.root}")
+    for name, given in (("images", images), ("samples", samples)):
+        if given is not None and len(given) != len(source.items):
+            raise ValueError(f"{len(given)} {name} for {len(source.items)} frames of {source.root}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = ConvertConfig(codec="webp", size=size, max_side=max_side, shard_size=shard_size, workers=workers)
     infos = []
 
     def one(index: int) -> shards.ShardSample:
-        sample = load_sample(source.items[index], size, max_side)
+        sample = samples[index] if samples is not None else load_sample(source.items[index], size, max_side)
         image, quality = sample.image, (math.inf if len(sample.boxes) else math.nan, math.inf)
         if images is not None:
             if tuple(images[index].shape) != (3, sample.height, sample.width):

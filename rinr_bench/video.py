@@ -125,7 +125,13 @@ def write_video_shards(
         "random_access_ms": coded.random_access_ms,
     }
     write_lossless_shards(
-        source, out, max_side=max_side, shard_size=shard_size, images=coded.frames, codec_config=config
+        source,
+        out,
+        max_side=max_side,
+        shard_size=shard_size,
+        images=coded.frames,
+        codec_config=config,
+        samples=samples,
     )
     return config
 

@@ -65,6 +65,19 @@ def test_lossless_shards_hold_the_original_frames(six_frames, tmp_path):
         assert meta["boxes"] == shards.stored_boxes(original.boxes) and meta["labels"] == original.labels
 
 
+def test_lossless_shards_from_loaded_samples_match_reading_them(six_frames, tmp_path):
+    """Samples already loaded (a video benchmark holds them) give the same shards as reading the files again."""
+    read = write_lossless_shards(six_frames, tmp_path / "read", shard_size=4)
+    loaded = load_samples(six_frames)
+    for item in six_frames.items:  # the files are not read again
+        item.image_path.unlink()
+    given = write_lossless_shards(six_frames, tmp_path / "given", shard_size=4, samples=loaded)
+    for name in ("shard-000000.tar", "shard-000001.tar"):
+        assert [dict(s) for s in shards.iter_shard(read / name)] == [dict(s) for s in shards.iter_shard(given / name)]
+    with pytest.raises(ValueError, match="5 samples for 6 frames"):
+        write_lossless_shards(six_frames, tmp_path / "short", samples=loaded[:5])
+
+
 def test_shard_stats_are_per_frame_means(tmp_path):
     write_dataset(tmp_path / "jpeg", count=5, shard_size=2, codec="jpeg")
     stats = shard_stats(tmp_path / "jpeg")
