@@ -139,9 +139,9 @@ class PackedGrids:
 def _compact(latents: torch.Tensor) -> torch.Tensor:
     """Integer-valued float latents in `entropy.int_type`'s integer type for them (a fresh tensor either way)."""
     if latents.is_floating_point() and torch.equal(latents, latents.round()):
-        top = int(latents.abs().max()) if latents.numel() else 0
-        if top <= torch.iinfo(torch.int32).max:
-            return latents.to(getattr(torch, entropy.int_type(top).name))
+        top = float(latents.abs().max()) if latents.numel() else 0.0
+        if top <= torch.iinfo(torch.int32).max:  # beyond int32 (or infinite) stays float
+            return latents.to(getattr(torch, entropy.int_type(int(top)).name))
     return latents.clone()
 
 
