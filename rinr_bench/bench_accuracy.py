@@ -346,6 +346,7 @@ class RinrVariant:
     box_margin: int | None = None  # GridShape.box_margin (pixels)
     cold: bool = False  # every frame fitted from scratch (GridConfig.warm_frames = 0), not from a warm start
     frame_synthesis: str | None = None  # SceneConfig.frame_synthesis (scene mode only; None: its default)
+    seed: int | None = None  # the fit's seed (None: the preset's): a second encoding of one setting
 
     @property
     def name(self) -> str:
@@ -359,6 +360,7 @@ class RinrVariant:
             + (f"+cut{self.scene_cut:g}" if self.scene_cut is not None else "")
             + (f"+{self.frame_synthesis}" if self.frame_synthesis is not None else "")
             + ("+cold" if self.cold else "")
+            + (f"+seed{self.seed}" if self.seed is not None else "")
         )
 
     def codec(self, fit_steps: int | None = None, **fields: Any) -> GridConfig | PaperConfig:
@@ -371,6 +373,8 @@ class RinrVariant:
             fields.update(scene=SceneConfig(psnr_margin=self.scene_margin, cut_psnr=self.scene_cut, **synthesis))
         if self.cold:
             fields.update(warm_frames=0)
+        if self.seed is not None:
+            fields.update(seed=self.seed)
         codec = codec_config(self.preset, max_steps=self.steps or fit_steps, **fields)
         grid = {k: v for k, v in (("box_levels", self.box_levels), ("box_margin", self.box_margin)) if v is not None}
         return codec.with_grid(**grid) if grid else codec
@@ -398,11 +402,12 @@ class RinrVariant:
             + (f", new scene below {self.scene_cut:g} dB" if self.scene_cut is not None else "")
             + (f", frames {self.frame_synthesis} the scene's synthesis" if self.frame_synthesis is not None else "")
             + (", every frame fitted from scratch" if self.cold else "")
+            + (f", fitting seed {self.seed}" if self.seed is not None else "")
         )
 
 
 PRESET_GRAMMAR = (
-    "PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN][+padPX][+scene[MARGIN_DB]][+cutDB][+reuse|+tune][+cold]"
+    "PRESET[:STEPS][@OBJECT_DB/BACKGROUND_DB][+boxN][+padPX][+scene[MARGIN_DB]][+cutDB][+reuse|+tune][+cold][+seedN]"
 )
 
 
@@ -419,6 +424,7 @@ def parse_preset(text: str) -> RinrVariant:
             psnr = (float(obj), float(bg))
         box = pad = margin = cut = synthesis = None
         cold = False
+        seed = None
         for m in modifiers:
             if m == "cold":
                 cold = True
@@ -434,9 +440,13 @@ def parse_preset(text: str) -> RinrVariant:
                 margin = float(m[5:]) if m[5:] else SceneConfig.psnr_margin
             elif m.startswith("cut"):
                 cut = float(m[3:])
+            elif m.startswith("seed"):
+                seed = int(m[4:])
             else:
                 raise ValueError(f"unknown modifier +{m}")
-        variant = RinrVariant(name, int(steps) if steps else None, psnr, box, margin, cut, pad, cold, synthesis)
+        variant = RinrVariant(
+            name, int(steps) if steps else None, psnr, box, margin, cut, pad, cold, synthesis, seed=seed
+        )
     except ValueError as exc:
         raise ValueError(f"bad --presets entry {spec!r} (want {PRESET_GRAMMAR}): {exc}") from None
     if (box is not None or pad is not None or margin is not None or cold) and variant.preset != "grid":
@@ -496,8 +506,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "frames of each --batch; +cutDB: a frame the scene reproduces below DB starts a new one, "
         "default the background target; +reuse / +tune: scene frames keep or fine-tune the scene's synthesis, "
         "default: reuse unless a frame then misses a target; +cold: every frame fitted from scratch, "
-        "without the dataset's warm start); JPEG is matched to the first; '' for none, to scan --classic "
-        "codecs only (default: %(default)s)",
+        "without the dataset's warm start; +seedN: fit with seed N, a second encoding of one setting to see how "
+        "much the records themselves move the detector); JPEG is matched to the first; '' for none, to scan "
+        "--classic codecs only (default: %(default)s)",
     )
     p.add_argument(
         "--classic",

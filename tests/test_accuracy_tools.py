@@ -220,6 +220,10 @@ def test_bench_accuracy_preset_syntax_and_named_sections(tmp_path):
     assert cold.name == "grid@24/27.5+cold" and cold.codec().warm_frames == 0 and cold.name != pad.name
     assert bench.parse_preset("grid").codec().warm_frames == GridConfig().warm_frames > 0
     assert "from scratch" in cold.label(cold.codec()) and "scratch" not in pad.label(pad.codec())
+    second = bench.parse_preset("grid+cold+seed3")
+    assert second.name == "grid+cold+seed3" and second.name != cold.name and second.codec().seed == 3
+    assert bench.parse_preset("paper+seed2").codec().seed == 2 and bench.parse_preset("grid").codec().seed == 0
+    assert second.label(second.codec()).endswith("from scratch, fitting seed 3")
     warm = bench.parse_preset("grid:900")
     expected = f"RINR grid, warm start, {GridConfig().warm_steps} steps a frame (900 for its 8-frame sample)"
     assert warm.label(warm.codec()).startswith(expected)
@@ -235,6 +239,7 @@ def test_bench_accuracy_preset_syntax_and_named_sections(tmp_path):
         "grid+scenex",
         "paper+scene",
         "grid+foo",
+        "grid+seedx",
         "grid+cut20",
         "grid+scene+cutx",
         "paper+pad4",
