@@ -20,7 +20,7 @@ import torch
 
 from rinr_data import GridConfig, codecs
 from rinr_data.codecs.base import EncodedFrame
-from rinr_data.codecs.grid.fit import COMPILE_MODES
+from rinr_data.codecs.grid.fit import COMPILE_MODES, PRECISIONS
 from rinr_data.convert import sample_indices, split_threads
 
 from .benchdoc import replace_section
@@ -140,6 +140,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the fitting step under torch.compile (GridConfig.compile); its one-off compilation is timed apart, "
         "before the runs (default: %(default)s)",
     )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        help="comma-separated GridConfig.precision values (auto, float32, bfloat16): the fits from scratch and the "
+        "warm start use the first, the warm fits run once per value from that one warm start (default: %(default)s)",
+    )
     p.add_argument("--no-scratch", action="store_true", help="skip the fits from scratch (the slow baseline)")
     p.add_argument(
         "--dataset-frames", type=int, default=50_000, help="dataset size the one-off cost is spread over (%(default)s)"
@@ -153,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, rewrite the BENCHMARKS.md section."""
     args = parse_args(argv)
     jobs = [int(j) for j in args.jobs.split(",")]
+    precisions = args.precision.split(",")
+    if not set(precisions) <= set(PRECISIONS):
+        raise SystemExit(f"--precision takes {', '.join(PRECISIONS)}, got {args.precision!r}")
     fields = {k: getattr(args, k) for k in ("warm_steps", "max_steps") if getattr(args, k) is not None}
-    config = GridConfig(device=args.device, compile=args.compile, **fields)
+    config = GridConfig(device=args.device, compile=args.compile, precision=precisions[0], **fields)
     sample = config.warm_frames if args.sample is None else args.sample
     config = config.replace(warm_frames=sample)
     images, boxes, names = load_frames(args.data, 0)
@@ -165,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     # starts, on one batch fitted for two steps (one noisy, one rounded: both of the step's graphs).
     start = time.perf_counter()
     short = config.replace(max_steps=2, warm_steps=2, warm=None)
-    codecs.get("grid").encode(ev_images[: args.batch], ev_boxes[: args.batch], short)
+    for precision in precisions:  # a graph per precision too
+        codecs.get("grid").encode(ev_images[: args.batch], ev_boxes[: args.batch], short.replace(precision=precision))
     print(f"  warm-up (compilation with --compile {args.compile}): {time.perf_counter() - start:.0f} s")
     runs = []
     if not args.no_scratch:
@@ -176,9 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         warm = codecs.get("grid").learn_warm_start([images[i] for i in picked], [boxes[i] for i in picked], config)
         learn_s = time.perf_counter() - start
         print(f"  warm start learned in {learn_s:.0f} s")
-        for n in jobs:
-            label = "warm start" if len(jobs) == 1 and n == 1 else f"warm start, {n} job{'s' if n > 1 else ''}"
-            runs.append(encode(label, ev_images, ev_boxes, config.replace(warm=warm), args.batch, n))
+        for precision in precisions:
+            for n in jobs:
+                label = "warm start" if len(jobs) == 1 and n == 1 else f"warm start, {n} job{'s' if n > 1 else ''}"
+                label += f", {precision}" if len(precisions) > 1 else ""
+                runs.append(
+                    encode(label, ev_images, ev_boxes, config.replace(warm=warm, precision=precision), args.batch, n)
+                )
     if not runs:
         raise SystemExit("nothing to measure: --no-scratch and --sample 0")
     text = table(runs, config, learn_s, sample, args.dataset_frames)
@@ -187,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         header = (
             f"Measured by `tools/bench_encode.py --frames {args.frames} --batch {args.batch} --device {args.device}"
             f"{f' --jobs {args.jobs}' if args.jobs != '1' else ''}{' --no-scratch' if args.no_scratch else ''}"
-            f"{f' --warm-steps {args.warm_steps}' if args.warm_steps else ''} --compile {args.compile}` "
+            f"{f' --warm-steps {args.warm_steps}' if args.warm_steps else ''} --compile {args.compile}"
+            f" --precision {args.precision}` "
             f"on {machine(torch.device(args.device) if args.device != 'auto' else None)}, "
             f"{time.strftime('%Y-%m-%d')}: {args.data.name}, {len(evaluated)} evaluation frames outside the "
             f"{sample}-frame warm-start sample; targets {config.object_psnr:g} / {config.background_psnr:g} dB."

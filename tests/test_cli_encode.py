@@ -464,7 +464,8 @@ def test_a_frame_whose_scene_is_missing_fails_alone(tmp_path):
     assert dataset.errors == len(orphans)
 
 
-def test_compile_flag_sets_how_the_grid_fit_runs_not_what_decides_the_bytes():
+@pytest.mark.parametrize("flag, value", [("compile", "off"), ("precision", "bfloat16")])
+def test_fit_flags_set_how_the_grid_fit_runs_not_what_decides_the_bytes(flag, value):
     from rinr_data.cli.encode import build_config, build_parser
 
     parser = build_parser()
@@ -472,11 +473,11 @@ def test_compile_flag_sets_how_the_grid_fit_runs_not_what_decides_the_bytes():
     def codec(*extra):
         return build_config(parser.parse_args(["src", "out", *extra])).codec_config
 
-    default, off = codec(), codec("--compile", "off")
-    assert (default.compile, off.compile) == ("auto", "off")
+    default, chosen = codec(), codec(f"--{flag}", value)
+    assert (getattr(default, flag), getattr(chosen, flag)) == ("auto", value)
     # Like --device, it is not a setting a resumed run must match.
-    assert default.settings() == off.settings() and "compile" not in off.settings()
-    with pytest.raises(ValueError, match="--compile applies to the grid preset only"):
-        codec("--preset", "paper", "--compile", "on")
+    assert default.settings() == chosen.settings() and flag not in chosen.settings()
+    with pytest.raises(ValueError, match=f"--{flag} applies to the grid preset only"):
+        codec("--preset", "paper", f"--{flag}", value)
     with pytest.raises(SystemExit):
-        parser.parse_args(["src", "out", "--compile", "fast"])
+        parser.parse_args(["src", "out", f"--{flag}", "fast"])

@@ -55,6 +55,18 @@ def test_fitting_on_cuda_gives_records_the_cpu_decodes(preset):
         assert q.background >= config.background_psnr - 0.05
 
 
+def test_bfloat16_fits_on_cuda_reach_what_float32_fits_reach():
+    # precision "auto" keeps CUDA at float32 until gpu_check.sh measures bfloat16 there; the explicit mode must work.
+    config = CONFIGS["grid"].replace(device="cuda", compile="off")
+    single = R.encode_frames(FRAMES[:2], BOXES[:2], config.replace(precision="float32"))
+    low = R.encode_frames(FRAMES[:2], BOXES[:2], config.replace(precision="bfloat16"))
+    for a, b, image, boxes in zip(single, low, FRAMES, BOXES):
+        q = region_psnr(torch.from_numpy(image).permute(2, 0, 1), R.decode(b.blob, "cpu"), boxes)
+        assert q.full == pytest.approx(b.full_psnr, abs=0.05)
+        assert q.background >= config.background_psnr - 0.05
+        assert len(b.blob) == pytest.approx(len(a.blob), rel=0.05)
+
+
 def test_scene_records_decode_alike_on_cuda_and_cpu():
     config = CONFIGS["grid"].replace(device="cuda", scene=R.SceneConfig(window=3))
     frames = [smooth_frame(24, 32, seed=4)] * 3

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from ..base import FittedConfig
-from .fit import check_compile
+from .fit import check_compile, check_precision
 from .model import GridShape
 from .warm import WarmStart
 
@@ -80,6 +80,9 @@ class GridConfig(FittedConfig):
             environment sets RINR_COMPILE=0), "on" or "off".
             Like `device`, how the fit runs rather than what it computes (float sums may round differently), so it
             is not among `settings()`.
+        precision: the fitting step's render in "float32", "bfloat16" (float32 accumulation; the loss and all
+            trained values stay float32) or "auto" (bfloat16 on a CPU that computes it natively, else float32). A
+            setting of how the fit runs, like `compile`.
     """
 
     preset: ClassVar[str] = "grid"
@@ -94,10 +97,12 @@ class GridConfig(FittedConfig):
     warm_steps: int = 450
     warm: WarmStart | None = field(default=None, compare=False, repr=False)
     compile: str = "auto"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_compile(self.compile)
+        check_precision(self.precision)
         if self.warm_frames < 0:
             raise ValueError(f"warm_frames must be >= 0, got {self.warm_frames}")
         if self.warm_steps < 1:
@@ -108,7 +113,7 @@ class GridConfig(FittedConfig):
     def settings(self) -> dict[str, Any]:
         """What decides the bytes, as FittedConfig's; the warm start follows from the data and these settings."""
         out = FittedConfig.settings(self.replace(warm=None))
-        del out["warm"], out["compile"]
+        del out["warm"], out["compile"], out["precision"]
         return out
 
     @classmethod

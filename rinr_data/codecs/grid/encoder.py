@@ -50,6 +50,7 @@ def fit_settings(config: GridConfig, salt: int = 0, warm: bool = False) -> GridF
         dual_step=WARM_DUAL_STEP if warm else DUAL_STEP,
         warm=config.warm if warm else None,
         compile=config.compile,
+        precision=config.precision,
     )
 
 

@@ -10,6 +10,7 @@ what is measured is what ships.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -47,6 +48,12 @@ TOP_UP_MARGIN = 0.05
 COMPILE_PIXELS = 256 * 256
 COMPILE_MODES = ("auto", "on", "off")
 RECOMPILE_LIMIT = 64
+# The render of a fitting step (resampling products and synthesis GEMMs, most of its time) may run in bfloat16 with
+# float32 accumulation; the loss, the entropy model and every trained tensor stay float32. On a CPU with native
+# bfloat16 (AVX512-BF16 or AMX) that made 384x288 warm fits 1.25x faster (the render alone 1.5-1.7x) with bytes within
+# 0.6% and PSNRs within 0.11 dB (docs/BENCHMARKS.md, "Fitting in bfloat16"); where bfloat16 is emulated it is slower,
+# so "auto" takes it only where it is native. CUDA stays float32 under "auto" until tools/gpu_check.sh has measured it.
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class GridFitSettings:
     tune_synthesis: bool = False  # frames on a scene fine-tune its synthesis (else they reuse it as it is)
     compile: str = "off"  # the step's loss under torch.compile: "on", "off", "auto" (frames of COMPILE_PIXELS or more)
     top_up: int = 0  # at most this many more steps for frames below a target when `steps` end (per-frame fits)
+    precision: str = "float32"  # the step's render: "float32", "bfloat16" or "auto" (PRECISIONS)
 
 
 @dataclass
@@ -255,7 +263,18 @@ def _fit_group(
     noise_steps = int(settings.steps * settings.noise_fraction)
     matrices = resampling_matrices(shape.level_sizes(h, w), h, w, device) if settings.dense_render else None
     problem = _Problem(
-        image, regions, n_px, masks, exists, base_lat, steps, anchors, settings.context, settings.weight_bits, matrices
+        image,
+        regions,
+        n_px,
+        masks,
+        exists,
+        base_lat,
+        steps,
+        anchors,
+        settings.context,
+        settings.weight_bits,
+        matrices,
+        render_dtype(settings.precision, device),
     )
     loss_fn = _CompiledLoss() if _use_compile(settings.compile, h * w) else _step_loss
 
@@ -337,6 +356,7 @@ class _Problem:
     # `render_dense`'s resampling weights per level, or None: differentiate the decoder's `render` (the reference).
     # Tensors, not a renderer object: a compiled step is reused by every call with the same shapes.
     matrices: list[tuple[torch.Tensor, torch.Tensor] | None] | None
+    low: torch.dtype | None = None  # the render's autocast dtype (None: float32 throughout)
 
 
 def _step_loss(
@@ -369,8 +389,10 @@ def _step_loss(
     )
     feats = q if p.base_lat is None else [b + d for b, d in zip(p.base_lat, q)]
     rows = _rows(synth, count)
-    out = render(rows, feats, h, w) if p.matrices is None else render_dense(rows, feats, h, w, p.matrices)
-    err = ((out - p.image) ** 2).mean(dim=1, keepdim=True)
+    low = contextlib.nullcontext() if p.low is None else torch.autocast(p.image.device.type, dtype=p.low)
+    with low:
+        out = render(rows, feats, h, w) if p.matrices is None else render_dense(rows, feats, h, w, p.matrices)
+    err = ((out.float() - p.image) ** 2).mean(dim=1, keepdim=True)
     mse = torch.stack([(err * r).sum(dim=(1, 2, 3)) for r in p.regions], dim=1) / p.n_px.clamp_min(1)
     bits = torch.zeros(count, device=p.image.device)
     scales, c_weights, c_spreads = (t.expand(count, *t.shape[1:]) for t in (log_scale, ctx_weights, ctx_spreads))
@@ -398,6 +420,27 @@ def check_compile(mode: str) -> None:
     """Raise ValueError unless `mode` is one of COMPILE_MODES."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+
+
+def check_precision(mode: str) -> None:
+    """Raise ValueError unless `mode` is one of PRECISIONS."""
+    if mode not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {mode!r}")
+
+
+def cpu_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 products in hardware (AVX512-BF16 or AMX)."""
+    # torch.cpu's probes are private (no public one exists); a torch without them counts as no native support.
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(probe is not None and probe() for probe in probes)
+
+
+def render_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a fitting step's render for precision `mode` on `device` (None: float32)."""
+    check_precision(mode)
+    if mode == "auto":
+        return torch.bfloat16 if device.type == "cpu" and cpu_bfloat16() else None
+    return torch.bfloat16 if mode == "bfloat16" else None
 
 
 def _use_compile(mode: str, pixels: int) -> bool:
