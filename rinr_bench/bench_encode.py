@@ -20,7 +20,7 @@ import torch
 
 from rinr_data import GridConfig, codecs
 from rinr_data.codecs.base import EncodedFrame
-from rinr_data.codecs.grid.fit import COMPILE_MODES, PRECISIONS
+from rinr_data.codecs.grid.fit import COMPILE_MODES, check_precision
 from rinr_data.convert import sample_indices, split_threads
 
 from .benchdoc import replace_section
@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     jobs = [int(j) for j in args.jobs.split(",")]
     precisions = args.precision.split(",")
-    if not set(precisions) <= set(PRECISIONS):
-        raise SystemExit(f"--precision takes {', '.join(PRECISIONS)}, got {args.precision!r}")
+    for precision in precisions:
+        check_precision(precision)
     fields = {k: getattr(args, k) for k in ("warm_steps", "max_steps") if getattr(args, k) is not None}
     config = GridConfig(device=args.device, compile=args.compile, precision=precisions[0], **fields)
     sample = config.warm_frames if args.sample is None else args.sample

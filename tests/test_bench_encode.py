@@ -57,5 +57,5 @@ def test_bench_encode_runs_the_warm_fits_once_per_precision(tmp_path, capsys):
     # From the one warm start, the render's rounding gives other records: bytes against the float32 row.
     assert rows[0][9].strip() == "1.000x" and float(rows[1][9].strip()[:-1]) == pytest.approx(1.0, abs=0.1)
     assert "--precision float32,bfloat16`" in doc.read_text()
-    with pytest.raises(SystemExit, match="--precision takes auto, float32, bfloat16, got 'half'"):
+    with pytest.raises(ValueError, match="precision must be one of auto, float32, bfloat16, got 'half'"):
         tool("bench_encode").main([*args, "--precision", "half"])
